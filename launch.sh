@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# jahp_jax launcher: creates the virtual environment on first use, then runs a job.
+#
+#   ./launch.sh quickstart         train a small joint model, compress Kodak to real files, compare
+#   ./launch.sh test               run the test suite (what CI runs)
+#   ./launch.sh train [FLAGS...]   python -m jahp_jax.train FLAGS...
+#   ./launch.sh sweep [FLAGS...]   priors x lambdas, one workdir each (see README, "Sweeps")
+#   ./launch.sh ablation [FLAGS...] the CPU-scale ablation of experiments/ablation.py
+#   ./launch.sh setup              only create/update the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV=${JAHP_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+setup() {
+  local stamp="$VENV/.jahp-installed"
+  local want
+  want=$(sha256sum pyproject.toml | cut -c1-16)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  echo "[launch] setting up $VENV (first use or pyproject.toml changed)" >&2
+  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
+  echo "$want" > "$stamp"
+}
+
+cmd=${1:-help}
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  setup) setup ;;
+  test)
+    setup
+    "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
+  quickstart) setup; exec "$VENV/bin/python" -m experiments.quickstart "$@" ;;
+  sweep) setup; exec "$VENV/bin/python" -m experiments.sweep "$@" ;;
+  ablation) setup; exec "$VENV/bin/python" -m experiments.ablation "$@" ;;
+  python) setup; exec "$VENV/bin/python" "$@" ;;
+  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) echo "launch.sh: unknown command '$cmd'; run ./launch.sh help" >&2; exit 2 ;;
+esac

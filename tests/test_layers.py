@@ -1,0 +1,117 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jahp_jax import layers
+
+
+def _rand(key, shape):
+    return jax.random.normal(jax.random.key(key), shape, jnp.float32)
+
+
+def test_strided_conv_halves_even_sizes():
+    x = _rand(0, (2, 32, 48, 3))
+    y = layers.strided_conv(x, _rand(1, (5, 5, 3, 4)), 2)
+    assert y.shape == (2, 16, 24, 4)
+
+
+def test_conv_transpose_is_adjoint_of_strided_conv():
+    kernel = _rand(0, (5, 5, 3, 4))  # strided conv 3 -> 4, so the transpose maps 4 -> 3
+    u = _rand(1, (2, 16, 20, 3))
+    v = _rand(2, (2, 8, 10, 4))
+    lhs = jnp.vdot(layers.strided_conv(u, kernel, 2), v)
+    rhs = jnp.vdot(u, layers.conv_transpose(v, kernel, 2))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+def test_conv_transpose_matches_lax_conv_transpose():
+    kernel = _rand(0, (5, 5, 3, 4))
+    v = _rand(2, (2, 8, 10, 4))
+    # PyTorch-style ConvTranspose2d(padding=2, output_padding=1) through lax: transpose_kernel
+    # flips the kernel and swaps I/O, padding ((k-1-p), (k-1-p+output_padding)).
+    reference = jax.lax.conv_transpose(
+        v, kernel, (2, 2), padding=((2, 3), (2, 3)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+    )
+    np.testing.assert_allclose(layers.conv_transpose(v, kernel, 2), reference, atol=1e-4)
+
+
+def test_conv_transpose_gradients_match_lax():
+    kernel = _rand(0, (5, 5, 3, 4))
+    v = _rand(2, (2, 8, 10, 4))
+    target = _rand(3, (2, 16, 20, 3))
+
+    def ours(v, k):
+        return jnp.sum(jnp.sin(layers.conv_transpose(v, k, 2)) * target)
+
+    def reference(v, k):
+        out = jax.lax.conv_transpose(
+            v, k, (2, 2), padding=((2, 3), (2, 3)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+        )
+        return jnp.sum(jnp.sin(out) * target)
+
+    grads = jax.grad(ours, argnums=(0, 1))(v, kernel)
+    expected = jax.grad(reference, argnums=(0, 1))(v, kernel)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_masked_conv_is_causal():
+    module = layers.MaskedConv(features=6, kernel_size=5)
+    x = _rand(0, (1, 9, 9, 4))
+    params = module.init(jax.random.key(1), x)
+    i, j = 4, 4
+
+    grad = jax.grad(lambda x: jnp.sum(module.apply(params, x)[0, i, j]))(x)[0]  # (H, W, C)
+    magnitude = np.abs(np.asarray(grad)).sum(axis=-1)
+    raster = np.arange(9 * 9).reshape(9, 9)
+    position = raster[i, j]
+    assert np.all(magnitude[raster >= position] == 0.0), "sees the current or a later position"
+    assert np.all(magnitude[(raster < position) & (np.abs(raster // 9 - i) <= 2)
+                            & (np.abs(raster % 9 - j) <= 2)] > 0.0)
+
+
+def test_causal_mask_type_a():
+    mask = layers.causal_mask(5)
+    assert mask.sum() == 12
+    assert mask[2, 2] == 0 and mask[2, 1] == 1 and mask[3, 0] == 0 and mask[1, 4] == 1
+
+
+def _gdn_reference(x, beta, gamma, inverse):
+    norm = np.sqrt(beta + np.einsum("bhwj,ij->bhwi", x**2, gamma))
+    return x * norm if inverse else x / norm
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_matches_numpy_formula(inverse):
+    channels = 5
+    module = layers.GDN(inverse=inverse)
+    x = np.asarray(_rand(0, (2, 4, 6, channels)))
+    rng = np.random.default_rng(0)
+    beta = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+    gamma = rng.uniform(0.0, 0.3, (channels, channels)).astype(np.float32)
+    params = {"params": {"beta": layers.nonnegative_init(beta),
+                         "gamma": layers.nonnegative_init(gamma)}}
+    got = module.apply(params, jnp.asarray(x))
+    np.testing.assert_allclose(got, _gdn_reference(x, beta, gamma, inverse), rtol=1e-5, atol=1e-6)
+
+
+def test_gdn_initialisation_and_bounds():
+    module = layers.GDN()
+    params = module.init(jax.random.key(0), jnp.ones((1, 2, 2, 3)))["params"]
+    np.testing.assert_allclose(layers.nonnegative_param(params["beta"], 1e-6), np.ones(3), rtol=1e-6)
+    np.testing.assert_allclose(
+        layers.nonnegative_param(params["gamma"], 0.0), 0.1 * np.eye(3), atol=1e-7
+    )
+    # A negative stored beta is clamped to the lower bound, so the output stays finite.
+    bad = {"params": {"beta": -params["beta"], "gamma": params["gamma"]}}
+    assert np.all(np.isfinite(module.apply(bad, jnp.ones((1, 2, 2, 3)))))
+
+
+def test_lower_bound_gradient_pushes_back_above_bound():
+    # Below the bound, a gradient that would increase x passes; one that would decrease it stops.
+    assert jax.grad(lambda x: -layers.lower_bound(x, 1.0))(0.5) == -1.0
+    assert jax.grad(lambda x: layers.lower_bound(x, 1.0))(0.5) == 0.0
+    assert jax.grad(lambda x: layers.lower_bound(x, 1.0))(2.0) == 1.0

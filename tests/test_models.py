@@ -1,0 +1,123 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jahp_jax.losses import rate_distortion_loss
+from jahp_jax.models import PRIORS, check_config, count_params, create_model, init_params
+
+CONFIGS = [(prior, 1) for prior in PRIORS] + [("joint", 3), ("mean_scale", 2)]
+
+
+def _loss(model, params, x, key):
+    out = model.apply({"params": params}, x, train=True, rngs={"noise": key})
+    loss, stats = rate_distortion_loss(x, out, lmbda=0.01)
+    return loss + model.apply({"params": params}, method="aux_loss"), stats
+
+
+@pytest.mark.parametrize("prior,components", CONFIGS)
+def test_every_prior_forward_and_gradients(prior, components):
+    model = create_model(prior, num_filters=8, num_latents=12, mixture_components=components)
+    params = init_params(model, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+    for train in (True, False):
+        out = model.apply({"params": params}, x, train=train, rngs={"noise": jax.random.key(2)})
+        assert out["x_hat"].shape == x.shape
+        expected = {"y", "z"} if PRIORS[prior].hyperprior else {"y"}
+        assert set(out["likelihoods"]) == expected
+        for lik in out["likelihoods"].values():
+            assert float(lik.min()) > 0.0 and float(lik.max()) <= 1.0
+    (loss, _), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
+        model, params, x, jax.random.key(3)
+    )
+    assert np.isfinite(float(loss))
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert sum(float(jnp.abs(g).sum()) > 0 for g in leaves) > len(leaves) // 2
+
+
+def test_eval_rounds_y_around_the_predicted_mean():
+    model = create_model("mean_scale", 8, 12)
+    params = init_params(model, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (1, 64, 64, 3))
+    out = model.apply({"params": params}, x, train=False)
+    y = model.apply({"params": params}, x, method="analysis")
+    z_hat, _ = model.apply(
+        {"params": params}, model.apply({"params": params}, y, method="hyper_analysis"),
+        method=lambda m, z: m.z_density(z),
+    )
+    hyper = model.apply({"params": params}, z_hat, method="hyper_synthesis")
+    means = model.apply({"params": params}, hyper, None, method="distribution")["means"]
+    residual = np.asarray(out["y_hat"] - means)
+    np.testing.assert_allclose(residual, np.round(residual), atol=1e-4)
+    np.testing.assert_allclose(out["y_hat"], y, atol=0.5 + 1e-4)
+
+
+@pytest.mark.parametrize("prior", ["factorized", "joint"])
+def test_training_lowers_the_rate(prior):
+    model = create_model(prior, num_filters=8, num_latents=8)
+    params = init_params(model, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)) * 0.2 + 0.4  # low-entropy image
+    optimizer = optax.adam(1e-2)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        (_, stats), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
+            model, params, x, key
+        )
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, stats["bpp"]
+
+    rates = []
+    for i in range(40):
+        params, opt_state, bpp = step(params, opt_state, jax.random.key(i))
+        rates.append(float(bpp))
+    assert np.mean(rates[-5:]) < 0.7 * np.mean(rates[:5]), rates
+
+
+def _conv(k, cin, cout):
+    return k * k * cin * cout + cout
+
+
+def _gdn(c):
+    return c + c * c
+
+
+def _density(c, filters=(3, 3, 3, 3)):
+    dims = (1, *filters, 1)
+    matrices = sum(dims[i] * dims[i + 1] for i in range(len(dims) - 1))
+    biases = sum(dims[1:])
+    factors = sum(dims[1:-1])
+    return c * (matrices + biases + factors + 3)  # + 3 tail quantiles
+
+
+def test_joint_parameter_count_follows_the_layer_list():
+    n = m = 192
+    g_a = _conv(5, 3, n) + 2 * _conv(5, n, n) + _conv(5, n, m) + 3 * _gdn(n)
+    g_s = _conv(5, m, n) + 2 * _conv(5, n, n) + _conv(5, n, 3) + 3 * _gdn(n)
+    h_a = _conv(3, m, n) + 2 * _conv(5, n, n)
+    h_s = _conv(5, n, m) + _conv(5, m, m * 3 // 2) + _conv(3, m * 3 // 2, 2 * m)
+    context = _conv(5, m, 2 * m)
+    entropy_parameters = _conv(1, 4 * m, m * 10 // 3) + _conv(1, m * 10 // 3, m * 8 // 3) + _conv(
+        1, m * 8 // 3, 2 * m
+    )
+    expected = g_a + g_s + h_a + h_s + context + entropy_parameters + _density(n)
+    model = create_model("joint", n, m)
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    assert count_params(shapes) == expected == 14_130_467
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("nope", 8, 8, 1), "unknown prior"),
+        (("hyperprior", 8, 8, 3), "needs a prior that predicts means"),
+        (("joint", 8, 8, 0), "mixture_components"),
+        (("joint", 0, 8, 1), "num_filters"),
+    ],
+)
+def test_bad_configurations_are_refused(args, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(*args)
