@@ -69,7 +69,7 @@ class GaussianConditional:
     params_per_latent = 2
 
     def split(self, params: Array) -> dict[str, Array]:
-        """params (..., 2M) -> {'scales', 'means'}, each (..., M) (scales first, as in CompressAI)."""
+        """params (..., 2M) -> {'scales', 'means'}, each (..., M); scales first (CompressAI)."""
         scales, means = jnp.split(params, 2, axis=-1)
         return {"scales": scales, "means": means}
 
@@ -120,8 +120,8 @@ def make_conditional(num_components: int) -> GaussianConditional | GaussianMixtu
     """One Gaussian for K = 1, else a K-component mixture."""
     if num_components < 1:
         raise ValueError(f"mixture_components must be >= 1, got {num_components}")
-    return GaussianConditional() if num_components == 1 else GaussianMixtureConditional(
-        num_components
+    return (
+        GaussianConditional() if num_components == 1 else GaussianMixtureConditional(num_components)
     )
 
 
@@ -195,11 +195,13 @@ class FactorizedDensity(nn.Module):
         upper = self.logits_cumulative(flat + 0.5)
         sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
         probability = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
-        probability = jnp.transpose(probability.reshape((self.channels, *x_hat.shape[:3])), (1, 2, 3, 0))
+        probability = jnp.transpose(
+            probability.reshape((self.channels, *x_hat.shape[:3])), (1, 2, 3, 0)
+        )
         return lower_bound(probability, LIKELIHOOD_BOUND)
 
     def aux_loss(self) -> Array:
-        """Sum over channels of |logits(quantiles) - target|; its gradient reaches only quantiles."""
+        """Sum over channels of |logits(quantiles) - target|; its gradient reaches quantiles only."""
         target = np.log(2.0 / TAIL_MASS - 1.0)
         logits = self.logits_cumulative(self.quantiles, stop_gradient=True)
         return jnp.sum(jnp.abs(logits - jnp.asarray([-target, 0.0, target], logits.dtype)))

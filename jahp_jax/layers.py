@@ -54,7 +54,7 @@ def _padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
-    """Conv with `kernel_size // 2` padding: (B, H, W, I) -> (B, ceil(H/stride), ceil(W/stride), O)."""
+    """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
     return jax.lax.conv_general_dilated(
         x,
         kernel,

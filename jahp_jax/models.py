@@ -58,7 +58,9 @@ class PriorSpec:
 
 PRIORS: dict[str, PriorSpec] = {
     "factorized": PriorSpec(None, False, "fully factorized density on y (Balle et al. 2018)"),
-    "hyperprior": PriorSpec("scale", False, "zero-mean Gaussian, scales from a hyperprior (Balle 2018)"),
+    "hyperprior": PriorSpec(
+        "scale", False, "zero-mean Gaussian, scales from a hyperprior (Balle 2018)"
+    ),
     "mean_scale": PriorSpec("mean_scale", False, "Gaussian with mean and scale from a hyperprior"),
     "context": PriorSpec(None, True, "Gaussian from an autoregressive 5x5 context model only"),
     "joint": PriorSpec("mean_scale", True, "context model + mean-scale hyperprior (Minnen 2018)"),
@@ -73,7 +75,9 @@ def check_config(prior: str, num_filters: int, num_latents: int, mixture_compone
     if prior not in PRIORS:
         raise ValueError(f"unknown prior '{prior}'; choose one of: {', '.join(PRIORS)}")
     if num_filters < 1 or num_latents < 1:
-        raise ValueError(f"num_filters and num_latents must be >= 1, got {num_filters}, {num_latents}")
+        raise ValueError(
+            f"num_filters and num_latents must be >= 1, got {num_filters}, {num_latents}"
+        )
     if mixture_components < 1:
         raise ValueError(f"mixture_components must be >= 1, got {mixture_components}")
     if mixture_components > 1 and not PRIORS[prior].has_means:
@@ -107,9 +111,7 @@ class CompressionModel(nn.Module):
         self.conditional = make_conditional(self.mixture_components)
         distribution_channels = self.conditional.params_per_latent * m
 
-        self.g_a = nn.Sequential(
-            [Conv(n), GDN(), Conv(n), GDN(), Conv(n), GDN(), Conv(m)]
-        )
+        self.g_a = nn.Sequential([Conv(n), GDN(), Conv(n), GDN(), Conv(n), GDN(), Conv(m)])
         self.g_s = nn.Sequential(
             [
                 ConvTranspose(n), GDN(inverse=True),
@@ -121,17 +123,13 @@ class CompressionModel(nn.Module):
         if spec.hyperprior is None and not spec.context:
             self.y_density = FactorizedDensity(m)
         if spec.hyperprior == "scale":
-            self.h_a = nn.Sequential(
-                [Conv(n, 3, 1), nn.relu, Conv(n), nn.relu, Conv(n)]
-            )
+            self.h_a = nn.Sequential([Conv(n, 3, 1), nn.relu, Conv(n), nn.relu, Conv(n)])
             self.h_s = nn.Sequential(
                 [ConvTranspose(n), nn.relu, ConvTranspose(n), nn.relu, Conv(m, 3, 1), nn.relu]
             )
         elif spec.hyperprior == "mean_scale":
             hyper_channels = 2 * m if spec.context else distribution_channels
-            self.h_a = nn.Sequential(
-                [Conv(n, 3, 1), leaky_relu, Conv(n), leaky_relu, Conv(n)]
-            )
+            self.h_a = nn.Sequential([Conv(n, 3, 1), leaky_relu, Conv(n), leaky_relu, Conv(n)])
             self.h_s = nn.Sequential(
                 [
                     ConvTranspose(m), leaky_relu,
@@ -232,7 +230,9 @@ class CompressionModel(nn.Module):
 
         if train:
             y_hat = y_tilde
-            decoder_input = straight_through_quantize(y, offset) if self.straight_through else y_tilde
+            decoder_input = (
+                straight_through_quantize(y, offset) if self.straight_through else y_tilde
+            )
         else:
             y_hat = quantize(y, offset)
             decoder_input = context_input if spec.context else y_hat

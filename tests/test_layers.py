@@ -31,8 +31,12 @@ def test_conv_transpose_matches_lax_conv_transpose():
     # PyTorch-style ConvTranspose2d(padding=2, output_padding=1) through lax: transpose_kernel
     # flips the kernel and swaps I/O, padding ((k-1-p), (k-1-p+output_padding)).
     reference = jax.lax.conv_transpose(
-        v, kernel, (2, 2), padding=((2, 3), (2, 3)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+        v,
+        kernel,
+        (2, 2),
+        padding=((2, 3), (2, 3)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        transpose_kernel=True,
     )
     np.testing.assert_allclose(layers.conv_transpose(v, kernel, 2), reference, atol=1e-4)
 
@@ -47,8 +51,12 @@ def test_conv_transpose_gradients_match_lax():
 
     def reference(v, k):
         out = jax.lax.conv_transpose(
-            v, k, (2, 2), padding=((2, 3), (2, 3)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+            v,
+            k,
+            (2, 2),
+            padding=((2, 3), (2, 3)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            transpose_kernel=True,
         )
         return jnp.sum(jnp.sin(out) * target)
 
@@ -69,8 +77,12 @@ def test_masked_conv_is_causal():
     raster = np.arange(9 * 9).reshape(9, 9)
     position = raster[i, j]
     assert np.all(magnitude[raster >= position] == 0.0), "sees the current or a later position"
-    assert np.all(magnitude[(raster < position) & (np.abs(raster // 9 - i) <= 2)
-                            & (np.abs(raster % 9 - j) <= 2)] > 0.0)
+    assert np.all(
+        magnitude[
+            (raster < position) & (np.abs(raster // 9 - i) <= 2) & (np.abs(raster % 9 - j) <= 2)
+        ]
+        > 0.0
+    )
 
 
 def test_causal_mask_type_a():
@@ -92,8 +104,9 @@ def test_gdn_matches_numpy_formula(inverse):
     rng = np.random.default_rng(0)
     beta = rng.uniform(0.5, 2.0, channels).astype(np.float32)
     gamma = rng.uniform(0.0, 0.3, (channels, channels)).astype(np.float32)
-    params = {"params": {"beta": layers.nonnegative_init(beta),
-                         "gamma": layers.nonnegative_init(gamma)}}
+    params = {
+        "params": {"beta": layers.nonnegative_init(beta), "gamma": layers.nonnegative_init(gamma)}
+    }
     got = module.apply(params, jnp.asarray(x))
     np.testing.assert_allclose(got, _gdn_reference(x, beta, gamma, inverse), rtol=1e-5, atol=1e-6)
 
@@ -101,7 +114,9 @@ def test_gdn_matches_numpy_formula(inverse):
 def test_gdn_initialisation_and_bounds():
     module = layers.GDN()
     params = module.init(jax.random.key(0), jnp.ones((1, 2, 2, 3)))["params"]
-    np.testing.assert_allclose(layers.nonnegative_param(params["beta"], 1e-6), np.ones(3), rtol=1e-6)
+    np.testing.assert_allclose(
+        layers.nonnegative_param(params["beta"], 1e-6), np.ones(3), rtol=1e-6
+    )
     np.testing.assert_allclose(
         layers.nonnegative_param(params["gamma"], 0.0), 0.1 * np.eye(3), atol=1e-7
     )

@@ -44,7 +44,8 @@ def test_eval_rounds_y_around_the_predicted_mean():
     out = model.apply({"params": params}, x, train=False)
     y = model.apply({"params": params}, x, method="analysis")
     z_hat, _ = model.apply(
-        {"params": params}, model.apply({"params": params}, y, method="hyper_analysis"),
+        {"params": params},
+        model.apply({"params": params}, y, method="hyper_analysis"),
         method=lambda m, z: m.z_density(z),
     )
     hyper = model.apply({"params": params}, z_hat, method="hyper_synthesis")
@@ -100,8 +101,10 @@ def test_joint_parameter_count_follows_the_layer_list():
     h_a = _conv(3, m, n) + 2 * _conv(5, n, n)
     h_s = _conv(5, n, m) + _conv(5, m, m * 3 // 2) + _conv(3, m * 3 // 2, 2 * m)
     context = _conv(5, m, 2 * m)
-    entropy_parameters = _conv(1, 4 * m, m * 10 // 3) + _conv(1, m * 10 // 3, m * 8 // 3) + _conv(
-        1, m * 8 // 3, 2 * m
+    entropy_parameters = (
+        _conv(1, 4 * m, m * 10 // 3)
+        + _conv(1, m * 10 // 3, m * 8 // 3)
+        + _conv(1, m * 8 // 3, 2 * m)
     )
     expected = g_a + g_s + h_a + h_s + context + entropy_parameters + _density(n)
     model = create_model("joint", n, m)

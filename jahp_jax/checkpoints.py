@@ -1,0 +1,156 @@
+"""Model checkpoints on disk (orbax): one layout shared by training, conversion and inference.
+
+A checkpoint root is an orbax `CheckpointManager` directory, `<workdir>/checkpoints`, holding one
+folder per step with the items
+  - `config`: JSON, the `ModelConfig` (prior, N, M, K) plus free-form `extra` metadata,
+  - `params`: the model parameters (a pytree of arrays),
+  - `train_state`: optimiser state etc. (written by training only; never needed for inference).
+`load_model` accepts a training workdir, a checkpoint root, or one step folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jahp_jax.models import CompressionModel, check_config, create_model, init_params
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that does not exist, holds no checkpoint, or does not match."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What is needed to rebuild the model: the prior and its sizes."""
+
+    prior: str = "joint"
+    num_filters: int = 192
+    num_latents: int = 192
+    mixture_components: int = 1
+
+    def __post_init__(self):
+        check_config(self.prior, self.num_filters, self.num_latents, self.mixture_components)
+
+    def build(self) -> CompressionModel:
+        return create_model(self.prior, self.num_filters, self.num_latents, self.mixture_components)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def checkpoint_root(workdir: str | Path) -> Path:
+    """The orbax manager directory of a training workdir."""
+    return Path(workdir) / CHECKPOINTS_SUBDIR
+
+
+def _is_step_dir(path: Path) -> bool:
+    return (path / "params").is_dir() and (path / "config").is_dir()
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    steps = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and _is_step_dir(p)]
+    return sorted(steps, key=lambda p: int(p.name))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A workdir, a checkpoint root or a step folder -> the step folder to load (latest step)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint path '{path}' does not exist")
+    if _is_step_dir(path):
+        return path
+    for root in (checkpoint_root(path), path):
+        if root.is_dir():
+            steps = _step_dirs(root)
+            if steps:
+                return steps[-1]
+    raise CheckpointError(
+        f"'{path}' holds no checkpoint: expected a training workdir, its '{CHECKPOINTS_SUBDIR}/' "
+        "folder, or one step folder containing 'params/' and 'config/'"
+    )
+
+
+def read_config(step_dir: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """(ModelConfig, extra metadata) of a step folder."""
+    config_path = step_dir / "config" / "metadata"  # where orbax's JsonSave puts the JSON
+    try:
+        values = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read the model config in '{step_dir}': {error}") from None
+    try:
+        return ModelConfig.from_dict(values), dict(values.get("extra", {}))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"invalid model config in '{step_dir}': {error}") from None
+
+
+def save_model(
+    root: str | Path,
+    step: int,
+    config: ModelConfig,
+    params: Any,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write an inference checkpoint (config + params) as step `step` under `root`; atomic."""
+    root = Path(root)
+    with ocp.CheckpointManager(root.resolve()) as manager:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                config=ocp.args.JsonSave({**config.to_dict(), "extra": extra or {}}),
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+    return root / str(step)
+
+
+def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
+    """Load (model, params, config) from a workdir, checkpoint root or step folder.
+
+    Params are restored as host numpy-backed jax arrays with the shapes the config implies; a
+    checkpoint whose arrays do not match its config raises CheckpointError.
+    """
+    step_dir = resolve_checkpoint(path)
+    config, _ = read_config(step_dir)
+    model = config.build()
+    abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    handler = ocp.StandardCheckpointer()
+    try:
+        params = handler.restore(step_dir.resolve() / "params", abstract)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        raise CheckpointError(
+            f"the parameters in '{step_dir}' do not match a {config.prior} model with "
+            f"N={config.num_filters}, M={config.num_latents}, K={config.mixture_components}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
+    return model, params, config
+
+
+def params_fingerprint(params: Any) -> bytes:
+    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values, float32 LE)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        key=lambda item: jax.tree_util.keystr(item[0]),
+    ):
+        array = np.asarray(leaf, dtype="<f4")
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.digest()[:8]

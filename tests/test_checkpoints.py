@@ -1,0 +1,55 @@
+import jax
+import numpy as np
+import pytest
+
+from jahp_jax.checkpoints import (
+    CheckpointError,
+    ModelConfig,
+    load_model,
+    params_fingerprint,
+    resolve_checkpoint,
+    save_model,
+)
+from jahp_jax.models import init_params
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    config = ModelConfig("mean_scale", 8, 12)
+    params = init_params(config.build(), jax.random.key(0))
+    save_model(tmp_path / "checkpoints", 3, config, params, extra={"lmbda": 0.01})
+    save_model(tmp_path / "checkpoints", 7, config, params)
+    # a workdir, the root and the step folder all resolve; the latest step wins
+    assert resolve_checkpoint(tmp_path).name == "7"
+    assert resolve_checkpoint(tmp_path / "checkpoints").name == "7"
+    assert resolve_checkpoint(tmp_path / "checkpoints" / "3").name == "3"
+    model, loaded, loaded_config = load_model(tmp_path)
+    assert loaded_config == config and model.prior == "mean_scale"
+    for a, b in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert params_fingerprint(params) == params_fingerprint(loaded)
+
+
+def test_fingerprint_sees_every_value():
+    params = init_params(ModelConfig("factorized", 4, 4).build(), jax.random.key(0))
+    changed = jax.tree_util.tree_map(lambda v: v, params)
+    changed["g_s"]["layers_6"]["bias"] = changed["g_s"]["layers_6"]["bias"].at[0].add(1e-6)
+    assert params_fingerprint(params) != params_fingerprint(changed)
+
+
+def test_bad_checkpoint_paths(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        load_model(tmp_path)
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path):
+    config = ModelConfig("joint", 8, 12)
+    save_model(tmp_path, 1, config, init_params(config.build(), jax.random.key(0)))
+    config_path = tmp_path / "1" / "config" / "metadata"
+    text = config_path.read_text().replace('"num_latents": 12', '"num_latents": 16')
+    config_path.write_text(text)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tmp_path)
