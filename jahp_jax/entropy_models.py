@@ -201,7 +201,7 @@ class FactorizedDensity(nn.Module):
         return lower_bound(probability, LIKELIHOOD_BOUND)
 
     def aux_loss(self) -> Array:
-        """Sum over channels of |logits(quantiles) - target|; its gradient reaches quantiles only."""
+        """Sum of |logits(quantiles) - target| over channels; trains the quantiles only."""
         target = np.log(2.0 / TAIL_MASS - 1.0)
         logits = self.logits_cumulative(self.quantiles, stop_gradient=True)
         return jnp.sum(jnp.abs(logits - jnp.asarray([-target, 0.0, target], logits.dtype)))
