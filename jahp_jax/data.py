@@ -1,0 +1,569 @@
+"""Image IO and input pipelines (tensorflow-datasets + tf.data).
+
+Image IO is `read_image` / `write_png`: numpy uint8 HxWx3 RGB at every file boundary.
+
+Data sources, all prepared by tfds into `tfds_data_dir` (default: tfds's own default,
+`$TFDS_DATA_DIR` or `~/tensorflow_datasets`), never into the source folder:
+  * a local folder of images (`dataset=None, data_dir=FOLDER`): the `image_folder` builder.
+    Its prepared copy is keyed by a hash of the folder's file list, sizes and mtimes, so a
+    changed folder is prepared afresh; unreadable files are skipped with a warning and a count.
+  * `dataset="kodak"`: the 24 Kodak PNGs, downloaded from r0k.us (checked against
+    `datasets/kodak/checksums.tsv`) or taken from `data_dir` (offline, checked the same way).
+  * any other tfds name (`clic`, `div2k`, ...), read through its feature `image`.
+
+Training batches are a pure function of (seed, step): element i of host p is image
+`index_shuffle(i mod n)` of that host's shard under a stateless seed from (seed, p, i div n),
+cropped and flipped with stateless seeds from (seed, p, i), so resuming at a step decodes
+nothing it skips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image, UnidentifiedImageError
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+)
+KODAK_CHECKSUMS = Path(__file__).parent / "datasets" / "kodak" / "checksums.tsv"
+KODAK_HOST = "r0k.us"
+KODAK_URL = f"http://{KODAK_HOST}/graphics/kodak/kodak/{{name}}.png"
+KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
+FOLDER_SPLIT = "images"
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class ImageError(ValueError):
+    """A file is not an image this project can read or write (message names the file)."""
+
+
+class DatasetError(ValueError):
+    """A data source is missing, empty or misconfigured (message says what to do)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Image IO
+# --------------------------------------------------------------------------------------------
+
+
+def _is_sixteen_bit(img: Image.Image) -> bool:
+    """True for images with more than 8 bits per sample (PIL reads 48-bit PNG as 'RGB')."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return True
+    for tile in img.tile:
+        rawmode = tile.args if isinstance(tile.args, str) else (tile.args or ("",))[0]
+        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
+            return True
+    return False
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as uint8 (H, W, 3) RGB.
+
+    Grayscale, palette and CMYK images are converted to RGB; an alpha channel is dropped
+    only when fully opaque. Images with 16 or more bits per sample are refused (convert them
+    to 8-bit first: no rounding rule is imposed silently). Only the first frame of an
+    animation is read, and EXIF orientation is ignored (pixels as stored).
+
+    Raises:
+      ImageError: the file is missing, not an image, truncated, transparent or 16-bit.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if _is_sixteen_bit(img):
+                raise ImageError(
+                    f"{path}: 16-bit (or deeper) image, mode {img.mode}; convert it to "
+                    "8 bits per channel first"
+                )
+            img.load()
+            has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info
+            if has_alpha:
+                rgba = np.asarray(img.convert("RGBA"))
+                if (rgba[..., 3] != 255).any():
+                    raise ImageError(
+                        f"{path}: image has transparent pixels; flatten it onto a background "
+                        "(e.g. remove the alpha channel) first"
+                    )
+                pixels = rgba[..., :3]
+            else:
+                pixels = np.asarray(img.convert("RGB"))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: cannot decode image ({err})") from None
+    return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Writes uint8 (H, W, 3) RGB as PNG, atomically (temp file in the same folder + rename).
+
+    Raises:
+      ImageError: the array is not uint8 (H, W, 3), or the folder does not exist.
+    """
+    path = Path(path)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = getattr(image, "dtype", type(image).__name__)
+        raise ImageError(f"{path}: expected a uint8 numpy array, got {kind}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"{path}: expected shape (H, W, 3) with H, W > 0, got {image.shape}")
+    if not path.parent.is_dir():
+        raise ImageError(f"{path}: folder {path.parent} does not exist; create it first")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            Image.fromarray(image, mode="RGB").save(tmp, format="PNG")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# tfds builders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class ImageFolderConfig(tfds.core.BuilderConfig):
+    """One local folder; `name` carries a fingerprint of its contents (see `_folder_config`)."""
+
+    folder: str = ""
+
+
+class ImageFolder(tfds.core.GeneratorBasedBuilder):
+    """Every readable image below one local folder, in a single split 'images'.
+
+    Images are stored exactly as `read_image` returns them (PNG-encoded RGB), with their path
+    relative to the folder, suffix removed, as 'name'. Unreadable files are skipped; their
+    paths and reasons are kept in `info.metadata['skipped']`.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "name": tfds.features.Text(),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # The folder is read in place.
+        self.info.metadata["skipped"] = []
+        return {FOLDER_SPLIT: self._generate_examples(Path(self.builder_config.folder))}
+
+    def _generate_examples(self, folder: Path):
+        readable = 0
+        for path in _image_files(folder):
+            name = path.relative_to(folder).with_suffix("").as_posix()
+            try:
+                image = read_image(path)
+            except ImageError as err:
+                log.warning("skipping unreadable file: %s", err)
+                self.info.metadata["skipped"].append(str(err))
+                continue
+            readable += 1
+            key = path.relative_to(folder).as_posix()  # Unique even for a.png next to a.jpg.
+            yield key, {"image": _encode_png(image), "name": name}
+        if not readable:
+            first = self.info.metadata["skipped"][0]
+            raise DatasetError(f"data folder {folder} holds no readable image ({first})")
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of uint8 (H, W, 3), fast zlib level (tfds's own encoder is ~5x slower)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+class Kodak(tfds.core.GeneratorBasedBuilder):
+    """The 24 Kodak PhotoCD images (768x512 or 512x768 RGB PNG), split 'test', for evaluation.
+
+    Offline use: pass `download_config.manual_dir` holding kodim01.png ... kodim24.png; the files
+    are checked against the same sizes and sha256 as downloads.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    _checksums_path = KODAK_CHECKSUMS  # Overrides tfds's "next to the module" default.
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "name": tfds.features.Text(),
+                }
+            ),
+            homepage="http://r0k.us/graphics/kodak/",
+        )
+
+    def _split_generators(self, dl_manager):
+        paths = dl_manager.download({name: KODAK_URL.format(name=name) for name in KODAK_NAMES})
+        return {"test": self._generate_examples(paths)}
+
+    def _generate_examples(self, paths):
+        for name, path in paths.items():
+            yield name, {"image": path, "name": name}
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing a source
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared tfds data set.
+
+    `split` is the only split of a folder ('images') or Kodak ('test'), '' for other tfds data
+    sets (the caller picks); `skipped` holds one line per unreadable file of a folder.
+    """
+
+    builder: tfds.core.DatasetBuilder
+    split: str
+    skipped: tuple[str, ...]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Files below `folder` (recursively, hidden ones excluded) with an image suffix, sorted."""
+    files = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
+    return sorted(files)
+
+
+def _folder_config(folder: Path) -> ImageFolderConfig:
+    """Config named '<folder name>_<hash of absolute path, file names, sizes, mtimes>'."""
+    if not folder.exists():
+        raise DatasetError(f"data folder {folder} does not exist; check --data_dir")
+    if not folder.is_dir():
+        raise DatasetError(f"data folder {folder} is not a folder; check --data_dir")
+    files = _image_files(folder)
+    if not files:
+        raise DatasetError(
+            f"data folder {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", folder.resolve().name).strip("_")[:40] or "folder"
+    return ImageFolderConfig(
+        name=f"{slug}_{digest.hexdigest()[:16]}",
+        description=f"images below {folder.resolve()}",
+        folder=str(folder.resolve()),
+    )
+
+
+def _check_reachable(host: str) -> None:
+    """Fails fast offline, where tfds would retry downloads for minutes."""
+    try:
+        socket.create_connection((host, 80), timeout=10).close()
+    except OSError as err:
+        raise DatasetError(
+            f"cannot reach {host} to download Kodak ({err}); pass a folder holding "
+            "kodim01.png..kodim24.png as --data_dir"
+        ) from None
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None, what: str) -> None:
+    """Runs tfds preparation (a no-op when prepared), turning its failures into DatasetError."""
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except NonMatchingChecksumError as err:
+        first = str(err).splitlines()[0]
+        raise DatasetError(f"{what}: a file differs from the published one ({first})") from None
+    except (OSError, AssertionError, tf.errors.OpError, tfds.download.DownloadError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise DatasetError(f"{what}: preparation failed: {first}") from None
+
+
+def prepare_dataset(
+    *, dataset: str | None, data_dir: str | None, tfds_data_dir: str | None = None
+) -> PreparedDataset:
+    """Prepares (once) and returns a data source; see the module docstring for the sources.
+
+    Args:
+      dataset: a tfds name ('kodak', 'clic', ...), or None / 'image_folder' for a folder.
+      data_dir: the folder of images (dataset None), or the tfds manual dir of `dataset`.
+      tfds_data_dir: where tfds keeps prepared data; None means tfds's default.
+
+    Raises:
+      DatasetError: nothing to read, or preparation failed (one-line message).
+    """
+    if dataset in (None, "image_folder"):
+        if data_dir is None:
+            raise DatasetError("no data source: give a folder of images (--data_dir) or --dataset")
+        folder = Path(data_dir).expanduser()
+        builder = ImageFolder(config=_folder_config(folder), data_dir=tfds_data_dir)
+        _prepare(builder, None, f"folder {folder}")
+        skipped = tuple(builder.info.metadata.get("skipped", ()))
+        if skipped:
+            log.warning(
+                "%d unreadable file(s) in %s are skipped, e.g. %s", len(skipped), folder, skipped[0]
+            )
+        return PreparedDataset(builder, FOLDER_SPLIT, skipped)
+    if dataset == "kodak":
+        if data_dir is not None:
+            folder = Path(data_dir).expanduser()
+            missing = [n for n in KODAK_NAMES if not (folder / f"{n}.png").is_file()]
+            if missing:
+                raise DatasetError(
+                    f"Kodak folder {folder} lacks {len(missing)} of kodim01.png..kodim24.png "
+                    f"(first: {missing[0]}.png); point --data_dir at the 24 Kodak PNGs"
+                )
+        builder = Kodak(data_dir=tfds_data_dir)
+        if data_dir is None and not builder.is_prepared():
+            _check_reachable(KODAK_HOST)
+        _prepare(builder, data_dir, "Kodak")
+        return PreparedDataset(builder, "test", ())
+    try:
+        builder = tfds.builder(dataset, data_dir=tfds_data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetError(
+            f"unknown tfds data set {dataset!r}; give a tfds name or a folder (--data_dir)"
+        ) from None
+    if "image" not in builder.info.features:
+        raise DatasetError(f"tfds data set {dataset!r} has no feature 'image'")
+    _prepare(builder, data_dir, f"tfds data set {dataset!r}")
+    return PreparedDataset(builder, "", ())
+
+
+def _check_split(prepared: PreparedDataset, split: str, label: str) -> None:
+    """Raises DatasetError unless the prepared data set has `split`."""
+    if split not in prepared.builder.info.splits:
+        available = ", ".join(sorted(prepared.builder.info.splits))
+        raise DatasetError(f"{label} has no split {split!r}; available: {available}")
+
+
+def _read_encoded(prepared: PreparedDataset, split) -> tuple[list[str], list[bytes]]:
+    """Names and encoded image bytes of a (sub)split, sorted by name; nothing is decoded."""
+    has_names = "name" in prepared.builder.info.features
+    records = prepared.builder.as_dataset(
+        split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+    )
+    names, encoded = [], []
+    for index, record in enumerate(tfds.as_numpy(records)):
+        names.append(record["name"].decode() if has_names else f"{index:06d}")
+        encoded.append(record["image"])
+    order = sorted(range(len(names)), key=names.__getitem__)
+    return [names[i] for i in order], [encoded[i] for i in order]
+
+
+def _image_size(encoded: bytes) -> tuple[int, int]:
+    """(height, width) from an encoded image's header."""
+    with Image.open(io.BytesIO(encoded)) as img:
+        return img.height, img.width
+
+
+def _decode(encoded: bytes | tf.Tensor) -> tf.Tensor:
+    """uint8 (H, W, 3) from PNG/JPEG/GIF/BMP bytes (grayscale expanded to RGB)."""
+    return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation streams
+# --------------------------------------------------------------------------------------------
+
+
+def train_batches(
+    *,
+    dataset: str | None,
+    data_dir: str | None,
+    batch_size: int,
+    patch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str = "train",
+    tfds_data_dir: str | None = None,
+) -> Iterator[np.ndarray]:
+    """Endless float32 [0, 1] batches (batch_size // process_count, patch, patch, 3).
+
+    Random crops and horizontal flips of shuffled images, an independent permutation per epoch.
+    The batch at step s is a pure function of (seed, s, process_index, process_count) and
+    the data: `start_step=s` yields exactly what an uninterrupted run yields from step s on.
+    Host p reads only its own shard (`tfds.even_splits`). Images smaller than the patch in
+    either side are skipped with a warning and a count. `split` applies to named tfds data
+    sets; a folder is one split. The encoded images of the shard are held in memory.
+
+    Raises:
+      DatasetError: bad arguments, no source, Kodak (evaluation only), or no image large enough.
+    """
+    if batch_size <= 0 or patch_size <= 0 or start_step < 0:
+        raise DatasetError(
+            f"need batch_size > 0, patch_size > 0, start_step >= 0; got {batch_size}, "
+            f"{patch_size}, {start_step}"
+        )
+    if not 0 <= process_index < process_count:
+        raise DatasetError(
+            f"need 0 <= process_index < process_count, got {process_index}, {process_count}"
+        )
+    if batch_size % process_count:
+        raise DatasetError(
+            f"batch_size {batch_size} is not divisible by process_count {process_count}"
+        )
+    if dataset == "kodak":
+        raise DatasetError("Kodak is for evaluation only; train on another data set or folder")
+    prepared = prepare_dataset(dataset=dataset, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
+    whole = prepared.split or split
+    label = dataset or str(data_dir)
+    _check_split(prepared, whole, label)
+    shard = tfds.even_splits(whole, n=process_count)[process_index]
+    names, encoded = _read_encoded(prepared, shard)
+    large = [
+        (name, data)
+        for name, data in zip(names, encoded, strict=True)
+        if min(_image_size(data)) >= patch_size
+    ]
+    if len(large) < len(names):
+        log.warning(
+            "%d of %d images of %s (shard %d/%d) are smaller than %dx%d and are skipped",
+            len(names) - len(large), len(names), label, process_index, process_count,
+            patch_size, patch_size,
+        )
+    if not large:
+        raise DatasetError(
+            f"no image of {label} (shard {process_index}/{process_count}) is at least "
+            f"{patch_size}x{patch_size}; use a smaller --patch_size"
+        )
+    local_batch = batch_size // process_count
+    patches = _patch_stream(
+        tf.constant([data for _, data in large]),
+        patch_size=patch_size,
+        seed=(seed, process_index),
+        first_element=start_step * local_batch,
+    )
+    batches = patches.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    yield from tfds.as_numpy(batches)
+
+
+def _patch_stream(
+    encoded: tf.Tensor, *, patch_size: int, seed: tuple[int, int], first_element: int
+) -> tf.data.Dataset:
+    """Element i >= first_element: a float32 (patch, patch, 3) crop of a shuffled image.
+
+    From `seed` two independent stateless seeds are split: one, folded with the epoch i div n,
+    picks image index_shuffle(i mod n); the other, folded with i, seeds the crop and the flip.
+    Nothing before first_element is computed.
+    """
+    count = int(encoded.shape[0])
+    order_seed, element_seed = tf.unstack(tf.random.split(tf.constant(seed, tf.int64), num=2))
+
+    def element(index: tf.Tensor) -> tf.Tensor:
+        epoch_seed = tf.random.fold_in(order_seed, index // count)
+        image_index = tf.random.experimental.index_shuffle(index % count, epoch_seed, count - 1)
+        image = _decode(tf.gather(encoded, image_index))
+        crop_seed, flip_seed = tf.unstack(
+            tf.random.split(tf.random.fold_in(element_seed, index), num=2)
+        )
+        patch = tf.image.stateless_random_crop(image, [patch_size, patch_size, 3], crop_seed)
+        patch = tf.image.stateless_random_flip_left_right(patch, flip_seed)
+        return tf.cast(patch, tf.float32) / 255.0
+
+    indices = tf.data.Dataset.counter(start=first_element, dtype=tf.int64)
+    return indices.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def eval_images(
+    dataset: str | None = "kodak",
+    data_dir: str | None = None,
+    limit: int | None = None,
+    *,
+    split: str | None = None,
+    tfds_data_dir: str | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, uint8 (H, W, 3)) for full-size images, sorted by name (e.g. 'kodim01').
+
+    `dataset=None` reads the folder `data_dir`; for Kodak, `data_dir` is the offline copy.
+    `split` defaults to 'test' for Kodak and 'validation' for other tfds data sets. Images
+    are decoded one at a time; their encoded bytes are held in memory.
+
+    Raises:
+      DatasetError: no source, an unknown split, or a negative limit.
+    """
+    if limit is not None and limit < 0:
+        raise DatasetError(f"limit must be >= 0, got {limit}")
+    prepared = prepare_dataset(dataset=dataset, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
+    chosen = prepared.split or split or "validation"
+    if prepared.split and split not in (None, prepared.split):
+        raise DatasetError(f"{dataset or data_dir} has only the split {prepared.split!r}")
+    _check_split(prepared, chosen, dataset or str(data_dir))
+    names, encoded = _read_encoded(prepared, chosen)
+    for name, data in list(zip(names, encoded, strict=True))[:limit]:
+        yield name, _decode(data).numpy()
+
+
+def validation_batches(
+    *,
+    dataset: str | None,
+    data_dir: str | None,
+    patch_size: int,
+    max_images: int,
+    split: str | None = None,
+    tfds_data_dir: str | None = None,
+) -> np.ndarray:
+    """float32 [0, 1] (N, patch, patch, 3): center crops of the first images, sorted by name.
+
+    N <= max_images: images smaller than the patch in either side are skipped (with a warning).
+
+    Raises:
+      DatasetError: max_images or patch_size < 1, or no image large enough.
+    """
+    if max_images < 1 or patch_size < 1:
+        raise DatasetError(
+            f"need max_images >= 1 and patch_size >= 1, got {max_images}, {patch_size}"
+        )
+    crops, too_small = [], 0
+    for _, image in eval_images(
+        dataset, data_dir, split=split, tfds_data_dir=tfds_data_dir
+    ):
+        height, width, _ = image.shape
+        if min(height, width) < patch_size:
+            too_small += 1
+            continue
+        top, left = (height - patch_size) // 2, (width - patch_size) // 2
+        crops.append(image[top : top + patch_size, left : left + patch_size])
+        if len(crops) == max_images:
+            break
+    if too_small:
+        log.warning("%d validation images smaller than %d px are skipped", too_small, patch_size)
+    if not crops:
+        raise DatasetError(f"no validation image is at least {patch_size}x{patch_size}")
+    return np.stack(crops).astype(np.float32) / 255.0

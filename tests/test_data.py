@@ -1,0 +1,391 @@
+"""Tests for jahp_jax.data: image IO, the tfds builders and the training / evaluation streams."""
+
+import itertools
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jahp_jax import data
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KODAK = DATA / "kodak"
+BSDS_TRAIN = DATA / "train" / "bsds500"
+BSDS_VAL = DATA / "val" / "bsds500"
+PORTRAIT_KODAK = {"kodim04", "kodim09", "kodim10", "kodim17", "kodim18", "kodim19"}
+# (H, W) of synthetic coordinate images; all hold a 16x16 patch, two are portrait.
+SYNTHETIC_SHAPES = [(24, 40), (40, 24), (16, 16), (30, 50), (50, 30), (20, 33)]
+PATCH = 16
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory) -> str:
+    """One tfds data dir per module, so the BSDS500 folder is prepared once."""
+    return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+
+
+def coordinate_image(height: int, width: int, image_id: int) -> np.ndarray:
+    """uint8 (H, W, 3) whose pixel (y, x) is (x, y, 10 * image_id): a patch names its source."""
+    y, x = np.mgrid[:height, :width]
+    return np.stack([x, y, np.full_like(x, 10 * image_id)], axis=-1).astype(np.uint8)
+
+
+@pytest.fixture
+def coordinate_dir(tmp_path) -> Path:
+    """Folder of coordinate PNGs img0..img5 plus a non-image file the pipeline ignores."""
+    folder = tmp_path / "coords"
+    folder.mkdir()
+    for image_id, (height, width) in enumerate(SYNTHETIC_SHAPES):
+        image = coordinate_image(height, width, image_id)
+        Image.fromarray(image).save(folder / f"img{image_id}.png")
+    (folder / "MANIFEST.sha256").write_text("not an image\n")
+    return folder
+
+
+def window(patch: np.ndarray) -> tuple[int, int, int, bool]:
+    """(image_id, top, left, mirrored) of a float coordinate patch; fails unless a true window."""
+    pixels = np.rint(patch * 255.0).astype(int)
+    np.testing.assert_allclose(patch * 255.0, pixels, atol=1e-3)
+    x, y, ids = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert (ids == ids[0, 0]).all() and ids[0, 0] % 10 == 0
+    mirrored = bool(x[0, 0] > x[0, -1])
+    left = int(x.min())
+    expected_x = left + np.arange(PATCH)[::-1] if mirrored else left + np.arange(PATCH)
+    np.testing.assert_array_equal(x, np.broadcast_to(expected_x, x.shape))
+    np.testing.assert_array_equal(y, np.broadcast_to(y[:, :1], y.shape))
+    np.testing.assert_array_equal(y[:, 0], y[0, 0] + np.arange(PATCH))
+    return int(ids[0, 0]) // 10, int(y[0, 0]), left, mirrored
+
+
+def take(iterator, count: int) -> list[np.ndarray]:
+    return list(itertools.islice(iterator, count))
+
+
+# ---------------------------------------------------------------------------------------------
+# read_image / write_png
+# ---------------------------------------------------------------------------------------------
+
+
+def test_read_image_reads_kodak_and_bsds500():
+    kodim01 = data.read_image(KODAK / "kodim01.png")
+    assert kodim01.shape == (512, 768, 3) and kodim01.dtype == np.uint8
+    assert data.read_image(KODAK / "kodim04.png").shape == (768, 512, 3)
+    jpeg = data.read_image(sorted(BSDS_TRAIN.glob("*.jpg"))[0])
+    assert jpeg.dtype == np.uint8 and sorted(jpeg.shape[:2]) == [321, 481]
+    assert jpeg.std() > 10  # A photograph, not a blank.
+
+
+def test_read_image_converts_grayscale_palette_and_opaque_alpha(tmp_path):
+    rgb = coordinate_image(20, 30, 3)
+    gray = rgb[..., 0]
+    Image.fromarray(gray, mode="L").save(tmp_path / "gray.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "pal.png")
+    Image.fromarray(np.dstack([rgb, np.full_like(gray, 255)])).save(tmp_path / "opaque.png")
+    np.testing.assert_array_equal(data.read_image(tmp_path / "gray.png"), np.dstack([gray] * 3))
+    palette = data.read_image(tmp_path / "pal.png")
+    assert palette.shape == (20, 30, 3) and palette.dtype == np.uint8
+    np.testing.assert_array_equal(data.read_image(tmp_path / "opaque.png"), rgb)
+
+
+def make_bad_file(folder: Path, kind: str) -> Path:
+    """Writes one kind of unreadable image into folder."""
+    if kind == "text":
+        path = folder / "notes.png"
+        path.write_text("this is not an image\n")
+    elif kind == "truncated":
+        path = folder / "truncated.png"
+        path.write_bytes((KODAK / "kodim01.png").read_bytes()[:20000])
+    elif kind == "transparent":
+        path = folder / "transparent.png"
+        rgba = np.dstack([coordinate_image(8, 8, 1), np.full((8, 8), 255, np.uint8)])
+        rgba[3, 3, 3] = 0
+        Image.fromarray(rgba).save(path)
+    elif kind == "gray16":
+        path = folder / "gray16.png"
+        Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(path)
+    elif kind == "rgb48":
+        path = folder / "rgb48.png"
+        path.write_bytes(tf.io.encode_png(np.full((8, 8, 3), 40000, np.uint16)).numpy())
+    else:
+        path = folder / "missing.png"
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("text", "not an image file"),
+        ("truncated", "cannot decode image"),
+        ("transparent", "transparent pixels; flatten"),
+        ("gray16", "16-bit"),
+        ("rgb48", "16-bit"),
+        ("missing", "no such file"),
+    ],
+)
+def test_read_image_rejects_bad_files_in_one_line_with_the_path(tmp_path, kind, message):
+    path = make_bad_file(tmp_path, kind)
+    with pytest.raises(data.ImageError, match=message) as caught:
+        data.read_image(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_write_png_round_trips_and_leaves_no_temp_file(tmp_path):
+    image = coordinate_image(12, 17, 2)
+    data.write_png(tmp_path / "out.png", image)
+    np.testing.assert_array_equal(data.read_image(tmp_path / "out.png"), image)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4), np.uint8), "shape"),
+        (np.zeros((4, 4, 4), np.uint8), "shape"),
+        ([[0, 0, 0]], "uint8"),
+    ],
+)
+def test_write_png_rejects_bad_arrays_and_writes_nothing(tmp_path, image, message):
+    with pytest.raises(data.ImageError, match=message):
+        data.write_png(tmp_path / "out.png", image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_png_rejects_missing_folder(tmp_path):
+    with pytest.raises(data.ImageError, match="does not exist"):
+        data.write_png(tmp_path / "nope" / "out.png", coordinate_image(4, 4, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training stream
+# ---------------------------------------------------------------------------------------------
+
+
+def folder_batches(folder, tfds_dir, **kwargs):
+    args = {"batch_size": 4, "patch_size": PATCH, "seed": 1, **kwargs}
+    return data.train_batches(dataset=None, data_dir=str(folder), tfds_data_dir=tfds_dir, **args)
+
+
+def test_train_batches_are_true_windows_flipped_and_each_epoch_a_permutation(
+    coordinate_dir, tmp_path
+):
+    batches = take(folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=3), 40)
+    patches = np.concatenate(batches)
+    windows = [window(patch) for patch in patches]
+    count = len(SYNTHETIC_SHAPES)
+    for epoch in range(len(windows) // count):
+        ids = [w[0] for w in windows[epoch * count : (epoch + 1) * count]]
+        assert sorted(ids) == list(range(count)), f"epoch {epoch} is not a permutation: {ids}"
+    epoch_orders = {tuple(w[0] for w in windows[e * count : (e + 1) * count]) for e in range(20)}
+    assert len(epoch_orders) > 1  # Reshuffled per epoch.
+    assert {w[3] for w in windows} == {False, True}  # Some patches mirrored, some not.
+    offsets_of_largest = {(w[1], w[2]) for w in windows if w[0] == 3}
+    assert len(offsets_of_largest) > 3  # Crops move.
+
+
+def test_train_batches_on_bsds500_shape_range_determinism_and_resume(tfds_dir):
+    def run(**kwargs):
+        return data.train_batches(
+            dataset=None, data_dir=str(BSDS_TRAIN), batch_size=4, patch_size=64,
+            tfds_data_dir=tfds_dir, **kwargs,
+        )
+
+    first = take(run(seed=7), 8)
+    for batch in first:
+        assert batch.shape == (4, 64, 64, 3) and batch.dtype == np.float32
+        assert 0.0 <= batch.min() and batch.max() <= 1.0
+    assert not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(np.concatenate(take(run(seed=7), 8)), np.concatenate(first))
+    resumed = take(run(seed=7, start_step=5), 3)
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(first[5:8]))
+    assert not np.array_equal(take(run(seed=8), 1)[0], first[0])
+
+
+def test_train_batches_hosts_read_disjoint_shards(coordinate_dir, tmp_path):
+    tfds_dir = str(tmp_path / "tfds")
+    seen = []
+    for process_index in range(2):
+        batches = take(
+            folder_batches(coordinate_dir, tfds_dir, process_index=process_index, process_count=2),
+            6,
+        )
+        assert all(batch.shape == (2, PATCH, PATCH, 3) for batch in batches)
+        seen.append({window(patch)[0] for patch in np.concatenate(batches)})
+    assert seen[0].isdisjoint(seen[1])
+    assert seen[0] | seen[1] == set(range(len(SYNTHETIC_SHAPES)))
+
+
+def test_folder_with_corrupt_files_skips_them_with_a_count(coordinate_dir, tmp_path, caplog):
+    for kind in ("text", "truncated"):
+        make_bad_file(coordinate_dir, kind)
+    tfds_dir = str(tmp_path / "tfds")
+    with caplog.at_level(logging.WARNING, logger="jahp_jax.data"):
+        prepared = data.prepare_dataset(dataset=None, data_dir=str(coordinate_dir),
+                                        tfds_data_dir=tfds_dir)
+    assert len(prepared.skipped) == 2
+    assert "2 unreadable file(s)" in caplog.text
+    assert prepared.builder.info.splits[prepared.split].num_examples == len(SYNTHETIC_SHAPES)
+    reopened = data.prepare_dataset(dataset=None, data_dir=str(coordinate_dir),
+                                    tfds_data_dir=tfds_dir)
+    assert reopened.skipped == prepared.skipped  # Kept with the prepared data.
+    batch = next(folder_batches(coordinate_dir, tfds_dir))
+    assert batch.shape == (4, PATCH, PATCH, 3)
+
+
+def test_folder_preparation_notices_changes_and_never_writes_into_the_folder(
+    coordinate_dir, tmp_path
+):
+    tfds_dir = str(tmp_path / "tfds")
+    before = sorted(p.name for p in coordinate_dir.iterdir())
+    source = {"dataset": None, "data_dir": str(coordinate_dir), "tfds_data_dir": tfds_dir}
+    first = data.prepare_dataset(**source)
+    assert sorted(p.name for p in coordinate_dir.iterdir()) == before
+    Image.fromarray(coordinate_image(20, 20, 9)).save(coordinate_dir / "img9.png")
+    second = data.prepare_dataset(**source)
+    assert second.builder.builder_config.name != first.builder.builder_config.name
+    assert second.builder.info.splits[second.split].num_examples == len(SYNTHETIC_SHAPES) + 1
+
+
+def test_images_smaller_than_the_patch_are_skipped_with_a_count(coordinate_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="jahp_jax.data"):
+        patches = np.concatenate(take(folder_batches(coordinate_dir, str(tmp_path / "t"),
+                                                     patch_size=24), 6))
+    assert "2 of 6 images" in caplog.text  # 16x16 and 20x33 are too small.
+    assert patches.shape == (24, 24, 24, 3)
+    assert set(np.unique(np.rint(patches[..., 2] * 255))) == {0.0, 10.0, 30.0, 40.0}
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "holds no image files"),
+        ("only_text", "holds no image files"),
+        ("only_corrupt", "holds no readable image"),
+    ],
+)
+def test_bad_folders_fail_before_any_batch(tmp_path, setup, message):
+    folder = tmp_path / "images"
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "only_text":
+        (folder / "README.md").write_text("hello\n")
+    if setup == "only_corrupt":
+        make_bad_file(folder, "text")
+    with pytest.raises(data.DatasetError, match=message):
+        next(folder_batches(folder, str(tmp_path / "tfds")))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 3, "process_count": 2}, "not divisible"),
+        ({"patch_size": 0}, "patch_size > 0"),
+        ({"start_step": -1}, "start_step >= 0"),
+        ({"process_index": 2, "process_count": 2}, "process_index"),
+    ],
+)
+def test_train_batches_rejects_bad_arguments(coordinate_dir, tmp_path, kwargs, message):
+    with pytest.raises(data.DatasetError, match=message):
+        next(folder_batches(coordinate_dir, str(tmp_path / "tfds"), **kwargs))
+
+
+def test_no_source_and_training_on_kodak_are_refused(tmp_path):
+    with pytest.raises(data.DatasetError, match="no data source"):
+        next(data.train_batches(dataset=None, data_dir=None, batch_size=1, patch_size=8, seed=0))
+    with pytest.raises(data.DatasetError, match="evaluation only"):
+        next(data.train_batches(dataset="kodak", data_dir=str(KODAK), batch_size=1,
+                                patch_size=8, seed=0, tfds_data_dir=str(tmp_path)))
+    with pytest.raises(data.DatasetError, match="unknown tfds data set"):
+        data.prepare_dataset(dataset="no_such_dataset_xyz", data_dir=None,
+                             tfds_data_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and validation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kodak_builder_from_manual_dir_yields_the_24_images(tmp_path):
+    images = list(data.eval_images("kodak", str(KODAK), tfds_data_dir=str(tmp_path)))
+    assert [name for name, _ in images] == [f"kodim{i:02d}" for i in range(1, 25)]
+    for name, image in images:
+        expected = (768, 512, 3) if name in PORTRAIT_KODAK else (512, 768, 3)
+        assert image.shape == expected and image.dtype == np.uint8, name
+    np.testing.assert_array_equal(images[22][1], data.read_image(KODAK / "kodim23.png"))
+    limited = list(data.eval_images("kodak", str(KODAK), 2, tfds_data_dir=str(tmp_path)))
+    assert [name for name, _ in limited] == ["kodim01", "kodim02"]
+
+
+def test_kodak_manual_dir_must_be_complete_and_unaltered(tmp_path):
+    copy = tmp_path / "kodak"
+    shutil.copytree(KODAK, copy)
+    (copy / "kodim24.png").unlink()
+    with pytest.raises(data.DatasetError, match="lacks 1 of"):
+        next(data.eval_images("kodak", str(copy), tfds_data_dir=str(tmp_path / "tfds")))
+    altered = bytearray((KODAK / "kodim24.png").read_bytes())
+    altered[-100] ^= 1
+    (copy / "kodim24.png").write_bytes(bytes(altered))
+    with pytest.raises(data.DatasetError, match="differs from the published one"):
+        next(data.eval_images("kodak", str(copy), tfds_data_dir=str(tmp_path / "tfds")))
+
+
+def test_validation_batches_are_deterministic_center_crops(tfds_dir):
+    crops = data.validation_batches(dataset=None, data_dir=str(BSDS_VAL), patch_size=64,
+                                    max_images=3, tfds_data_dir=tfds_dir)
+    assert crops.shape == (3, 64, 64, 3) and crops.dtype == np.float32
+    first = data.read_image(sorted(BSDS_VAL.glob("*.jpg"))[0])
+    top, left = (first.shape[0] - 64) // 2, (first.shape[1] - 64) // 2
+    expected = first[top : top + 64, left : left + 64] / np.float32(255)
+    np.testing.assert_array_equal(crops[0], expected)
+    again = data.validation_batches(dataset=None, data_dir=str(BSDS_VAL), patch_size=64,
+                                    max_images=3, tfds_data_dir=tfds_dir)
+    np.testing.assert_array_equal(again, crops)
+
+
+class JahpTestImages(tfds.core.GeneratorBasedBuilder):
+    """A stand-in for a named tfds data set such as clic: feature 'image' only, two splits."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    _checksums_path = None  # No downloads (tfds cannot locate code in a test module).
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))})
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {
+            "train": self._generate_examples(range(4)),
+            "validation": self._generate_examples([7]),
+        }
+
+    def _generate_examples(self, image_ids):
+        for image_id in image_ids:
+            yield image_id, {"image": coordinate_image(20 + image_id, 30, image_id)}
+
+
+def test_named_tfds_data_set_goes_through_the_same_streams(tmp_path):
+    source = {"dataset": "jahp_test_images", "data_dir": None, "tfds_data_dir": str(tmp_path)}
+    patches = np.concatenate(take(data.train_batches(**source, batch_size=2, patch_size=PATCH,
+                                                     seed=0), 4))
+    assert sorted(window(patch)[0] for patch in patches) == [0, 0, 1, 1, 2, 2, 3, 3]
+    [(name, image)] = list(data.eval_images(**source))
+    assert name == "000000"  # No 'name' feature: position in the split.
+    np.testing.assert_array_equal(image, coordinate_image(27, 30, 7))
+    with pytest.raises(data.DatasetError, match="no split 'test'"):
+        list(data.eval_images(**source, split="test"))
+
+
+def test_kodak_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
+    def unreachable(address, timeout):
+        raise OSError(f"no route to {address[0]}")
+
+    monkeypatch.setattr(data.socket, "create_connection", unreachable)
+    with pytest.raises(data.DatasetError, match="cannot reach r0k.us.*as --data_dir"):
+        next(data.eval_images("kodak", None, tfds_data_dir=str(tmp_path)))
