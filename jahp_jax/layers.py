@@ -177,18 +177,18 @@ class MaskedConv(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # GDN.
 # ---------------------------------------------------------------------------------------------
-_REPARAM_PEDESTAL = 2.0**-36  # (2^-18)^2, Balle's reparameterisation offset squared
+REPARAM_PEDESTAL = 2.0**-36  # (2^-18)^2, Balle's reparameterisation offset squared
 
 
 def nonnegative_param(param: Array, minimum: float) -> Array:
     """Decode a non-negative reparameterised value: max(p, sqrt(min + pedestal))^2 - pedestal."""
-    bound = float(np.sqrt(minimum + _REPARAM_PEDESTAL))
-    return jnp.square(lower_bound(param, bound)) - _REPARAM_PEDESTAL
+    bound = float(np.sqrt(minimum + REPARAM_PEDESTAL))
+    return jnp.square(lower_bound(param, bound)) - REPARAM_PEDESTAL
 
 
 def nonnegative_init(value: np.ndarray) -> np.ndarray:
     """Inverse of `nonnegative_param` (for values above the minimum): sqrt(v + pedestal)."""
-    return np.sqrt(np.maximum(value + _REPARAM_PEDESTAL, _REPARAM_PEDESTAL)).astype(np.float32)
+    return np.sqrt(np.maximum(value + REPARAM_PEDESTAL, REPARAM_PEDESTAL)).astype(np.float32)
 
 
 class GDN(nn.Module):
