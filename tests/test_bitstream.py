@@ -1,0 +1,69 @@
+"""The .jahp header: packing, and a clear CodecError for every malformed file."""
+
+import struct
+import zlib
+
+import pytest
+
+from jahp_jax import bitstream
+from jahp_jax.coding import CodecError
+
+HEADER = bitstream.Header("joint", 192, 320, 1, bytes(range(8)), 97, 131, 8, 12, 0xDEADBEEF)
+Z, Y = b"z" * 8, b"y" * 12
+
+
+def _with_crc(data: bytes) -> bytes:
+    body = data[: bitstream.HEADER_BYTES - 4]
+    crc = zlib.crc32(data[bitstream.HEADER_BYTES :], zlib.crc32(body))
+    return body + struct.pack("<I", crc) + data[bitstream.HEADER_BYTES :]
+
+
+def test_roundtrip():
+    data = bitstream.pack(HEADER, Z, Y)
+    assert len(data) == bitstream.HEADER_BYTES + 20 == 64
+    assert data[:4] == b"JAHP"
+    header, z, y = bitstream.unpack(data)
+    assert header == HEADER
+    assert (z, y) == (Z, Y)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: b"", "empty"),
+        (lambda d: d[:10], "truncated"),
+        (lambda d: d[:-1], "truncated"),
+        (lambda d: d + b"\0", "trailing"),
+        (lambda d: b"PNG\x89" + d[4:], "not a jahp file"),
+        (lambda d: b"\x89PNG", "not a jahp file"),
+        (lambda d: d[:4] + b"\x07" + d[5:], "version 7"),
+        (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "CRC32"),
+        (lambda d: d[:14] + bytes([d[14] ^ 0x80]) + d[15:], "CRC32"),
+        (lambda d: _with_crc(d[:5] + b"\x09" + d[6:]), "unknown prior"),
+        (lambda d: _with_crc(d[:20] + struct.pack("<I", 0) + d[24:]), "image size"),
+    ],
+)
+def test_malformed_files_raise_codec_error(mutate, message):
+    with pytest.raises(CodecError, match=message):
+        bitstream.unpack(mutate(bitstream.pack(HEADER, Z, Y)))
+
+
+def test_not_bytes():
+    with pytest.raises(CodecError, match="bytes"):
+        bitstream.unpack("JAHP")
+
+
+def test_every_single_bit_flip_is_detected():
+    data = bitstream.pack(HEADER, Z, Y)
+    for position in range(len(data)):
+        for bit in range(8):
+            flipped = bytearray(data)
+            flipped[position] ^= 1 << bit
+            with pytest.raises(CodecError):
+                bitstream.unpack(bytes(flipped))
+
+
+def test_pack_refuses_bad_sizes():
+    bad = bitstream.Header("joint", 8, 8, 1, bytes(8), 0, 5, 0, 0, 0)
+    with pytest.raises(CodecError, match="size"):
+        bitstream.pack(bad, b"", b"")
