@@ -120,6 +120,57 @@ def save_model(
     return root / str(step)
 
 
+def training_manager(workdir: str | Path, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    """The orbax manager of a training workdir (`<workdir>/checkpoints`), keeping the last few.
+
+    Saves are asynchronous and atomic (written to a temporary folder, renamed when complete);
+    call `wait_until_finished()` before relying on one.
+    """
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(checkpoint_root(workdir).resolve(), options=options)
+
+
+def save_training_checkpoint(
+    manager: ocp.CheckpointManager,
+    step: int,
+    config: ModelConfig,
+    params: Any,
+    train_state: Any,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Start saving step `step`: the items `params`, `config` and `train_state` (a pytree)."""
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            config=ocp.args.JsonSave({**config.to_dict(), "extra": extra or {}}),
+            train_state=ocp.args.StandardSave(train_state),
+        ),
+        force=True,
+    )
+
+
+def restore_training_checkpoint(
+    manager: ocp.CheckpointManager, step: int, params_target: Any, train_state_target: Any
+) -> tuple[Any, Any]:
+    """(params, train_state) of step `step`, restored into the structure, shapes and shardings of
+    the targets (pytrees of arrays or `jax.ShapeDtypeStruct`s)."""
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(params_target),
+                train_state=ocp.args.StandardRestore(train_state_target),
+            ),
+        )
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"cannot resume from step {step} in '{manager.directory}': {first}"
+        ) from None
+    return restored["params"], restored["train_state"]
+
+
 def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     """Load (model, params, config) from a workdir, checkpoint root or step folder.
 

@@ -389,3 +389,44 @@ def test_kodak_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatc
     monkeypatch.setattr(data.socket, "create_connection", unreachable)
     with pytest.raises(data.DatasetError, match="cannot reach r0k.us.*as --data_dir"):
         next(data.eval_images("kodak", None, tfds_data_dir=str(tmp_path)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding agrees with read_image; eager argument checks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_jpeg_decoding_in_the_pipeline_gives_read_image_pixels():
+    """tf's default fast IDCT differs from PIL by up to 17 levels on BSDS500; ours must not."""
+    files = sorted(BSDS_VAL.glob("*.jpg"))[:6]
+    decode_in_graph = tf.function(data._decode)
+    for path in files:
+        encoded = path.read_bytes()
+        expected = data.read_image(path)
+        np.testing.assert_array_equal(data._decode(encoded).numpy(), expected)
+        np.testing.assert_array_equal(decode_in_graph(tf.constant(encoded)).numpy(), expected)
+
+
+def test_train_batches_on_a_tfds_jpeg_source_are_read_image_crops(tmp_path):
+    """A source that stores JPEG bytes (like most tfds image sets) is decoded like read_image."""
+    path = sorted(BSDS_VAL.glob("*.jpg"))[0]
+    full = data.read_image(path)
+    size = min(full.shape[:2])
+    batch = data._patch_stream(
+        tf.constant([path.read_bytes()]), patch_size=size, seed=(0, 0), first_element=0
+    ).take(1)
+    patch = np.rint(next(iter(tfds.as_numpy(batch))) * 255.0).astype(np.uint8)
+    height, width = full.shape[:2]
+    candidates = [
+        full[top : top + size, left : left + size]
+        for top in range(height - size + 1)
+        for left in range(width - size + 1)
+    ]
+    assert any(np.array_equal(patch, c) or np.array_equal(patch, c[:, ::-1]) for c in candidates)
+
+
+def test_train_batches_checks_arguments_when_called(coordinate_dir, tmp_path):
+    with pytest.raises(data.DatasetError, match="batch_size > 0"):
+        folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=0)
+    with pytest.raises(data.DatasetError, match="does not exist"):
+        folder_batches(tmp_path / "missing", str(tmp_path / "tfds"))

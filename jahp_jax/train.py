@@ -1,0 +1,575 @@
+"""Training: `python -m jahp_jax.train --prior=joint --lmbda=0.0067 --workdir=DIR --data_dir=DIR`.
+
+Data-parallel on every device: one jitted `train_step`, the global batch sharded over a 1-D
+device mesh ('data'), parameters and optimiser state replicated; jit's sharding propagation
+averages the gradients. Multi-host: `--multihost` calls `jax.distributed.initialize()` and each
+process feeds its own shard of the batch.
+
+Optimisation as in the published setups: Adam (lr 1e-4, x0.1 near the end), gradient clipping
+at global norm 1.0, and a separate Adam (lr 1e-3) for the factorized densities' `quantiles`,
+which only `model.aux_loss()` trains. Checkpoints (orbax, `<workdir>/checkpoints`, the layout of
+`jahp_jax.checkpoints`) are written every --checkpoint_every steps and at the end; rerunning the
+same command resumes from the latest one, including the data order. TensorBoard summaries go to
+`<workdir>/tensorboard`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags, logging
+from flax import struct
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jahp_jax import metrics
+from jahp_jax.checkpoints import (
+    CheckpointError,
+    ModelConfig,
+    checkpoint_root,
+    read_config,
+    restore_training_checkpoint,
+    save_training_checkpoint,
+    training_manager,
+)
+from jahp_jax.data import DatasetError, train_batches, validation_batches
+from jahp_jax.losses import DISTORTIONS, rate_distortion_loss
+from jahp_jax.models import PRESETS, PRIORS, CompressionModel, check_config, init_params
+
+Array = jax.Array
+DATA_AXIS = "data"
+AUX_PARAM = "quantiles"  # The only parameters the auxiliary optimiser trains.
+MS_SSIM_MIN_SIZE = metrics.SSIM_FILTER_SIZE * 2 ** (len(metrics.MS_SSIM_WEIGHTS) - 1)
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run (message says what to change)."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: a non-finite loss (message names the step and the last checkpoint)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; the absl flags of `main` map one to one onto it."""
+
+    lmbda: float
+    prior: str = "joint"
+    num_filters: int = 192
+    num_latents: int = 192
+    mixture_components: int = 1
+    distortion: str = "mse"
+    batch_size: int = 8  # Global, over all devices and hosts.
+    patch_size: int = 256
+    num_steps: int = 1_000_000
+    learning_rate: float = 1e-4
+    lr_drop_fraction: float = 0.9  # At this fraction of num_steps the rate is multiplied ...
+    lr_drop_factor: float = 0.1  # ... by this.
+    aux_learning_rate: float = 1e-3
+    clip_norm: float = 1.0  # Global gradient norm of the main parameters; 0 disables.
+    seed: int = 0
+    data_dir: str | None = None
+    dataset: str | None = None
+    tfds_data_dir: str | None = None
+    val_data_dir: str | None = None
+    val_split: str = "validation"
+    eval_every: int = 5000  # 0 disables validation.
+    eval_images: int = 16
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sigkill_after_step: int = 0  # Testing only: SIGKILL the process after saving this step.
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.prior, self.num_filters, self.num_latents, self.mixture_components)
+
+    @property
+    def validates(self) -> bool:
+        return self.eval_every > 0 and (self.val_data_dir is not None or self.dataset is not None)
+
+
+def check_train_config(config: TrainConfig, device_count: int) -> None:
+    """Raise ConfigError (one clear line) for a configuration that cannot train."""
+    try:
+        check_config(
+            config.prior, config.num_filters, config.num_latents, config.mixture_components
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not config.lmbda > 0:
+        raise ConfigError(f"--lmbda must be > 0, got {config.lmbda}")
+    if config.distortion not in DISTORTIONS:
+        raise ConfigError(
+            f"unknown --distortion '{config.distortion}'; choose one of {', '.join(DISTORTIONS)}"
+        )
+    positive = ("batch_size", "patch_size", "num_steps", "checkpoint_every", "keep_checkpoints",
+                "log_every", "eval_images")  # fmt: skip
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(config, name)}")
+    if config.batch_size % device_count:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
+            f"use a multiple of {device_count}"
+        )
+    stride = 64 if PRIORS[config.prior].hyperprior else 16
+    if config.patch_size % stride:
+        raise ConfigError(
+            f"--patch_size={config.patch_size} must be a multiple of {stride} for prior "
+            f"'{config.prior}'"
+        )
+    if config.distortion == "ms-ssim" and config.patch_size < MS_SSIM_MIN_SIZE:
+        raise ConfigError(f"--distortion=ms-ssim needs --patch_size >= {MS_SSIM_MIN_SIZE}")
+    if not (config.learning_rate > 0 and config.aux_learning_rate > 0 and config.clip_norm >= 0):
+        raise ConfigError("need --learning_rate > 0, --aux_learning_rate > 0, --clip_norm >= 0")
+    if not (0 < config.lr_drop_fraction <= 1 and config.lr_drop_factor > 0):
+        raise ConfigError("need 0 < --lr_drop_fraction <= 1 and --lr_drop_factor > 0")
+    if config.eval_every < 0:
+        raise ConfigError(f"--eval_every must be >= 0, got {config.eval_every}")
+
+
+# --------------------------------------------------------------------------------------------
+# Train state, optimiser, steps
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class TrainState:
+    """step: int32 () steps done; rng: uint32 key data, the base of every step's noise key."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    rng: Array
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """What the `train_state` checkpoint item holds (params are their own item)."""
+        return {"step": self.step, "opt_state": self.opt_state, "rng": self.rng}
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    """learning_rate, times lr_drop_factor from step round(lr_drop_fraction * num_steps) on."""
+    drop_step = round(config.lr_drop_fraction * config.num_steps)
+    return optax.piecewise_constant_schedule(
+        config.learning_rate, {drop_step: config.lr_drop_factor}
+    )
+
+
+def _param_labels(params: Any) -> Any:
+    """'aux' for the factorized densities' quantiles, 'main' for everything else."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "aux" if path[-1].key == AUX_PARAM else "main", params
+    )
+
+
+def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Clipped Adam on the main parameters, a separate Adam on the quantiles."""
+    main = [optax.adam(learning_rate_schedule(config))]
+    if config.clip_norm > 0:
+        main.insert(0, optax.clip_by_global_norm(config.clip_norm))
+    return optax.multi_transform(
+        {"main": optax.chain(*main), "aux": optax.adam(config.aux_learning_rate)}, _param_labels
+    )
+
+
+def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
+    """A 1-D 'data' mesh over `devices` (default: all devices of all hosts)."""
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh(
+        (len(devices),), (DATA_AXIS,), (jax.sharding.AxisType.Auto,), devices=devices
+    )
+
+
+def create_train_state(
+    model: CompressionModel, tx: optax.GradientTransformation, seed: int, mesh: jax.sharding.Mesh
+) -> TrainState:
+    """Fresh parameters and optimiser state from `seed`, replicated over `mesh`."""
+
+    def init() -> TrainState:
+        init_key, noise_key = jax.random.split(jax.random.key(seed))
+        params = init_params(model, init_key)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(noise_key),
+        )
+
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+
+
+def train_step(
+    state: TrainState,
+    batch: Array,
+    *,
+    model: CompressionModel,
+    tx: optax.GradientTransformation,
+    lmbda: float,
+    distortion: str,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One step on the global batch (B, H, W, 3) in [0, 1].
+
+    The loss is the rate-distortion loss plus the aux loss (which reaches only the quantiles).
+    A non-finite loss or gradient leaves the state unchanged and sets stats['finite'] False.
+    """
+    noise_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        outputs = model.apply({"params": params}, batch, train=True, rngs={"noise": noise_key})
+        loss, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
+        aux_loss = model.apply({"params": params}, method="aux_loss")
+        stats["aux_loss"] = aux_loss
+        if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
+            x_hat = jax.lax.stop_gradient(jnp.clip(outputs["x_hat"], 0.0, 1.0))
+            stats["ms_ssim"] = jnp.mean(metrics.ms_ssim(batch, x_hat))
+        return loss + aux_loss, stats
+
+    grads, stats = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    )
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["aux_loss"]) & jnp.isfinite(grad_norm)
+    new_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(finite, new, old), new_state, state
+    )
+    return new_state, {**stats, "grad_norm": grad_norm, "finite": finite}
+
+
+def eval_step(params: Any, batch: Array, *, model: CompressionModel, lmbda: float,
+              distortion: str) -> dict[str, Array]:  # fmt: skip
+    """Eval-mode (rounded) forward on (B, H, W, 3): estimated rate and distortion, batch means."""
+    outputs = model.apply({"params": params}, batch, train=False)
+    _, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
+    if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
+        x_hat = jnp.clip(outputs["x_hat"], 0.0, 1.0)
+        stats["ms_ssim"] = jnp.mean(metrics.ms_ssim(batch, x_hat))
+    return stats
+
+
+def global_batch(local_batch: np.ndarray, sharding: NamedSharding) -> Array:
+    """This process's rows -> the global batch array, sharded along its first axis."""
+    return jax.make_array_from_process_local_data(sharding, local_batch)
+
+
+def evaluate(
+    eval_fn: Callable[[Any, Array], dict[str, Array]],
+    params: Any,
+    chunks: list[np.ndarray],
+    sharding: NamedSharding,
+) -> dict[str, float]:
+    """Mean eval stats over equal-sized chunks of validation crops (this process's rows)."""
+    totals: dict[str, float] = {}
+    for chunk in chunks:
+        stats = jax.device_get(eval_fn(params, global_batch(chunk, sharding)))
+        for name, value in stats.items():
+            totals[name] = totals.get(name, 0.0) + float(value) / len(chunks)
+    return totals
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _checkpoint_extra(config: TrainConfig) -> dict[str, Any]:
+    return {"lmbda": config.lmbda, "distortion": config.distortion,
+            "train_config": dataclasses.asdict(config)}  # fmt: skip
+
+
+def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
+    """The latest checkpointed step in `workdir` (None if none); ConfigError if it is a run
+    of another model or objective."""
+    root = checkpoint_root(workdir)
+    if not root.is_dir():
+        return None
+    steps = [int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir()]
+    if not steps:
+        return None
+    saved, extra = read_config(root / str(max(steps)))
+    wanted = config.model_config
+    if saved != wanted:
+        raise ConfigError(
+            f"{workdir} holds a checkpoint of a different model ({saved.prior} "
+            f"N={saved.num_filters} M={saved.num_latents} K={saved.mixture_components}) "
+            "than requested "
+            f"({wanted.prior} N={wanted.num_filters} M={wanted.num_latents} "
+            f"K={wanted.mixture_components}); use another --workdir"
+        )
+    for name in ("lmbda", "distortion"):
+        if name in extra and extra[name] != getattr(config, name):
+            raise ConfigError(
+                f"{workdir} holds a run with --{name}={extra[name]}, not "
+                f"{getattr(config, name)}; use another --workdir"
+            )
+    return max(steps)
+
+
+def _validation_chunks(config: TrainConfig) -> list[np.ndarray]:
+    """This process's rows of each global-batch-sized chunk of validation crops."""
+    crops = validation_batches(
+        dataset=None if config.val_data_dir else config.dataset,
+        data_dir=config.val_data_dir,
+        patch_size=config.patch_size,
+        max_images=config.eval_images,
+        split=None if config.val_data_dir else config.val_split,
+        tfds_data_dir=config.tfds_data_dir,
+    )
+    usable = len(crops) // config.batch_size * config.batch_size
+    if not usable:
+        raise DatasetError(
+            f"validation needs at least --batch_size={config.batch_size} images of at least "
+            f"{config.patch_size}x{config.patch_size}, found {len(crops)}"
+        )
+    local = config.batch_size // jax.process_count()
+    first = jax.process_index() * local
+    return [
+        crops[start + first : start + first + local]
+        for start in range(0, usable, config.batch_size)
+    ]
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> TrainState:
+    """Train (or resume) in `workdir` up to config.num_steps; returns the final state.
+
+    Raises:
+      ConfigError, DatasetError, CheckpointError: before any compute, for bad input.
+      TrainingError: a non-finite loss; the last checkpoint is kept as it was.
+    """
+    workdir = Path(workdir)
+    mesh = make_mesh()
+    check_train_config(config, jax.device_count())
+    start_step = check_workdir(config, workdir) or 0
+    batches: Iterator[np.ndarray] = train_batches(
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        patch_size=config.patch_size,
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        tfds_data_dir=config.tfds_data_dir,
+    )
+    val_chunks = _validation_chunks(config) if config.validates else []
+    if not config.validates:
+        logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
+
+    model = config.model_config.build()
+    tx = create_optimizer(config)
+    schedule = learning_rate_schedule(config)
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    state = create_train_state(model, tx, config.seed, mesh)
+    manager = training_manager(workdir, config.keep_checkpoints)
+    if start_step:
+        params, items = restore_training_checkpoint(
+            manager, start_step, state.params, state.checkpoint_items()
+        )
+        state = TrainState(params=params, **items)
+        logging.info("resuming from the step-%d checkpoint in %s", start_step, manager.directory)
+    if start_step >= config.num_steps:
+        logging.info("already trained %d >= --num_steps=%d steps", start_step, config.num_steps)
+        manager.close()
+        return state
+
+    losses = {"model": model, "lmbda": config.lmbda, "distortion": config.distortion}
+    p_train_step = jax.jit(
+        functools.partial(train_step, tx=tx, **losses),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    p_eval_step = jax.jit(functools.partial(eval_step, **losses), out_shardings=replicated)
+    is_chief = jax.process_index() == 0
+    writer = _summary_writer(workdir) if is_chief else None
+    logging.info(
+        "training %s (N=%d M=%d) lambda=%g on %d device(s), %d process(es), global batch %d",
+        config.prior, config.num_filters, config.num_latents, config.lmbda, jax.device_count(),
+        jax.process_count(), config.batch_size,
+    )  # fmt: skip
+
+    window: list[dict[str, float]] = []
+    window_start = time.perf_counter()
+    window_first_step = start_step
+    try:
+        for step in range(start_step + 1, config.num_steps + 1):
+            state, stats = p_train_step(state, global_batch(next(batches), batch_sharding))
+            stats = jax.device_get(stats)
+            if not stats.pop("finite"):
+                manager.wait_until_finished()
+                latest = manager.latest_step()
+                raise TrainingError(
+                    f"non-finite loss or gradient at step {step} (loss {stats['loss']}); "
+                    f"stopped. The last good checkpoint is step {latest} in {manager.directory}"
+                )
+            window.append({name: float(value) for name, value in stats.items()})
+            if step == start_step + 1:  # Time from here on: the first step includes compiling.
+                window_start, window_first_step = time.perf_counter(), step
+            last = step == config.num_steps
+            if step % config.log_every == 0 or last:
+                means = {name: float(np.mean([w[name] for w in window])) for name in window[0]}
+                means["learning_rate"] = float(schedule(step - 1))
+                speed = "compiling"
+                if step > window_first_step:  # Else only the first (compiling) step was run.
+                    elapsed = time.perf_counter() - window_start
+                    steps_per_sec = (step - window_first_step) / elapsed
+                    means["steps_per_sec"] = steps_per_sec
+                    eta = _format_duration((config.num_steps - step) / steps_per_sec)
+                    speed = f"{steps_per_sec:.3f} steps/s  ETA {eta}"
+                logging.info(
+                    "step %d/%d  loss %.4f  bpp %.4f  PSNR %.2f dB  %s",
+                    step, config.num_steps, means["loss"], means["bpp"], means["psnr"], speed,
+                )  # fmt: skip
+                _write_summaries(writer, "train", means, step)
+                window, window_start, window_first_step = [], time.perf_counter(), step
+            if val_chunks and (step % config.eval_every == 0 or last):
+                val = evaluate(p_eval_step, state.params, val_chunks, batch_sharding)
+                logging.info(
+                    "validation at step %d: loss %.4f  bpp %.4f  PSNR %.2f dB",
+                    step, val["loss"], val["bpp"], val["psnr"],
+                )  # fmt: skip
+                _write_summaries(writer, "validation", val, step)
+            if step % config.checkpoint_every == 0 or last:
+                save_training_checkpoint(
+                    manager, step, config.model_config, state.params,
+                    state.checkpoint_items(), _checkpoint_extra(config),
+                )  # fmt: skip
+                if step == config.sigkill_after_step:
+                    manager.wait_until_finished()
+                    os.kill(os.getpid(), signal.SIGKILL)
+        manager.wait_until_finished()
+        logging.info("done: %d steps; checkpoints in %s", config.num_steps, manager.directory)
+    finally:
+        manager.close()
+        if writer is not None:
+            writer.close()
+    return state
+
+
+def _summary_writer(workdir: Path):
+    """A TensorBoard event writer for `<workdir>/tensorboard` (tf.summary; tf is already loaded
+    by the input pipeline)."""
+    import tensorflow as tf
+
+    return tf.summary.create_file_writer(str(workdir / "tensorboard"))
+
+
+def _write_summaries(writer, prefix: str, values: dict[str, float], step: int) -> None:
+    """Scalars `<prefix>/<name>` in TensorBoard's scalar format, written with tf.summary.write
+    (the `tensorboard` package is needed only to view them)."""
+    if writer is None:
+        return
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    ).SerializeToString()
+    with writer.as_default(step=step):
+        for name, value in values.items():
+            tf.summary.write(f"{prefix}/{name}", tf.constant(value, tf.float32), metadata=metadata)
+    writer.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+flags.DEFINE_string("workdir", None, "Folder for checkpoints and summaries; rerun to resume.")
+flags.DEFINE_float("lmbda", None, "Rate-distortion trade-off (MSE: 0.0018 ... 0.18).")
+flags.DEFINE_string("prior", "joint", f"One of: {', '.join(PRIORS)}.")
+flags.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
+flags.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
+flags.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")
+flags.DEFINE_integer("mixture_components", 1, "K: Gaussian mixture components (1: Gaussian).")
+flags.DEFINE_string("distortion", "mse", f"One of: {', '.join(DISTORTIONS)}.")
+flags.DEFINE_integer("batch_size", FIELDS["batch_size"].default, "Global batch size.")
+flags.DEFINE_integer("patch_size", FIELDS["patch_size"].default, "Square training crop side.")
+flags.DEFINE_integer("num_steps", FIELDS["num_steps"].default, "Total training steps.")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of the main parameters.")
+flags.DEFINE_float("lr_drop_fraction", 0.9, "Fraction of --num_steps at which the rate drops.")
+flags.DEFINE_float("lr_drop_factor", 0.1, "Factor of the learning-rate drop.")
+flags.DEFINE_float("aux_learning_rate", 1e-3, "Adam learning rate of the density quantiles.")
+flags.DEFINE_float("clip_norm", 1.0, "Gradient clipping (global norm); 0 disables.")
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the noise and the data order.")
+flags.DEFINE_string("data_dir", None, "A local folder of training images.")
+flags.DEFINE_string("dataset", None, "A tfds data set name (split 'train'), instead of a folder.")
+flags.DEFINE_string("tfds_data_dir", None, "Where tfds keeps prepared data (default: tfds's).")
+flags.DEFINE_string("val_data_dir", None, "A local folder of validation images.")
+flags.DEFINE_string("val_split", "validation", "Validation split of --dataset (no val folder).")
+flags.DEFINE_integer("eval_every", 5000, "Validate every K steps; 0: never.")
+flags.DEFINE_integer("eval_images", 16, "Validation images (center crops), at most.")
+flags.DEFINE_integer("log_every", 100, "Console line and summaries every K steps.")
+flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every K steps (and at the end).")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints to keep.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
+flags.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
+
+
+def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:
+    """The TrainConfig the flags describe (ConfigError for missing or conflicting flags)."""
+    if flag_values.lmbda is None:
+        raise ConfigError("--lmbda is required (e.g. --lmbda=0.0067)")
+    sizes = {"num_filters": flag_values.num_filters, "num_latents": flag_values.num_latents}
+    if flag_values.preset is not None:
+        if flag_values.preset not in PRESETS:
+            raise ConfigError(f"unknown --preset '{flag_values.preset}'; choose one of {PRESETS}")
+        preset = dict(zip(sizes, PRESETS[flag_values.preset], strict=True))
+        for name, value in preset.items():
+            if flag_values[name].present and sizes[name] != value:
+                raise ConfigError(f"--preset={flag_values.preset} sets --{name}={value}, "
+                                  f"but --{name}={sizes[name]} was given")  # fmt: skip
+        sizes = preset
+    names = set(FIELDS) - {"sigkill_after_step", *sizes}
+    return TrainConfig(
+        **{name: flag_values[name].value for name in names},
+        **sizes,
+        sigkill_after_step=flag_values.testonly_sigkill_after_step,
+    )
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
+    flag_values = flags.FLAGS
+    try:
+        if flag_values.workdir is None:
+            raise ConfigError("--workdir is required (checkpoints and summaries go there)")
+        config = config_from_flags(flag_values)
+        if flag_values.multihost:
+            jax.distributed.initialize()
+        train_and_evaluate(config, flag_values.workdir)
+    except (ConfigError, DatasetError, CheckpointError, TrainingError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,321 @@
+"""Tests for jahp_jax.train: resume after SIGKILL, data parallelism, non-finite losses, bad input.
+
+Training runs in subprocesses (a SIGKILL, XLA flags that must precede jax's start) with a tiny
+joint model (N=M=8, 64x64 crops, batch 2); they share a persistent compilation cache, so only
+the first run of a configuration compiles.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jahp_jax import train
+from jahp_jax.checkpoints import CheckpointError, load_model, resolve_checkpoint
+from jahp_jax.data import DatasetError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+BSDS = SHARED / "data" / "train" / "bsds500"
+BSDS_VAL = SHARED / "data" / "val" / "bsds500"
+STEPS, EVERY = 4, 2
+TINY = ["--prior=joint", "--lmbda=0.01", "--num_filters=8", "--num_latents=8",
+        "--patch_size=64", "--batch_size=2", "--log_every=1", "--seed=3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """Subprocess environment: the repository importable, a shared compilation cache."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def data_args(tmp_path_factory) -> list[str]:
+    """Flags for a 4-image training folder and a 2-image validation folder."""
+    root = tmp_path_factory.mktemp("images")
+    for folder, source, count in (("train", BSDS, 4), ("val", BSDS_VAL, 2)):
+        (root / folder).mkdir()
+        for path in sorted(source.glob("*.jpg"))[:count]:
+            shutil.copy(path, root / folder / path.name)
+    return [f"--data_dir={root / 'train'}", f"--val_data_dir={root / 'val'}",
+            f"--tfds_data_dir={root / 'tfds'}", "--eval_images=2"]  # fmt: skip
+
+
+def run_train(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jahp_jax.train", *args],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+
+
+def assert_params_close(a, b, atol: float) -> None:
+    leaves_a = jax.tree_util.tree_leaves_with_path(a)
+    leaves_b = jax.tree_util.tree_leaves(b)
+    for (path, x), y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), rtol=0, atol=atol, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, env, data_args) -> dict[str, Path]:
+    """'straight': 4 steps in one go; 'resumed': SIGKILLed after the step-2 checkpoint, then the
+    same command again."""
+    root = tmp_path_factory.mktemp("runs")
+    common = [*TINY, *data_args, f"--num_steps={STEPS}", f"--checkpoint_every={EVERY}",
+              f"--eval_every={EVERY}"]  # fmt: skip
+    straight = run_train([*common, f"--workdir={root / 'straight'}"], env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    kill = f"--testonly_sigkill_after_step={EVERY}"
+    killed_args = [*common, f"--workdir={root / 'resumed'}", kill]
+    killed = run_train(killed_args, env)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert resolve_checkpoint(root / "resumed").name == str(EVERY)
+    resumed = run_train(killed_args, env)  # The same command: resumes, the kill step is passed.
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from the step-{EVERY} checkpoint" in resumed.stderr
+    assert f"step {EVERY + 1}/{STEPS}" in resumed.stderr and "step 1/" not in resumed.stderr
+    return {"straight": root / "straight", "resumed": root / "resumed", "log": straight.stderr}
+
+
+def test_resume_after_sigkill_gives_the_same_parameters(runs):
+    _, straight, config = load_model(runs["straight"])
+    _, resumed, resumed_config = load_model(runs["resumed"])
+    assert config == resumed_config and config.prior == "joint" and config.num_latents == 8
+    assert resolve_checkpoint(runs["straight"]).name == str(STEPS)
+    assert_params_close(straight, resumed, atol=1e-6)
+    _, initial, _ = load_model(runs["straight"] / "checkpoints" / str(EVERY))
+    with pytest.raises(AssertionError):  # The run did train: step 2 and step 4 differ.
+        assert_params_close(straight, initial, atol=1e-6)
+
+
+def test_progress_line_and_tensorboard_summaries(runs):
+    assert "loss" in runs["log"] and "PSNR" in runs["log"] and "steps/s  ETA" in runs["log"]
+    assert "validation at step 2" in runs["log"]
+    events = list((runs["straight"] / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    tags = {
+        value.tag
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    for tag in ("train/loss", "train/bpp_y", "train/bpp_z", "train/mse", "train/psnr",
+                "train/learning_rate", "train/steps_per_sec", "validation/bpp", "validation/psnr"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"  # fmt: skip
+
+
+def test_workdir_of_another_model_or_lambda_is_refused(runs):
+    base = train.TrainConfig(lmbda=0.01, num_filters=8, num_latents=8, patch_size=64,
+                             batch_size=2, data_dir=str(BSDS))  # fmt: skip
+    with pytest.raises(train.ConfigError, match="different model .*joint N=8 M=8"):
+        train.train_and_evaluate(
+            dataclasses.replace(base, prior="hyperprior"), runs["straight"]
+        )
+    with pytest.raises(train.ConfigError, match="--lmbda=0.01"):
+        train.train_and_evaluate(
+            dataclasses.replace(base, lmbda=0.02), runs["straight"]
+        )
+
+
+MULTI_DEVICE_SCRIPT = """
+import functools, json
+import jax, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jahp_jax import train
+
+config = train.TrainConfig(lmbda=0.01, prior="factorized", num_filters=8, num_latents=8,
+                           patch_size=32, batch_size=4)
+model = config.model_config.build()
+tx = train.create_optimizer(config)
+batches = np.random.default_rng(0).random((3, 4, 32, 32, 3), np.float32)
+result = {"device_count": jax.device_count()}
+for count in (1, 4):
+    mesh = train.make_mesh(jax.devices()[:count])
+    batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, lmbda=config.lmbda,
+                                     distortion="mse"),
+                   in_shardings=(NamedSharding(mesh, P()), batch_sharding))
+    state = train.create_train_state(model, tx, config.seed, mesh)
+    for batch in batches:
+        x = train.global_batch(batch, batch_sharding)
+        result[f"batch_devices_{count}"] = len(x.sharding.device_set)
+        state, stats = step(state, x)
+    result[f"params_{count}"] = jax.tree_util.tree_map(lambda p: np.asarray(p).tolist(),
+                                                       state.params)
+    result[f"param_devices_{count}"] = len(
+        jax.tree_util.tree_leaves(state.params)[0].sharding.device_set)
+    if count == 4:  # A non-finite loss leaves the state as it was.
+        bad = train.global_batch(np.full_like(batches[0], np.nan), batch_sharding)
+        after, stats = step(state, bad)
+        result["nan_finite"] = bool(stats["finite"])
+        result["nan_changed"] = max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree_util.tree_leaves(after.params),
+                            jax.tree_util.tree_leaves(state.params)))
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_four_devices_train_like_one(env):
+    """3 steps with the batch sharded over 4 (host-platform) devices == 3 steps on 1 device.
+
+    The cheapest prior to compile (factorized: the sharding does not depend on the prior); its
+    y density's quantiles exercise the aux optimiser."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
+        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    assert result["device_count"] == 4
+    assert result["batch_devices_1"] == 1 and result["batch_devices_4"] == 4
+    assert result["param_devices_4"] == 4  # Replicated.
+    assert_params_close(result["params_1"], result["params_4"], atol=1e-5)
+    assert result["nan_finite"] is False and result["nan_changed"] == 0.0
+
+
+NAN_SCRIPT = """
+import sys
+import numpy as np
+from absl import app
+from jahp_jax import train
+
+real = train.train_batches
+def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.
+    for index, batch in enumerate(real(**kwargs), start=kwargs["start_step"]):
+        yield np.full_like(batch, np.nan) if index == 2 else batch
+train.train_batches = poisoned
+app.run(train.main, argv=["train", *sys.argv[1:]])
+"""
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, env, data_args):
+    workdir = tmp_path / "nan"
+    args = [*TINY, *data_args, f"--num_steps={STEPS}", f"--checkpoint_every={EVERY}",
+            "--eval_every=0", f"--workdir={workdir}"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", NAN_SCRIPT, *args],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: non-finite loss or gradient at step 3"), last_line
+    assert "last good checkpoint is step 2" in last_line
+    assert "Traceback" not in proc.stderr
+    assert resolve_checkpoint(workdir).name == "2"
+    _, params, _ = load_model(workdir)
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+
+
+def test_bad_command_lines_get_one_line_errors(tmp_path, env, data_args):
+    cases = {
+        "lambda": ([*TINY, "--lmbda=0", *data_args], "--lmbda must be > 0"),
+        "missing data": ([*TINY, f"--data_dir={tmp_path / 'none'}"], "does not exist"),
+    }
+    for name, (args, message) in cases.items():
+        proc = run_train([*args, f"--workdir={tmp_path / 'w'}", "--num_steps=1"], env)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0, name
+        assert lines[-1].startswith("error: ") and message in lines[-1], (name, lines[-3:])
+        assert "Traceback" not in proc.stderr, name
+        assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"lmbda": -1.0}, train.ConfigError, "--lmbda must be > 0"),
+        ({"prior": "gauss"}, train.ConfigError, "unknown prior 'gauss'"),
+        ({"distortion": "l1"}, train.ConfigError, "unknown --distortion"),
+        ({"patch_size": 96}, train.ConfigError, "multiple of 64"),
+        ({"distortion": "ms-ssim"}, train.ConfigError, "patch_size >= 176"),
+        ({"batch_size": 0}, train.ConfigError, "--batch_size must be >= 1"),
+        ({"data_dir": None}, DatasetError, "no data source"),
+        ({"data_dir": "EMPTY"}, DatasetError, "holds no image files"),
+    ],
+)
+def test_bad_configs_are_refused_before_any_compute(tmp_path, changes, error, message):
+    if changes.get("data_dir") == "EMPTY":
+        (tmp_path / "empty").mkdir()
+        changes = {"data_dir": str(tmp_path / "empty")}
+    config = train.TrainConfig(
+        **{"lmbda": 0.01, "num_filters": 8, "num_latents": 8, "patch_size": 64, "batch_size": 2,
+           "data_dir": str(BSDS), "tfds_data_dir": str(tmp_path / "tfds"), **changes}
+    )  # fmt: skip
+    with pytest.raises(error, match=message):
+        train.train_and_evaluate(config, tmp_path / "work")
+    assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+def test_batch_must_divide_the_device_count():
+    config = train.TrainConfig(lmbda=0.01, batch_size=6)
+    train.check_train_config(config, device_count=3)
+    with pytest.raises(train.ConfigError, match="not divisible by the 4 devices"):
+        train.check_train_config(config, device_count=4)
+
+
+def test_unreadable_checkpoint_is_a_checkpoint_error(tmp_path):
+    step = tmp_path / "checkpoints" / "5"
+    (step / "params").mkdir(parents=True)
+    (step / "config").mkdir()
+    (step / "config" / "metadata").write_text("{not json")
+    config = train.TrainConfig(lmbda=0.01, data_dir=str(BSDS))
+    with pytest.raises(CheckpointError, match="cannot read the model config"):
+        train.train_and_evaluate(config, tmp_path)
+
+
+def test_optimizer_partitions_quantiles_to_the_aux_adam():
+    config = train.TrainConfig(lmbda=0.01, prior="hyperprior", num_filters=4, num_latents=4,
+                               learning_rate=1e-4, aux_learning_rate=1e-3)  # fmt: skip
+    params = jax.eval_shape(
+        lambda: train.init_params(config.model_config.build(), jax.random.key(0))
+    )
+    labels = train._param_labels(params)
+    assert labels["z_density"]["quantiles"] == "aux"
+    assert labels["z_density"]["matrices_0"] == "main"
+    assert labels["g_a"]["layers_0"]["kernel"] == "main"
+    schedule = train.learning_rate_schedule(
+        train.TrainConfig(lmbda=0.01, num_steps=100, lr_drop_fraction=0.8, lr_drop_factor=0.1)
+    )
+    assert float(schedule(79)) == pytest.approx(1e-4) and float(schedule(80)) == pytest.approx(1e-5)
+
+
+def test_sweep_plans_one_workdir_per_prior_and_lambda(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--flagfile=experiments/paper_sweep.flags",
+         "--priors=joint,hyperprior", f"--root={tmp_path}", "--data_dir=IMAGES", "--dry_run",
+         "--task_index=1", "--num_tasks=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    commands = proc.stdout.strip().splitlines()
+    assert len(commands) == 8  # 2 priors x 8 lambdas, every second one on this host.
+    assert f"--workdir={tmp_path / 'joint_lmbda0.0035'}" in commands[0]
+    assert "--preset=low" in commands[0] and "--data_dir=IMAGES" in commands[0]
+    assert "--lmbda=0.0483" in commands[2] and "--preset=high" in commands[2]
+    assert f"--workdir={tmp_path / 'hyperprior_lmbda0.0035'}" in commands[4]
+    refused = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", f"--root={tmp_path}", "--lmbdas=0.01",
+         "--workdir=elsewhere"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "set per run by the sweep" in refused.stderr
