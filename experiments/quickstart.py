@@ -1,0 +1,154 @@
+"""Quickstart: train a small joint model, code Kodak to real files, compare with JPEG and WebP.
+
+    ./launch.sh quickstart [--num_steps=N] [--train_dir=DIR] [--kodak_dir=DIR] ...
+
+1. trains (or resumes) a small `joint` model (N=M=64, 128x128 crops) on a local image folder,
+2. compresses and decompresses every Kodak image to real `.jahp` bytes with it,
+3. runs JPEG 4:2:0 and WebP over the same images,
+4. prints our operating point beside JPEG and WebP interpolated to the same bpp, and writes the
+   results JSONs and an RD plot to --output_dir.
+Defaults fit in about 15 minutes on a 2-core CPU (see README, "Quickstart").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
+    parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
+    parser.add_argument(
+        "--kodak_dir",
+        default=str(SHARED_DATA / "kodak"),
+        help="offline Kodak folder; 'download' fetches it through tfds",
+    )
+    parser.add_argument("--workdir", default="workdirs/quickstart")
+    parser.add_argument("--output_dir", default="results/quickstart")
+    parser.add_argument("--lmbda", type=float, default=0.0130)
+    parser.add_argument("--num_steps", type=int, default=1200)
+    parser.add_argument("--num_filters", type=int, default=64)
+    parser.add_argument("--num_latents", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--patch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
+    return parser.parse_args(argv)
+
+
+def _interpolate(curve: dict, bpp: float, key: str) -> float:
+    """Quality of a classical curve at `bpp` (linear in log-rate); NaN outside its range."""
+    rates = np.log(np.asarray(curve["bpp"]))
+    order = np.argsort(rates)
+    values = np.asarray(curve[key])[order]
+    rates = rates[order]
+    if not rates[0] <= np.log(bpp) <= rates[-1]:
+        return float("nan")
+    return float(np.interp(np.log(bpp), rates, values))
+
+
+def comparison_table(ours: dict, classical: dict[str, dict]) -> str:
+    """Markdown table: our point, then each classical codec at our bpp."""
+    r = ours["results"]
+    lines = [
+        "| codec | bpp | PSNR (dB) | MS-SSIM (dB) | encode (s) | decode (s) |",
+        "|---|---|---|---|---|---|",
+        f"| {ours['name']} | {r['bpp'][0]:.3f} | {r['psnr-rgb'][0]:.2f} | "
+        f"{r['ms-ssim-rgb-db'][0]:.2f} | {r['encoding_time'][0]:.3f} | "
+        f"{r['decoding_time'][0]:.3f} |",
+    ]
+    for name, data in classical.items():
+        curve = data["results"]
+        psnr = _interpolate(curve, r["bpp"][0], "psnr-rgb")
+        msssim = _interpolate(curve, r["bpp"][0], "ms-ssim-rgb-db")
+        enc = _interpolate(curve, r["bpp"][0], "encoding_time")
+        dec = _interpolate(curve, r["bpp"][0], "decoding_time")
+        lines.append(
+            f"| {name} (same bpp) | {r['bpp'][0]:.3f} | {psnr:.2f} | {msssim:.2f} | "
+            f"{enc:.3f} | {dec:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imported here so that --help answers at once.
+    from jahp_jax import baselines, evaluate, report
+    from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.train import ConfigError, TrainConfig, TrainingError, train_and_evaluate
+
+    kodak_dir = None if args.kodak_dir == "download" else args.kodak_dir
+    for label, folder in (("--train_dir", args.train_dir), ("--kodak_dir", kodak_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            print(f"error: {label} '{folder}' is not a folder; pass {label}=PATH", file=sys.stderr)
+            return 2
+    started = time.perf_counter()
+    output_dir = Path(args.output_dir)
+    config = TrainConfig(
+        lmbda=args.lmbda,
+        prior="joint",
+        num_filters=args.num_filters,
+        num_latents=args.num_latents,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        num_steps=args.num_steps,
+        learning_rate=args.learning_rate,
+        data_dir=args.train_dir,
+        val_data_dir=args.val_dir if Path(args.val_dir).is_dir() else None,
+        eval_every=args.num_steps,
+        eval_images=8,
+        log_every=100,
+        checkpoint_every=max(args.num_steps // 4, 1),
+    )
+    try:
+        print(
+            f"== 1/3 training a joint model (N={args.num_filters}, M={args.num_latents}, "
+            f"lambda={args.lmbda}, {args.num_steps} steps) in {args.workdir}",
+            flush=True,
+        )
+        train_and_evaluate(config, args.workdir)
+        trained = time.perf_counter()
+        print(f"== 2/3 coding Kodak to real files ({trained - started:.0f} s so far)", flush=True)
+        images = list(eval_images("kodak", data_dir=kodak_dir, limit=args.limit))
+        ours, rows = evaluate.evaluate_checkpoints([args.workdir], images)
+        evaluate.write_results(output_dir, "joint", ours, rows)
+        print(
+            f"== 3/3 JPEG and WebP on the same images ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        baselines.run(["jpeg420", "webp"], str(output_dir), "kodak", kodak_dir, args.limit)
+    except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    classical = {
+        evaluate.load_results(output_dir / f"{key}.json")["name"]: evaluate.load_results(
+            output_dir / f"{key}.json"
+        )
+        for key in ("jpeg420", "webp")
+    }
+    table = comparison_table(ours, classical)
+    report.write_text(output_dir / "table.md", table + "\n")
+    curves = report.load_curves(
+        [str(output_dir / f"{key}.json") for key in ("joint", "jpeg420", "webp")], []
+    )
+    report.plot_rd(curves, output_dir / "rd.png")
+    print()
+    print(table)
+    print(
+        f"\nwrote {output_dir}/{{joint,jpeg420,webp}}.json, table.md and rd.png "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
