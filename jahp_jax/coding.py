@@ -23,9 +23,9 @@ value in an Elias-gamma-like code (below). Tables:
     weight), computed by `mixture_pmfs` in float64 numpy from the float32 parameters that both
     sides obtain through the same jitted function and shapes, quantized like every table.
 An integer table is passed to constriction as the exactly representable float64 values
-count / 2^24 with `perfect=False` (a deterministic, near-identity re-quantization). 24 rather than
-16 bits: a symbol with true probability below 2^-16 (common in lightly trained models) would
-otherwise be coded at the floor probability, and the file size would drift from the estimate.
+count / 2^24 with `perfect=False` (a deterministic, near-identity re-quantization). Every entry
+is floored at 2^-16 (see `quantize_pmf`); above that floor the 24-bit counts follow the model's
+probabilities closely, so the file size tracks the estimated rate.
 
 Escapes. A value v is mapped to u = zigzag(v) + 1 >= 1 with b + 1 = bit_length(u) bits; b (0..31)
 is coded uniformly over 32 values, then the b bits of u below its leading one, uniformly, in
@@ -63,6 +63,7 @@ SCALE_MAX = 256.0
 TAIL_SIGMAS = 4.5
 MAX_TABLE_HALF_WIDTH = 1024
 MAX_ESCAPE_MAGNITUDE = 2**30
+PROBABILITY_FLOOR = 2.0**-16  # least probability of any table entry (caps a symbol at 16 bits)
 _ESCAPE_LENGTHS = 32  # b in 0..31
 _CHUNK_BITS = 16
 _TOTAL = 1 << PRECISION
@@ -83,7 +84,11 @@ class CodecError(ValueError):
 def quantize_pmf(probabilities: np.ndarray) -> np.ndarray:
     """(..., n) nonnegative floats -> int64 counts >= 1 summing to 2^PRECISION along the last axis.
 
-    counts = floor(p / sum(p) * (2^24 - n)) + 1, the remainder added to the most likely entry.
+    Every entry gets at least PROBABILITY_FLOOR (2^-16) of the mass, as in CompressAI's 16-bit
+    tables: a symbol the model deems (nearly) impossible, or an escape, then costs at most 16 bits
+    instead of up to 30, which matters for badly predicted latents (random or barely trained
+    weights); the 24-bit counts keep every other probability accurate. Then
+    counts = floor(p * (2^24 - n)) + 1, the remainder added to the most likely entry.
     """
     p = np.asarray(probabilities, np.float64)
     n = p.shape[-1]
@@ -92,6 +97,8 @@ def quantize_pmf(probabilities: np.ndarray) -> np.ndarray:
     p = np.where(np.isfinite(p) & (p > 0), p, 0.0)
     total = p.sum(axis=-1, keepdims=True)
     p = np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / n)
+    p = np.maximum(p, PROBABILITY_FLOOR)
+    p = p / p.sum(axis=-1, keepdims=True)
     counts = np.floor(p * (_TOTAL - n)).astype(np.int64) + 1
     remainder = _TOTAL - counts.sum(axis=-1)
     np.put_along_axis(
