@@ -23,8 +23,13 @@ setup() {
   fi
   echo "[launch] setting up $VENV (first use or pyproject.toml changed)" >&2
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
+  local log="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install -e ".[dev]"; } > "$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "[launch] installing the environment failed; full log: $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 }
 

@@ -46,10 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from absl import logging as absl_logging
+
     from jahp_jax import evaluate, report
     from jahp_jax.data import DatasetError, ImageError, eval_images
     from jahp_jax.train import ConfigError, TrainConfig, TrainingError, train_and_evaluate
 
+    absl_logging.set_verbosity(absl_logging.INFO)  # training progress lines
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     lmbdas = [float(v) for v in args.lmbdas.split(",") if v.strip()]
     output_dir = Path(args.output_dir)

@@ -217,9 +217,14 @@ def roundtrip(codec: ClassicalCodec, quality: float | int, image: np.ndarray) ->
     return evaluate.Roundtrip(data, decoded, encoded - start, decoded_at - encoded)
 
 
-def operating_points(codec: ClassicalCodec) -> list[evaluate.OperatingPoint]:
-    """The codec's sweep as evaluate.OperatingPoint values."""
-    return [evaluate.OperatingPoint(q, partial(roundtrip, codec, q)) for q in codec.qualities]
+def operating_points(
+    codec: ClassicalCodec, qualities: Sequence[float | int] | None = None
+) -> list[evaluate.OperatingPoint]:
+    """The codec's sweep (or the given qualities) as evaluate.OperatingPoint values."""
+    return [
+        evaluate.OperatingPoint(q, partial(roundtrip, codec, q))
+        for q in (codec.qualities if qualities is None else qualities)
+    ]
 
 
 def register_plugins() -> None:
@@ -242,8 +247,12 @@ def run(
     dataset: str = "kodak",
     data_dir: str | None = None,
     limit: int | None = None,
+    qualities: dict[str, Sequence[float | int]] | None = None,
 ) -> list[str]:
-    """Evaluates the named codecs and writes their results; returns the keys actually run."""
+    """Evaluates the named codecs and writes their results; returns the keys actually run.
+
+    `qualities` optionally replaces the sweep of some codecs (key -> quality values).
+    """
     unknown = [k for k in codec_keys if k not in CODECS]
     if unknown:
         raise ValueError(f"unknown codec(s) {unknown}; choose from {sorted(CODECS)}")
@@ -262,7 +271,7 @@ def run(
         results, rows = evaluate.evaluate_codec(
             name,
             description,
-            operating_points(codec),
+            operating_points(codec, (qualities or {}).get(key)),
             images,
             log=lambda line: print(line, flush=True),
         )
