@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from experiments.common import add_experiment_args, kodak_dir, train_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,16 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default="workdirs/ablation", help="one workdir per run below")
     parser.add_argument("--output_dir", default="results/ablation")
     parser.add_argument("--classical_dir", default="results/classical")
-    parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
-    parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
-    parser.add_argument("--kodak_dir", default=str(SHARED_DATA / "kodak"))
-    parser.add_argument("--num_filters", type=int, default=64)
-    parser.add_argument("--num_latents", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--patch_size", type=int, default=128)
-    parser.add_argument("--num_steps", type=int, default=600)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
+    add_experiment_args(parser, num_steps=600)
     return parser.parse_args(argv)
 
 
@@ -50,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jahp_jax import evaluate, report
     from jahp_jax.data import DatasetError, ImageError, eval_images
-    from jahp_jax.train import ConfigError, TrainConfig, TrainingError, train_and_evaluate
+    from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
 
     absl_logging.set_verbosity(absl_logging.INFO)  # training progress lines
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
@@ -63,23 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             for lmbda in lmbdas:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
-                config = TrainConfig(
-                    lmbda=lmbda,
-                    prior=prior,
-                    num_filters=args.num_filters,
-                    num_latents=args.num_latents,
-                    batch_size=args.batch_size,
-                    patch_size=args.patch_size,
-                    num_steps=args.num_steps,
-                    learning_rate=args.learning_rate,
-                    data_dir=args.train_dir,
-                    val_data_dir=args.val_dir if Path(args.val_dir).is_dir() else None,
-                    eval_every=args.num_steps,
-                    checkpoint_every=max(args.num_steps // 4, 1),
-                )
+                config = train_config(args, prior, lmbda)
                 train_and_evaluate(config, workdir)
                 runs[prior].append(str(workdir))
-        images = list(eval_images("kodak", data_dir=args.kodak_dir, limit=args.limit))
+        images = list(eval_images("kodak", data_dir=kodak_dir(args), limit=args.limit))
         for prior, workdirs in runs.items():
             print(f"== evaluating {prior} ({time.perf_counter() - started:.0f} s)", flush=True)
             results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=prior)

@@ -19,31 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from experiments.common import add_experiment_args, kodak_dir, train_config
+
 # A shorter classical sweep than baselines' own (0.1 to ~1.3 bpp): metrics dominate its time.
 QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 75, 90)}
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
-    parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
-    parser.add_argument(
-        "--kodak_dir",
-        default=str(SHARED_DATA / "kodak"),
-        help="offline Kodak folder; 'download' fetches it through tfds",
-    )
+    add_experiment_args(parser, num_steps=1000)
     parser.add_argument("--workdir", default="workdirs/quickstart")
     parser.add_argument("--output_dir", default="results/quickstart")
     parser.add_argument("--lmbda", type=float, default=0.0130)
-    parser.add_argument("--num_steps", type=int, default=1000)
-    parser.add_argument("--num_filters", type=int, default=64)
-    parser.add_argument("--num_latents", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--patch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
     return parser.parse_args(argv)
 
 
@@ -88,32 +75,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from jahp_jax import baselines, evaluate, report
     from jahp_jax.data import DatasetError, ImageError, eval_images
-    from jahp_jax.train import ConfigError, TrainConfig, TrainingError, train_and_evaluate
+    from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
 
     absl_logging.set_verbosity(absl_logging.INFO)  # training progress lines
-    kodak_dir = None if args.kodak_dir == "download" else args.kodak_dir
-    for label, folder in (("--train_dir", args.train_dir), ("--kodak_dir", kodak_dir)):
+    kodak = kodak_dir(args)
+    for label, folder in (("--train_dir", args.train_dir), ("--kodak_dir", kodak)):
         if folder is not None and not Path(folder).is_dir():
             print(f"error: {label} '{folder}' is not a folder; pass {label}=PATH", file=sys.stderr)
             return 2
     started = time.perf_counter()
     output_dir = Path(args.output_dir)
-    config = TrainConfig(
-        lmbda=args.lmbda,
-        prior="joint",
-        num_filters=args.num_filters,
-        num_latents=args.num_latents,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        num_steps=args.num_steps,
-        learning_rate=args.learning_rate,
-        data_dir=args.train_dir,
-        val_data_dir=args.val_dir if Path(args.val_dir).is_dir() else None,
-        eval_every=args.num_steps,
-        eval_images=8,
-        log_every=100,
-        checkpoint_every=max(args.num_steps // 4, 1),
-    )
+    config = train_config(args, "joint", args.lmbda)
     try:
         print(
             f"== 1/3 training a joint model (N={args.num_filters}, M={args.num_latents}, "
@@ -123,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         train_and_evaluate(config, args.workdir)
         trained = time.perf_counter()
         print(f"== 2/3 coding Kodak to real files ({trained - started:.0f} s so far)", flush=True)
-        images = list(eval_images("kodak", data_dir=kodak_dir, limit=args.limit))
+        images = list(eval_images("kodak", data_dir=kodak, limit=args.limit))
         ours, rows = evaluate.evaluate_checkpoints([args.workdir], images)
         evaluate.write_results(output_dir, "joint", ours, rows)
         print(
@@ -131,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         baselines.run(
-            ["jpeg420", "webp"], str(output_dir), "kodak", kodak_dir, args.limit, QUICK_QUALITIES
+            ["jpeg420", "webp"], str(output_dir), "kodak", kodak, args.limit, QUICK_QUALITIES
         )
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ import numpy as np
 from jahp_jax import bitstream
 from jahp_jax.checkpoints import CheckpointError, ModelConfig, load_model, params_fingerprint
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
+from jahp_jax.data import write_atomic
 from jahp_jax.models import CompressionModel
 
 PAD_MULTIPLE = 64
@@ -189,14 +189,7 @@ def load_codec(checkpoint: str | os.PathLike) -> Codec:
 def _write_atomic(path: Path, data: bytes) -> None:
     if not path.parent.is_dir():
         raise CodecError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(data))
 
 
 def _read_file(path: Path) -> bytes:

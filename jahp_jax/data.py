@@ -27,8 +27,9 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tensorflow as tf
@@ -119,6 +120,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Calls `write(file)` on a temp file beside `path`, then renames it over `path`.
+
+    Readers never see a half-written file, and a failure leaves no temp file behind. The folder
+    must exist.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            write(tmp)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes uint8 (H, W, 3) RGB as PNG, atomically (temp file in the same folder + rename).
 
@@ -133,14 +151,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ImageError(f"{path}: expected shape (H, W, 3) with H, W > 0, got {image.shape}")
     if not path.parent.is_dir():
         raise ImageError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            Image.fromarray(image, mode="RGB").save(tmp, format="PNG")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: Image.fromarray(image, mode="RGB").save(f, format="PNG"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ sheets; ``method="cubic"`` is the original least-squares cubic polynomial fit.
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.interpolate import PchipInterpolator  # noqa: E402
 
+from jahp_jax.data import write_atomic  # noqa: E402
 from jahp_jax.evaluate import load_results  # noqa: E402
 
 BD_METHODS = ("pchip", "cubic")
@@ -198,35 +198,18 @@ def bd_table(curves: Sequence[Curve], references: Sequence[Curve], method: str =
     return "\n".join(lines) + "\n" + note
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return path, tmp
-
-
 def _save_figure(figure: plt.Figure, path: str | os.PathLike) -> None:
-    path, tmp = _atomic_target(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
-        figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=120))
     finally:
         plt.close(figure)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes text atomically (temp file + rename)."""
-    path, tmp = _atomic_target(path)
-    try:
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes text atomically (temp file + rename), creating the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def plot_rd(curves: Sequence[Curve], path: str | os.PathLike, max_bpp: float = 2.0) -> None:

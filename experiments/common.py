@@ -1,0 +1,54 @@
+"""What the CPU-scale experiments (quickstart, ablation) share: data folders, model and training
+flags, and the TrainConfig they build."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def add_experiment_args(parser: argparse.ArgumentParser, num_steps: int) -> None:
+    """Data folders, Kodak subset and the small-model training flags."""
+    parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
+    parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
+    parser.add_argument(
+        "--kodak_dir",
+        default=str(SHARED_DATA / "kodak"),
+        help="offline Kodak folder; 'download' fetches it through tfds",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
+    parser.add_argument("--num_steps", type=int, default=num_steps)
+    parser.add_argument("--num_filters", type=int, default=64)
+    parser.add_argument("--num_latents", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--patch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+
+
+def kodak_dir(args: argparse.Namespace) -> str | None:
+    """The offline Kodak folder, or None to download through the tfds builder."""
+    return None if args.kodak_dir == "download" else args.kodak_dir
+
+
+def train_config(args: argparse.Namespace, prior: str, lmbda: float):
+    """The TrainConfig of one experiment run (validation once, at the end)."""
+    from jahp_jax.train import TrainConfig
+
+    return TrainConfig(
+        lmbda=lmbda,
+        prior=prior,
+        num_filters=args.num_filters,
+        num_latents=args.num_latents,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        num_steps=args.num_steps,
+        learning_rate=args.learning_rate,
+        data_dir=args.train_dir,
+        val_data_dir=args.val_dir if Path(args.val_dir).is_dir() else None,
+        eval_every=args.num_steps,
+        eval_images=8,
+        checkpoint_every=max(args.num_steps // 4, 1),
+    )
