@@ -330,6 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sheet_bpp", type=float, default=0.3, help="target bpp for the sheet")
     parser.add_argument("--sheet_codecs", default="jpeg420,webp,jpeg2000,hevc444,avif,jxl")
     parser.add_argument("--sheet_crop", default=None, help="top,left,height,width")
+    parser.add_argument(
+        "--sheet_checkpoint",
+        default=None,
+        help="put our model's decoded image first; the codecs are then matched to its bpp",
+    )
     parser.add_argument("--data_dir", default=None, help="Kodak folder for the sheet")
     args = parser.parse_args(argv)
     try:
@@ -363,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write_sheet(args: argparse.Namespace) -> None:
-    """Builds the classical-codec comparison sheet requested on the command line."""
+    """Builds the comparison sheet requested on the command line (our model first, if given)."""
     from jahp_jax.data import eval_images
 
     images = dict(eval_images("kodak", data_dir=args.data_dir))
@@ -374,7 +379,18 @@ def write_sheet(args: argparse.Namespace) -> None:
     if crop is not None and len(crop) != 4:
         raise ValueError("--sheet_crop needs four integers: top,left,height,width")
     keys = [k for k in args.sheet_codecs.split(",") if k]
-    comparison_sheet(image, classical_panels(image, keys, args.sheet_bpp), args.sheet, crop)
+    panels, target_bpp = [], args.sheet_bpp
+    if args.sheet_checkpoint:
+        from jahp_jax.codec import load_codec
+
+        codec = load_codec(args.sheet_checkpoint)
+        data = codec.compress(image)
+        target_bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
+        panels.append(
+            (f"jahp_jax {codec.config.prior} {target_bpp:.2f} bpp", codec.decompress(data))
+        )
+    panels += classical_panels(image, keys, target_bpp)
+    comparison_sheet(image, panels, args.sheet, crop)
     print(f"wrote {args.sheet}")
 
 

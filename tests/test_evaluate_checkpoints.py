@@ -68,3 +68,18 @@ def test_bad_checkpoints_and_claims(checkpoints, kodak_dir, tmp_path, capsys):
     assert evaluate.main([f"--checkpoint={checkpoints[0]}", *missing]) == 1
     assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_comparison_sheet_puts_our_model_beside_the_codecs(checkpoints, kodak_dir, tmp_path):
+    from jahp_jax import report
+
+    results = tmp_path / "ours.json"
+    argv = [f"--checkpoint={checkpoints[0]}", f"--data_dir={kodak_dir}", "--limit=1"]
+    assert evaluate.main([*argv, f"--output={results}"]) == 0
+    sheet = tmp_path / "sheet.png"
+    assert report.main([
+        "--results", str(results), "--reference", str(results), f"--sheet={sheet}",
+        "--sheet_image=kodim01", f"--sheet_checkpoint={checkpoints[0]}",
+        "--sheet_codecs=jpeg420,webp", f"--data_dir={kodak_dir}", "--sheet_crop=0,0,128,128",
+    ]) == 0  # fmt: skip
+    assert sheet.stat().st_size > 10_000
