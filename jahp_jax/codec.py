@@ -28,7 +28,6 @@ import numpy as np
 from jahp_jax import bitstream
 from jahp_jax.checkpoints import CheckpointError, ModelConfig, load_model, params_fingerprint
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
-from jahp_jax.data import write_atomic
 from jahp_jax.models import CompressionModel
 
 PAD_MULTIPLE = 64
@@ -189,6 +188,8 @@ def load_codec(checkpoint: str | os.PathLike) -> Codec:
 def _write_atomic(path: Path, data: bytes) -> None:
     if not path.parent.is_dir():
         raise CodecError(f"{path}: folder {path.parent} does not exist; create it first")
+    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
+
     write_atomic(path, lambda f: f.write(data))
 
 

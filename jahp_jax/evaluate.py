@@ -29,7 +29,6 @@ import jax
 import numpy as np
 
 from jahp_jax import metrics
-from jahp_jax.data import write_atomic
 
 METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
 
@@ -156,6 +155,8 @@ def summarize(
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: f.write(text.encode()))
 
