@@ -16,11 +16,12 @@ rates) --patch_size=256 --batch_size=8 --num_steps=1000000 --learning_rate=1e-4 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from experiments.common import add_experiment_args, kodak_dir, train_config
+from experiments.common import add_experiment_args, kodak_dir, provenance, train_config, utc_now
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default="workdirs/ablation", help="one workdir per run below")
     parser.add_argument("--output_dir", default="results/ablation")
     parser.add_argument("--classical_dir", default="results/classical")
-    add_experiment_args(parser, num_steps=600)
+    add_experiment_args(parser, num_steps=1000)
     return parser.parse_args(argv)
 
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     lmbdas = [float(v) for v in args.lmbdas.split(",") if v.strip()]
     output_dir = Path(args.output_dir)
-    started = time.perf_counter()
+    started, started_utc = time.perf_counter(), utc_now()
+    training_seconds = {}
     try:
         runs = {prior: [] for prior in priors}
         for prior in priors:
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
                 config = train_config(args, prior, lmbda)
+                run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
+                training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
                 runs[prior].append(str(workdir))
         images = list(eval_images("kodak", data_dir=kodak_dir(args), limit=args.limit))
         for prior, workdirs in runs.items():
@@ -75,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     table = report.bd_table(curves, references)
     report.write_text(output_dir / "bd_rate.md", table + "\n")
     report.plot_rd(curves, output_dir / "rd.png")
+    run = provenance("ablation", sys.argv[1:] if argv is None else argv, started_utc,
+                     time.perf_counter() - started)  # fmt: skip
+    run["training_seconds"] = training_seconds  # this invocation's; a resumed run shows less
+    report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print(table)
-    print(f"wrote {output_dir} in {time.perf_counter() - started:.0f} s")
+    print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
 
 

@@ -4,6 +4,10 @@ flags, and the TrainConfig they build."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +56,46 @@ def train_config(args: argparse.Namespace, prior: str, lmbda: float):
         eval_images=8,
         checkpoint_every=max(args.num_steps // 4, 1),
     )
+
+
+def provenance(script: str, argv: list[str], started_utc: str, wall_seconds: float) -> dict:
+    """What a results folder needs to be rerun and trusted: command, commit, time, machine."""
+    import jax
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        except OSError:
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    return {
+        "command": " ".join(["./launch.sh", script, *argv]),
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "started_utc": started_utc,
+        "finished_utc": utc_now(),
+        "wall_seconds": round(wall_seconds, 1),
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": jax.device_count(),
+        },
+    }
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

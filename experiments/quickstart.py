@@ -13,13 +13,14 @@ Defaults fit in about 15 minutes on a 2-core CPU (see README, "Quickstart").
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.common import add_experiment_args, kodak_dir, train_config
+from experiments.common import add_experiment_args, kodak_dir, provenance, train_config, utc_now
 
 # A shorter classical sweep than baselines' own (0.1 to ~1.3 bpp): metrics dominate its time.
 QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 75, 90)}
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not Path(folder).is_dir():
             print(f"error: {label} '{folder}' is not a folder; pass {label}=PATH", file=sys.stderr)
             return 2
-    started = time.perf_counter()
+    started, started_utc = time.perf_counter(), utc_now()
     output_dir = Path(args.output_dir)
     config = train_config(args, "joint", args.lmbda)
     try:
@@ -120,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         [str(output_dir / f"{key}.json") for key in ("joint", "jpeg420", "webp")], []
     )
     report.plot_rd(curves, output_dir / "rd.png")
+    run = provenance("quickstart", sys.argv[1:] if argv is None else argv, started_utc,
+                     time.perf_counter() - started)  # fmt: skip
+    report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print()
     print(table)
     print(
-        f"\nwrote {output_dir}/{{joint,jpeg420,webp}}.json, table.md and rd.png "
-        f"in {time.perf_counter() - started:.0f} s"
+        f"\nwrote {output_dir}/{{joint,jpeg420,webp}}.json, table.md, rd.png and run.json "
+        f"in {run['wall_seconds']:.0f} s"
     )
     return 0
 

@@ -12,7 +12,7 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     argv = [*TOY, f"--workdir={tmp_path / 'work'}", f"--output_dir={out}"]
     assert quickstart.main(argv) == 0
-    for name in ("joint.json", "jpeg420.json", "webp.json", "table.md", "rd.png"):
+    for name in ("joint.json", "jpeg420.json", "webp.json", "table.md", "rd.png", "run.json"):
         assert (out / name).is_file(), name
     ours = json.loads((out / "joint.json").read_text())["results"]
     assert ours["num_images"] == [1] and ours["bpp"][0] > 0
@@ -37,3 +37,9 @@ def test_ablation_end_to_end(tmp_path):
     table = (out / "bd_rate.md").read_text()
     assert "vs hyperprior" in table
     assert (out / "rd.png").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"].startswith("./launch.sh ablation --num_steps=2 ")
+    assert len(run["commit"]) == 40 and run["wall_seconds"] > 0
+    assert sorted(run["training_seconds"]) == [
+        "factorized_lmbda0.01", "factorized_lmbda0.1", "hyperprior_lmbda0.01", "hyperprior_lmbda0.1"
+    ]
