@@ -19,6 +19,12 @@ def add_experiment_args(parser: argparse.ArgumentParser, num_steps: int) -> None
     parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
     parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
     parser.add_argument(
+        "--dataset",
+        default=None,
+        help="train on this tfds data set (e.g. clic) instead of --train_dir; validates on its "
+        "'validation' split",
+    )
+    parser.add_argument(
         "--kodak_dir",
         default=str(SHARED_DATA / "kodak"),
         help="offline Kodak folder; 'download' fetches it through tfds",
@@ -37,24 +43,31 @@ def kodak_dir(args: argparse.Namespace) -> str | None:
     return None if args.kodak_dir == "download" else args.kodak_dir
 
 
-def train_config(args: argparse.Namespace, prior: str, lmbda: float):
-    """The TrainConfig of one experiment run (validation once, at the end)."""
+def train_config(
+    args: argparse.Namespace, prior: str, lmbda: float, num_latents: int | None = None
+):
+    """The TrainConfig of one experiment run (validation once, at the end).
+
+    num_latents overrides --num_latents (the paper's high rates use M=320).
+    """
     from jahp_jax.train import TrainConfig
 
+    dataset = getattr(args, "dataset", None)
     return TrainConfig(
         lmbda=lmbda,
         prior=prior,
         num_filters=args.num_filters,
-        num_latents=args.num_latents,
+        num_latents=num_latents or args.num_latents,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         num_steps=args.num_steps,
         learning_rate=args.learning_rate,
-        data_dir=args.train_dir,
-        val_data_dir=args.val_dir if Path(args.val_dir).is_dir() else None,
+        data_dir=None if dataset else args.train_dir,
+        dataset=dataset,
+        val_data_dir=args.val_dir if not dataset and Path(args.val_dir).is_dir() else None,
         eval_every=args.num_steps,
         eval_images=8,
-        checkpoint_every=max(args.num_steps // 4, 1),
+        checkpoint_every=max(min(args.num_steps // 4, 10_000), 1),
     )
 
 
