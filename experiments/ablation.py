@@ -26,7 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import add_experiment_args, kodak_dir, provenance, train_config, utc_now
+from experiments.common import (
+    add_experiment_args,
+    kodak_dir,
+    provenance,
+    start_record,
+    train_config,
+)
 
 MIN_RATE_POINTS = 4  # report.bd_rate interpolates curves of >= 4 points
 
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     output_dir = Path(args.output_dir)
-    started, started_utc = time.perf_counter(), utc_now()
+    started, started_at = time.perf_counter(), start_record()
     training_seconds = {}
     try:
         runs = {prior: [] for prior in priors}
@@ -114,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     table = report.bd_table(curves, references)
     report.write_text(output_dir / "bd_rate.md", table + "\n")
     report.plot_rd(curves, output_dir / "rd.png")
-    run = provenance("ablation", sys.argv[1:] if argv is None else argv, started_utc,
+    priors_only = curves[: len(ours)]  # zoomed in on the priors: at CPU scale they sit close
+    max_bpp = max(max(c.data["results"]["bpp"]) for c in priors_only)
+    zoom = round(1.1 * max_bpp + 0.05, 1)
+    report.plot_rd(priors_only, output_dir / "rd_priors.png", max_bpp=zoom)
+    run = provenance("ablation", sys.argv[1:] if argv is None else argv, started_at,
                      time.perf_counter() - started)  # fmt: skip
     run["training_seconds"] = training_seconds  # this invocation's; a resumed run shows less
     report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")

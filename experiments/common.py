@@ -71,22 +71,30 @@ def train_config(
     )
 
 
-def provenance(script: str, argv: list[str], started_utc: str, wall_seconds: float) -> dict:
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def start_record() -> dict:
+    """The code and time a job starts from (taken at the start: the tree may change meanwhile)."""
+    return {
+        "commit": _git("rev-parse", "HEAD") or "unknown",
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "started_utc": utc_now(),
+    }
+
+
+def provenance(script: str, argv: list[str], start: dict, wall_seconds: float) -> dict:
     """What a results folder needs to be rerun and trusted: command, commit, time, machine."""
     import jax
 
-    def git(*args: str) -> str:
-        try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
-        except OSError:
-            return ""
-        return out.stdout.strip() if out.returncode == 0 else ""
-
     return {
         "command": " ".join(["./launch.sh", script, *argv]),
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "started_utc": started_utc,
+        **start,
         "finished_utc": utc_now(),
         "wall_seconds": round(wall_seconds, 1),
         "machine": {

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import add_experiment_args, kodak_dir, provenance, train_config, utc_now
+from experiments.common import (
+    add_experiment_args,
+    kodak_dir,
+    provenance,
+    start_record,
+    train_config,
+)
 
 # A shorter classical sweep than baselines' own (0.1 to ~1.3 bpp): metrics dominate its time.
 QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 75, 90)}
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not Path(folder).is_dir():
             print(f"error: {label} '{folder}' is not a folder; pass {label}=PATH", file=sys.stderr)
             return 2
-    started, started_utc = time.perf_counter(), utc_now()
+    started, started_at = time.perf_counter(), start_record()
     output_dir = Path(args.output_dir)
     config = train_config(args, "joint", args.lmbda)
     try:
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         [str(output_dir / f"{key}.json") for key in ("joint", "jpeg420", "webp")], []
     )
     report.plot_rd(curves, output_dir / "rd.png")
-    run = provenance("quickstart", sys.argv[1:] if argv is None else argv, started_utc,
+    run = provenance("quickstart", sys.argv[1:] if argv is None else argv, started_at,
                      time.perf_counter() - started)  # fmt: skip
     report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print()

@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from jahp_jax import report
     from jahp_jax.checkpoints import CheckpointError
     from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.models import PRIORS
 
     root = Path(args.root)
-    workdirs = sorted(p for p in root.glob("*") if (p / "checkpoints").is_dir())
+    workdirs = [p for p in root.glob("*") if (p / "checkpoints").is_dir()]
+    order = {prior: i for i, prior in enumerate(PRIORS)}  # the registry's order, then by name
+    workdirs.sort(key=lambda p: (order.get(p.name.split("_lmbda")[0], len(order)), p.name))
     if not workdirs:
         print(f"error: no training workdirs (with checkpoints/) under --root={root}",
               file=sys.stderr)  # fmt: skip

@@ -28,6 +28,8 @@ from jahp_jax.evaluate import load_results  # noqa: E402
 
 BD_METHODS = ("pchip", "cubic")
 DEFAULT_REFERENCES = ("jpeg420", "hevc444")
+# Ten strong colours, then ten light ones: neighbouring curves never share a hue.
+CURVE_COLORS = list(plt.cm.tab10.colors) + list(plt.cm.tab20.colors[1::2])
 
 
 def _check_curve(rate: Sequence[float], quality: Sequence[float], what: str) -> tuple:
@@ -222,7 +224,7 @@ def plot_rd(curves: Sequence[Curve], path: str | os.PathLike, max_bpp: float = 2
         (axes[0], "psnr-rgb", "PSNR RGB (dB)"),
         (axes[1], "ms-ssim-rgb-db", "MS-SSIM RGB (dB)"),
     ):
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        ax.set_prop_cycle(color=CURVE_COLORS)
         for c in curves:
             try:
                 bpp, quality = curve(c.data, metric)

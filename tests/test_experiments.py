@@ -46,7 +46,7 @@ def test_ablation_end_to_end(tmp_path):
     # hyperprior against itself: a real number, 0 by definition (n/a would mean too few points)
     hyperprior_row = next(line for line in table.splitlines() if "jahp_jax hyperprior" in line)
     assert hyperprior_row.split("|")[2].strip() == "+0.0%"
-    assert (out / "rd.png").is_file()
+    assert (out / "rd.png").is_file() and (out / "rd_priors.png").is_file()
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("./launch.sh ablation --num_steps=2 ")
     assert len(run["commit"]) == 40 and run["wall_seconds"] > 0
