@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default="workdirs/ablation", help="one workdir per run below")
     parser.add_argument("--output_dir", default="results/ablation")
     parser.add_argument("--classical_dir", default="results/classical")
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="only rewrite the tables and plots from the results JSONs in --output_dir",
+    )
     add_experiment_args(parser, num_steps=1000)
     return parser.parse_args(argv)
 
@@ -86,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     output_dir = Path(args.output_dir)
+    if args.report_only:
+        try:
+            print(write_report(output_dir, priors, Path(args.classical_dir)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     started, started_at = time.perf_counter(), start_record()
     training_seconds = {}
     try:
@@ -109,21 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    ours = [str(output_dir / f"{prior}.json") for prior in priors]
-    classical = [
-        str(p)
-        for key in ("jpeg420", "hevc444", "webp")
-        if (p := Path(args.classical_dir) / f"{key}.json").exists()
-    ]
-    curves = report.load_curves(ours + classical)
-    references = [c for c in curves if Path(c.path).stem in ("hyperprior", "jpeg420", "hevc444")]
-    table = report.bd_table(curves, references)
-    report.write_text(output_dir / "bd_rate.md", table + "\n")
-    report.plot_rd(curves, output_dir / "rd.png")
-    priors_only = curves[: len(ours)]  # zoomed in on the priors: at CPU scale they sit close
-    max_bpp = max(max(c.data["results"]["bpp"]) for c in priors_only)
-    zoom = round(1.1 * max_bpp + 0.05, 1)
-    report.plot_rd(priors_only, output_dir / "rd_priors.png", max_bpp=zoom)
+    table = write_report(output_dir, priors, Path(args.classical_dir))
     run = provenance("ablation", sys.argv[1:] if argv is None else argv, started_at,
                      time.perf_counter() - started)  # fmt: skip
     run["training_seconds"] = training_seconds  # this invocation's; a resumed run shows less
@@ -131,6 +129,47 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
+
+
+def points_table(curves: list) -> str:
+    """Markdown table of every measured point: prior, lambda, real and estimated bpp, quality."""
+    lines = [
+        "| curve | point | bpp (file) | bpp (estimated) | PSNR (dB) | MS-SSIM (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in curves:
+        r = c.data["results"]
+        for i, quality in enumerate(r["quality"]):
+            lines.append(
+                f"| {c.label} | {quality} | {r['bpp'][i]:.3f} | {r['estimated-bpp'][i]:.3f} | "
+                f"{r['psnr-rgb'][i]:.2f} | {r['ms-ssim-rgb-db'][i]:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> str:
+    """From `<prior>.json` in output_dir (and the classical JSONs): bd_rate.md, points.md, rd.png
+    (with JPEG 4:2:0, HEVC intra, WebP) and rd_priors.png (the priors alone, zoomed in).
+    Returns the BD table."""
+    from jahp_jax import report
+
+    ours = [str(output_dir / f"{prior}.json") for prior in priors]
+    classical = [
+        str(p)
+        for key in ("jpeg420", "hevc444", "webp")
+        if (p := classical_dir / f"{key}.json").exists()
+    ]
+    curves = report.load_curves(ours + classical)
+    references = [c for c in curves if Path(c.path).stem in ("hyperprior", "jpeg420", "hevc444")]
+    table = report.bd_table(curves, references)
+    report.write_text(output_dir / "bd_rate.md", table + "\n")
+    priors_only = curves[: len(ours)]
+    report.write_text(output_dir / "points.md", points_table(priors_only))
+    report.plot_rd(curves, output_dir / "rd.png")
+    max_bpp = max(max(c.data["results"]["bpp"]) for c in priors_only)
+    zoom = round(1.1 * max_bpp + 0.05, 1)  # at CPU scale the priors sit close together
+    report.plot_rd(priors_only, output_dir / "rd_priors.png", max_bpp=zoom)
+    return table
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def test_ablation_end_to_end(tmp_path):
     hyperprior_row = next(line for line in table.splitlines() if "jahp_jax hyperprior" in line)
     assert hyperprior_row.split("|")[2].strip() == "+0.0%"
     assert (out / "rd.png").is_file() and (out / "rd_priors.png").is_file()
+    assert "| jahp_jax factorized (N=8, M=8) | lmbda=1.0 |" in (out / "points.md").read_text()
+    # --report_only rewrites tables and plots from the JSONs alone, without training
+    for name in ("bd_rate.md", "points.md", "rd_priors.png"):
+        (out / name).unlink()
+    assert ablation.main([f"--output_dir={out}", "--priors=factorized,hyperprior",
+                          "--report_only", "--root=/nonexistent"]) == 0  # fmt: skip
+    assert (out / "bd_rate.md").read_text() == table and (out / "rd_priors.png").is_file()
+    assert ablation.main([f"--output_dir={tmp_path}", "--report_only"]) == 1
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("./launch.sh ablation --num_steps=2 ")
     assert len(run["commit"]) == 40 and run["wall_seconds"] > 0
