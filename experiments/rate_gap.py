@@ -1,10 +1,10 @@
 """How far each model's rate for y is from a per-channel histogram code of the same latents.
 
     ./launch.sh python -m experiments.rate_gap [--root=workdirs/ablation] [--limit=N] \\
-        [--output=results/ablation/rate_gap.md]
+        [--output=results/ablation/rate_gap.md] [--checkpoint=DIR ...]
 
-For every training workdir under --root, every Kodak image is compressed with the checkpoint; the
-script then compares
+For every training workdir under --root (or every --checkpoint), every Kodak image is compressed
+with the checkpoint; the script then compares
 
 * the bits the model's density spends on y (`CompressStats.bits_y`, what the coder uses), with
 * the empirical entropy of the same quantized latents under one histogram per channel, pooled over
@@ -78,6 +78,12 @@ def gap_table(rows: dict[str, dict[str, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="workdirs/ablation", help="folder of training workdirs")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a workdir or step folder; repeat; replaces --root",
+    )
     parser.add_argument("--kodak_dir", default=str(SHARED_DATA / "kodak"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
     parser.add_argument("--output", default=None, help="also write the table here (Markdown)")
@@ -89,19 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     from jahp_jax.models import PRIORS
 
     root = Path(args.root)
-    workdirs = [p for p in root.glob("*") if (p / "checkpoints").is_dir()]
-    order = {prior: i for i, prior in enumerate(PRIORS)}  # the registry's order, then by name
-    workdirs.sort(key=lambda p: (order.get(p.name.split("_lmbda")[0], len(order)), p.name))
-    if not workdirs:
+    if args.checkpoint:
+        checkpoints = {path: Path(path) for path in args.checkpoint}
+    else:
+        workdirs = [p for p in root.glob("*") if (p / "checkpoints").is_dir()]
+        order = {prior: i for i, prior in enumerate(PRIORS)}  # the registry's order, then by name
+        workdirs.sort(key=lambda p: (order.get(p.name.split("_lmbda")[0], len(order)), p.name))
+        checkpoints = {p.name: p for p in workdirs}
+    if not checkpoints:
         print(f"error: no training workdirs (with checkpoints/) under --root={root}",
               file=sys.stderr)  # fmt: skip
         return 2
     try:
         images = list(eval_images("kodak", data_dir=args.kodak_dir, limit=args.limit))
         rows = {}
-        for workdir in workdirs:
-            rows[workdir.name] = rate_gap(workdir, images)
-            print(f"{workdir.name}: {rows[workdir.name]}", flush=True)
+        for name, checkpoint in checkpoints.items():
+            rows[name] = rate_gap(checkpoint, images)
+            print(f"{name}: {rows[name]}", flush=True)
     except (CheckpointError, DatasetError, ImageError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -24,3 +24,11 @@ for prior in hyperprior joint; do
       --data_dir=../shared/data/kodak --output="results/ablation/trend/${prior}_step$step.json"
   done
 done
+checkpoints=()
+for prior in hyperprior joint; do
+  for step in $every $((2 * every)) $((3 * every)) "$steps"; do
+    checkpoints+=("--checkpoint=workdirs/trend/${prior}_lmbda${lmbda}/checkpoints/$step")
+  done
+done
+./launch.sh python -m experiments.rate_gap "${checkpoints[@]}" \
+  --output=results/ablation/trend/rate_gap.md

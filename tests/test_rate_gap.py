@@ -48,5 +48,9 @@ def test_main_writes_a_table_and_refuses_an_empty_root(tmp_path, shared_dir, cap
     argv = [f"--root={root}", f"--kodak_dir={kodak}", "--limit=1", f"--output={output}"]
     assert rate_gap.main(argv) == 0
     assert "| hyperprior_lmbda0.01 | hyperprior |" in output.read_text()
+    step = root / "hyperprior_lmbda0.01" / "checkpoints" / "1"
+    assert rate_gap.main([f"--checkpoint={step}", f"--kodak_dir={kodak}", "--limit=1",
+                          f"--output={output}"]) == 0  # fmt: skip
+    assert f"| {step} | hyperprior |" in output.read_text()
     assert rate_gap.main([f"--root={tmp_path / 'empty'}"]) == 2
     assert "no training workdirs" in capsys.readouterr().err
