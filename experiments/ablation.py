@@ -8,9 +8,9 @@ RD plot with the classical curves of --classical_dir, and a BD-rate table agains
 JPEG 4:2:0 and HEVC intra to --output_dir.
 
 Budget: the CPU default (N=M=64, batch 8, 128x128 crops, lr 5e-4, 4 priors x 4 lambdas, 1,000
-steps each) trains at 2-6 steps/s on a 2-core CPU (joint slowest, factorized fastest); with the
-Kodak evaluation of all 16 checkpoints through real files the whole run takes about two hours
-(results/ablation/run.json has the measured wall time). The paper's setting is the same script
+steps each) trains at about 5 steps/s for every prior on a 2-core CPU (190-260 s a run); with the
+Kodak evaluation of all 16 checkpoints through real files (about 3 minutes) the whole run took
+57 minutes (results/ablation/run.json and log.txt). The paper's setting is the same script
 with flags alone, on accelerators:
 
     ./launch.sh ablation --num_filters=192 --num_latents=192 --high_rate_min_lmbda=0.0483 \
