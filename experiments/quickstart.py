@@ -7,7 +7,7 @@
 3. runs JPEG 4:2:0 and WebP over the same images,
 4. prints our operating point beside JPEG and WebP interpolated to the same bpp, and writes the
    results JSONs and an RD plot to --output_dir.
-Defaults fit in about 15 minutes on a 2-core CPU (see README, "Quickstart").
+Defaults take about 5 minutes on a 2-core CPU (see README, "Quickstart").
 """
 
 from __future__ import annotations
