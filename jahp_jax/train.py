@@ -39,6 +39,7 @@ from jahp_jax.checkpoints import (
     CheckpointError,
     ModelConfig,
     checkpoint_root,
+    load_model,
     read_config,
     restore_training_checkpoint,
     save_training_checkpoint,
@@ -96,6 +97,7 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    init_from: str | None = None  # Fine-tune: start from this checkpoint's parameters.
     sigkill_after_step: int = 0  # Testing only: SIGKILL the process after saving this step.
 
     @property
@@ -302,6 +304,21 @@ def _checkpoint_extra(config: TrainConfig) -> dict[str, Any]:
             "train_config": dataclasses.asdict(config)}  # fmt: skip
 
 
+def pretrained_params(config: TrainConfig) -> Any:
+    """The parameters of `config.init_from` (a workdir, checkpoints folder or step folder), which
+    must hold the model this run trains; CheckpointError / ConfigError otherwise."""
+    _, params, saved = load_model(config.init_from)
+    if saved != config.model_config:
+        wanted = config.model_config
+        raise ConfigError(
+            f"--init_from '{config.init_from}' holds a {saved.prior} model with "
+            f"N={saved.num_filters} M={saved.num_latents} K={saved.mixture_components}, not the "
+            f"{wanted.prior} N={wanted.num_filters} M={wanted.num_latents} "
+            f"K={wanted.mixture_components} this run trains"
+        )
+    return params
+
+
 def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
     """The latest checkpointed step in `workdir` (None if none); ConfigError if it is a run
     of another model or objective."""
@@ -365,6 +382,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     mesh = make_mesh()
     check_train_config(config, jax.device_count())
     start_step = check_workdir(config, workdir) or 0
+    # A resumed run continues from its own checkpoint; --init_from only seeds a fresh one.
+    initial_params = pretrained_params(config) if config.init_from and not start_step else None
     batches: Iterator[np.ndarray] = train_batches(
         dataset=config.dataset,
         data_dir=config.data_dir,
@@ -386,6 +405,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
     state = create_train_state(model, tx, config.seed, mesh)
+    if initial_params is not None:
+        state = state.replace(params=jax.device_put(initial_params, replicated))
+        logging.info("starting from the parameters of %s (fine-tuning)", config.init_from)
     manager = training_manager(workdir, config.keep_checkpoints)
     if start_step:
         params, items = restore_training_checkpoint(
@@ -530,6 +552,9 @@ flags.DEFINE_integer("eval_images", 16, "Validation images (center crops), at mo
 flags.DEFINE_integer("log_every", 100, "Console line and summaries every K steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every K steps (and at the end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints to keep.")
+flags.DEFINE_string("init_from", None, "Fine-tune: start from the parameters of this checkpoint "
+                    "(workdir or step folder) of the same model; fresh optimiser, step 0. "
+                    "A --workdir that has checkpoints resumes instead.")  # fmt: skip
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
 flags.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
 

@@ -105,6 +105,34 @@ def test_resume_after_sigkill_gives_the_same_parameters(runs):
         assert_params_close(straight, initial, atol=1e-6)
 
 
+def test_init_from_fine_tunes_a_trained_checkpoint(runs, tmp_path, env, data_args):
+    _, trained, _ = load_model(runs["straight"])
+    args = [*TINY, *data_args, "--num_steps=1", "--eval_every=0", "--seed=5"]
+    tuned = run_train([*args, f"--workdir={tmp_path / 'tuned'}",
+                       f"--init_from={runs['straight']}"], env)  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "starting from the parameters of" in tuned.stderr
+    _, params, _ = load_model(tmp_path / "tuned")
+    # One Adam step moves a parameter by at most its learning rate (1e-4 main, 1e-3 quantiles);
+    # a fresh initialisation with another seed would be far away.
+    assert_params_close(params, trained, atol=1.1e-3)
+    fresh = run_train([*args, f"--workdir={tmp_path / 'fresh'}"], env)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    _, fresh_params, _ = load_model(tmp_path / "fresh")
+    with pytest.raises(AssertionError):
+        assert_params_close(fresh_params, trained, atol=1.1e-3)
+
+    other = [a for a in TINY if not a.startswith("--num_filters")] + ["--num_filters=4"]
+    wrong = run_train([*other, *data_args, "--num_steps=1", f"--workdir={tmp_path / 'wrong'}",
+                       f"--init_from={runs['straight']}"], env)  # fmt: skip
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines()[-1].startswith("error: --init_from")
+    assert "N=8" in wrong.stderr and "N=4" in wrong.stderr
+    missing = run_train([*args, f"--workdir={tmp_path / 'missing'}",
+                         f"--init_from={tmp_path / 'nope'}"], env)  # fmt: skip
+    assert missing.returncode == 1 and "error:" in missing.stderr.strip().splitlines()[-1]
+
+
 def test_progress_line_and_tensorboard_summaries(runs):
     assert "loss" in runs["log"] and "PSNR" in runs["log"] and "steps/s  ETA" in runs["log"]
     assert "validation at step 2" in runs["log"]
