@@ -205,3 +205,40 @@ def params_fingerprint(params: Any) -> bytes:
         digest.update(str(array.shape).encode())
         digest.update(array.tobytes())
     return digest.digest()[:8]
+
+
+def export_model(source: str | Path, destination: str | Path) -> Path:
+    """Write the inference part of `source` (config and params, no optimiser state: a third of a
+    training checkpoint's size) as the new checkpoint root `destination`, at the same step and
+    with the same metadata. Returns the step folder written."""
+    step_dir = resolve_checkpoint(source)
+    destination = Path(destination)
+    if destination.exists():
+        raise CheckpointError(f"'{destination}' already exists; export into a new folder")
+    _, params, config = load_model(step_dir)
+    _, extra = read_config(step_dir)
+    return save_model(destination, int(step_dir.name), config, params, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description="Export a checkpoint's model (config + params) for inference or shipping."
+    )
+    parser.add_argument("source", help="a training workdir, checkpoint root or step folder")
+    parser.add_argument("destination", help="a new folder")
+    args = parser.parse_args(argv)
+    try:
+        step_dir = export_model(args.source, args.destination)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    _, params, _ = load_model(step_dir)
+    print(f"wrote {step_dir} (fingerprint {params_fingerprint(params).hex()[:16]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

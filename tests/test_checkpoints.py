@@ -53,3 +53,21 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     config_path.write_text(text)
     with pytest.raises(CheckpointError, match="do not match"):
         load_model(tmp_path)
+
+
+def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
+    from jahp_jax.checkpoints import export_model, main, read_config
+
+    config = ModelConfig("joint", 8, 8)
+    params = init_params(config.build(), jax.random.key(1))
+    save_model(tmp_path / "run" / "checkpoints", 42, config, params, extra={"lmbda": 0.013})
+    step_dir = export_model(tmp_path / "run", tmp_path / "shipped")
+    assert step_dir == tmp_path / "shipped" / "42"
+    _, loaded, loaded_config = load_model(tmp_path / "shipped")
+    assert loaded_config == config and params_fingerprint(loaded) == params_fingerprint(params)
+    assert read_config(step_dir)[1] == {"lmbda": 0.013}
+    with pytest.raises(CheckpointError, match="already exists"):
+        export_model(tmp_path / "run", tmp_path / "shipped")
+    assert main([str(tmp_path / "nope"), str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith("error: checkpoint path")
+    assert not (tmp_path / "out").exists()
