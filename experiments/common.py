@@ -68,6 +68,7 @@ def train_config(
         eval_every=args.num_steps,
         eval_images=8,
         checkpoint_every=max(min(args.num_steps // 4, 10_000), 1),
+        init_from=getattr(args, "init_from", None),
     )
 
 

@@ -3,6 +3,7 @@
     ./launch.sh quickstart [--num_steps=N] [--train_dir=DIR] [--kodak_dir=DIR] ...
 
 1. trains (or resumes) a small `joint` model (N=M=64, 128x128 crops) on a local image folder,
+   from scratch or, with --init_from, from a trained checkpoint such as the shipped one,
 2. compresses and decompresses every Kodak image to real `.jahp` bytes with it,
 3. runs JPEG 4:2:0 and WebP over the same images,
 4. prints our operating point beside JPEG and WebP interpolated to the same bpp, and writes the
@@ -38,6 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="workdirs/quickstart")
     parser.add_argument("--output_dir", default="results/quickstart")
     parser.add_argument("--lmbda", type=float, default=0.0130)
+    parser.add_argument(
+        "--init_from",
+        default=None,
+        help="fine-tune this checkpoint (e.g. the shipped models/joint_n64_lmbda0.013) instead of "
+        "training from scratch",
+    )
     return parser.parse_args(argv)
 
 
@@ -95,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     config = train_config(args, "joint", args.lmbda)
     try:
         print(
-            f"== 1/3 training a joint model (N={args.num_filters}, M={args.num_latents}, "
-            f"lambda={args.lmbda}, {args.num_steps} steps) in {args.workdir}",
+            f"== 1/3 {'fine-tuning' if args.init_from else 'training'} a joint model "
+            f"(N={args.num_filters}, M={args.num_latents}, lambda={args.lmbda}, "
+            f"{args.num_steps} steps) in {args.workdir}",
             flush=True,
         )
         train_and_evaluate(config, args.workdir)

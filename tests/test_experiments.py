@@ -21,6 +21,13 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "jahp_jax joint (N=8, M=8)" in table and "(same bpp)" in table
     assert "| codec | bpp |" in capsys.readouterr().out
+    # fine-tuning the model just trained
+    tuned = [*TOY, f"--workdir={tmp_path / 'tuned'}", f"--output_dir={tmp_path / 'tuned_out'}",
+             f"--init_from={tmp_path / 'work'}"]  # fmt: skip
+    assert quickstart.main(tuned) == 0
+    assert "== 1/3 fine-tuning a joint model" in capsys.readouterr().out
+    config = read_config(resolve_checkpoint(tmp_path / "tuned"))[1]["train_config"]
+    assert config["init_from"] == str(tmp_path / "work")
 
 
 def test_quickstart_refuses_a_missing_folder(tmp_path, capsys):
