@@ -328,7 +328,14 @@ def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
     steps = [int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir()]
     if not steps:
         return None
-    saved, extra = read_config(root / str(max(steps)))
+    latest = root / str(max(steps))
+    saved, extra = read_config(latest)
+    if not (latest / "train_state").is_dir():  # a converted or exported model, not a run
+        raise ConfigError(
+            f"{workdir} holds a model without training state (step {max(steps)}: converted or "
+            f"exported), not a run to resume; fine-tune it with --init_from={workdir} and a new "
+            "--workdir"
+        )
     wanted = config.model_config
     if saved != wanted:
         raise ConfigError(

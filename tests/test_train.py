@@ -19,8 +19,15 @@ import pytest
 import tensorflow as tf
 
 from jahp_jax import train
-from jahp_jax.checkpoints import CheckpointError, load_model, resolve_checkpoint
+from jahp_jax.checkpoints import (
+    CheckpointError,
+    checkpoint_root,
+    load_model,
+    resolve_checkpoint,
+    save_model,
+)
 from jahp_jax.data import DatasetError
+from jahp_jax.models import init_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -160,6 +167,18 @@ def test_workdir_of_another_model_or_lambda_is_refused(runs):
         train.train_and_evaluate(
             dataclasses.replace(base, lmbda=0.02), runs["straight"]
         )
+
+
+def test_workdir_holding_a_model_without_training_state_is_refused(tmp_path):
+    # A converted (step 0) or exported model: resuming it would silently start from scratch next
+    # to it (step 0) or fail deep in orbax; the error points to --init_from instead.
+    config = train.TrainConfig(lmbda=0.01, num_filters=8, num_latents=8)
+    for step in (0, 8000):
+        workdir = tmp_path / f"model{step}"
+        save_model(checkpoint_root(workdir), step, config.model_config,
+                   init_params(config.model_config.build(), jax.random.key(0)))  # fmt: skip
+        with pytest.raises(train.ConfigError, match=f"step {step}: .*--init_from={workdir}"):
+            train.check_workdir(config, workdir)
 
 
 MULTI_DEVICE_SCRIPT = """
