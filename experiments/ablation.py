@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = write_report(output_dir, priors, Path(args.classical_dir))
-    run = provenance("ablation", sys.argv[1:] if argv is None else argv, started_at,
-                     time.perf_counter() - started)  # fmt: skip
+    run = provenance("ablation", argv, started_at, time.perf_counter() - started)
     run["training_seconds"] = training_seconds  # this invocation's; a resumed run shows less
     report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print(table)

@@ -8,6 +8,7 @@ import datetime
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def train_config(
     """
     from jahp_jax.train import TrainConfig
 
-    dataset = getattr(args, "dataset", None)
+    dataset = args.dataset
     return TrainConfig(
         lmbda=lmbda,
         prior=prior,
@@ -89,12 +90,16 @@ def start_record() -> dict:
     }
 
 
-def provenance(script: str, argv: list[str], start: dict, wall_seconds: float) -> dict:
-    """What a results folder needs to be rerun and trusted: command, commit, time, machine."""
+def provenance(script: str, argv: list[str] | None, start: dict, wall_seconds: float) -> dict:
+    """What a results folder needs to be rerun and trusted: command, commit, time, machine.
+
+    argv: the script's arguments, None for the process's command line.
+    """
     import jax
 
+    arguments = sys.argv[1:] if argv is None else argv
     return {
-        "command": " ".join(["./launch.sh", script, *argv]),
+        "command": " ".join(["./launch.sh", script, *arguments]),
         **start,
         "finished_utc": utc_now(),
         "wall_seconds": round(wall_seconds, 1),

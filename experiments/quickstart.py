@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         [str(output_dir / f"{key}.json") for key in ("joint", "jpeg420", "webp")], []
     )
     report.plot_rd(curves, output_dir / "rd.png")
-    run = provenance("quickstart", sys.argv[1:] if argv is None else argv, started_at,
-                     time.perf_counter() - started)  # fmt: skip
+    run = provenance("quickstart", argv, started_at, time.perf_counter() - started)
     report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print()
     print(table)

@@ -17,17 +17,13 @@ for prior in hyperprior joint; do
     --data_dir=../shared/data/train/bsds500 --val_data_dir=../shared/data/val/bsds500 \
     --workdir="workdirs/trend/${prior}_lmbda${lmbda}"
 done
-for prior in hyperprior joint; do
-  for step in $every $((2 * every)) $((3 * every)) "$steps"; do
-    ./launch.sh python -m jahp_jax.evaluate \
-      --checkpoint="workdirs/trend/${prior}_lmbda${lmbda}/checkpoints/$step" \
-      --data_dir=../shared/data/kodak --output="results/ablation/trend/${prior}_step$step.json"
-  done
-done
 checkpoints=()
 for prior in hyperprior joint; do
   for step in $every $((2 * every)) $((3 * every)) "$steps"; do
-    checkpoints+=("--checkpoint=workdirs/trend/${prior}_lmbda${lmbda}/checkpoints/$step")
+    checkpoint="workdirs/trend/${prior}_lmbda${lmbda}/checkpoints/$step"
+    ./launch.sh python -m jahp_jax.evaluate --checkpoint="$checkpoint" \
+      --data_dir=../shared/data/kodak --output="results/ablation/trend/${prior}_step$step.json"
+    checkpoints+=("--checkpoint=$checkpoint")
   done
 done
 ./launch.sh python -m experiments.rate_gap "${checkpoints[@]}" \
