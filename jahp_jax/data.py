@@ -11,10 +11,11 @@ Data sources, all prepared by tfds into `tfds_data_dir` (default: tfds's own def
     `datasets/kodak/checksums.tsv`) or taken from `data_dir` (offline, checked the same way).
   * any other tfds name (`clic`, `div2k`, ...), read through its feature `image`.
 
-Training batches are a pure function of (seed, step): element i of host p is image
-`index_shuffle(i mod n)` of that host's shard under a stateless seed from (seed, p, i div n),
-cropped and flipped with stateless seeds from (seed, p, i), so resuming at a step decodes
-nothing it skips.
+Training batches are a pure function of (seed, step, batch size), whatever the number of
+processes: row r at step s is image `index_shuffle(s mod n)` of the r-th block of the data under
+a stateless seed from (seed, r, s div n), cropped and flipped with stateless seeds from
+(seed, r, s), so resuming at a step decodes nothing it skips, and each process reads only the
+blocks of its own rows.
 """
 
 from __future__ import annotations
@@ -441,12 +442,15 @@ def train_batches(
     Arguments are checked and the source is prepared and read when this is called, so bad input
     raises here, not at the first `next()`; the returned iterator only decodes and crops.
 
-    Random crops and horizontal flips of shuffled images, an independent permutation per epoch.
-    The batch at step s is a pure function of (seed, s, process_index, process_count) and
-    the data: `start_step=s` yields exactly what an uninterrupted run yields from step s on.
-    Host p reads only its own shard (`tfds.even_splits`). Images smaller than the patch in
-    either side are skipped with a warning and a count. `split` applies to named tfds data
-    sets; a folder is one split. The encoded images of the shard are held in memory.
+    Row r of the global batch draws from its own stratum, the r-th of batch_size contiguous
+    blocks of the split: at step s it is a random crop and flip of image index_shuffle(s mod n)
+    of that block, an independent permutation per epoch, all seeded by (seed, r). So the global
+    batch at step s is a pure function of (seed, s, batch_size) and the data, the same for any
+    number of processes: process p yields rows [p * b, (p + 1) * b), b = batch_size //
+    process_count, and reads only their images (disjoint shards); `start_step=s` yields exactly
+    what an uninterrupted run yields from step s on. Images smaller than the patch in either side
+    are skipped with a warning and a count. `split` applies to named tfds data sets; a folder is
+    one split. The encoded images of the shard are held in memory.
 
     Raises:
       DatasetError: bad arguments, no source, Kodak (evaluation only), or no image large enough.
@@ -470,38 +474,44 @@ def train_batches(
     whole = prepared.split or split
     label = dataset or str(data_dir)
     _check_split(prepared, whole, label)
-    shard = tfds.even_splits(whole, n=process_count)[process_index]
-    names, encoded = _read_encoded(prepared, shard)
-    large = [
-        (name, data)
-        for name, data in zip(names, encoded, strict=True)
-        if min(_image_size(data)) >= patch_size
-    ]
-    if len(large) < len(names):
-        log.warning(
-            "%d of %d images of %s (shard %d/%d) are smaller than %dx%d and are skipped",
-            len(names) - len(large),
-            len(names),
-            label,
-            process_index,
-            process_count,
-            patch_size,
-            patch_size,
-        )
-    if not large:
-        raise DatasetError(
-            f"no image of {label} (shard {process_index}/{process_count}) is at least "
-            f"{patch_size}x{patch_size}; use a smaller --patch_size"
-        )
     local_batch = batch_size // process_count
-    patches = _patch_stream(
-        tf.constant([data for _, data in large]),
-        patch_size=patch_size,
-        seed=(seed, process_index),
-        first_element=start_step * local_batch,
+    rows = range(process_index * local_batch, (process_index + 1) * local_batch)
+    streams = []
+    for row in rows:
+        names, encoded = _read_encoded(prepared, _stratum(prepared, whole, row, batch_size, label))
+        large = [data for data in encoded if min(_image_size(data)) >= patch_size]
+        if len(large) < len(names):
+            log.warning(
+                "%d of %d images of %s (batch row %d) are smaller than %dx%d and are skipped",
+                len(names) - len(large), len(names), label, row, patch_size, patch_size,
+            )  # fmt: skip
+        if not large:
+            raise DatasetError(
+                f"no image of {label} for batch row {row} (images {names[0]} ... {names[-1]}) "
+                f"is at least {patch_size}x{patch_size}; use a smaller --patch_size"
+            )
+        streams.append(
+            _patch_stream(
+                tf.constant(large), patch_size=patch_size, seed=(seed, row),
+                first_element=start_step,
+            )  # fmt: skip
+        )
+    batches = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *patches: tf.stack(patches), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    batches = patches.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return iter(tfds.as_numpy(batches))
+    return iter(tfds.as_numpy(batches.prefetch(tf.data.AUTOTUNE)))
+
+
+def _stratum(prepared: PreparedDataset, split: str, row: int, batch_size: int, label: str) -> str:
+    """The tfds sub-split that batch row `row` of `batch_size` draws from: the row-th of
+    batch_size contiguous, disjoint, near-equal blocks of `split` (in the builder's order)."""
+    count = prepared.builder.info.splits[split].num_examples
+    if count < batch_size:
+        raise DatasetError(
+            f"{label} has {count} images, fewer than the global batch of {batch_size}: every "
+            "batch row draws from its own images; use a smaller --batch_size or more images"
+        )
+    return f"{split}[{row * count // batch_size}:{(row + 1) * count // batch_size}]"
 
 
 def _patch_stream(

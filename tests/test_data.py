@@ -171,18 +171,19 @@ def folder_batches(folder, tfds_dir, **kwargs):
     return data.train_batches(dataset=None, data_dir=str(folder), tfds_data_dir=tfds_dir, **args)
 
 
-def test_train_batches_are_true_windows_flipped_and_each_epoch_a_permutation(
+def test_train_batches_are_true_windows_flipped_and_each_row_a_permutation_per_epoch(
     coordinate_dir, tmp_path
 ):
-    batches = take(folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=3), 40)
-    patches = np.concatenate(batches)
-    windows = [window(patch) for patch in patches]
-    count = len(SYNTHETIC_SHAPES)
-    for epoch in range(len(windows) // count):
-        ids = [w[0] for w in windows[epoch * count : (epoch + 1) * count]]
-        assert sorted(ids) == list(range(count)), f"epoch {epoch} is not a permutation: {ids}"
-    epoch_orders = {tuple(w[0] for w in windows[e * count : (e + 1) * count]) for e in range(20)}
-    assert len(epoch_orders) > 1  # Reshuffled per epoch.
+    batches = np.stack(take(folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=3), 40))
+    rows = [[window(patch) for patch in batches[:, row]] for row in range(3)]
+    strata = [{w[0] for w in row} for row in rows]
+    assert all(len(stratum) == 2 for stratum in strata)  # 6 images, 3 rows: 2 images per row.
+    assert set().union(*strata) == set(range(len(SYNTHETIC_SHAPES)))  # Disjoint, cover all.
+    for row, windows in zip(strata, rows, strict=True):
+        orders = [tuple(w[0] for w in windows[e * 2 : e * 2 + 2]) for e in range(20)]
+        assert all(sorted(order) == sorted(row) for order in orders)  # A permutation per epoch.
+        assert len(set(orders)) > 1  # Reshuffled per epoch.
+    windows = [w for row in rows for w in row]
     assert {w[3] for w in windows} == {False, True}  # Some patches mirrored, some not.
     offsets_of_largest = {(w[1], w[2]) for w in windows if w[0] == 3}
     assert len(offsets_of_largest) > 3  # Crops move.
@@ -218,6 +219,25 @@ def test_train_batches_hosts_read_disjoint_shards(coordinate_dir, tmp_path):
         seen.append({window(patch)[0] for patch in np.concatenate(batches)})
     assert seen[0].isdisjoint(seen[1])
     assert seen[0] | seen[1] == set(range(len(SYNTHETIC_SHAPES)))
+
+
+def test_the_global_batch_does_not_depend_on_the_process_count(coordinate_dir, tmp_path):
+    tfds_dir = str(tmp_path / "tfds")
+    single = take(folder_batches(coordinate_dir, tfds_dir, start_step=3), 5)
+    for process_count in (2, 4):
+        shards = [
+            take(folder_batches(coordinate_dir, tfds_dir, start_step=3, process_index=index,
+                                process_count=process_count), 5)  # fmt: skip
+            for index in range(process_count)
+        ]
+        for step, batch in enumerate(single):
+            local = [shard[step] for shard in shards]
+            np.testing.assert_array_equal(np.concatenate(local), batch)
+
+
+def test_a_batch_larger_than_the_data_set_is_refused(coordinate_dir, tmp_path):
+    with pytest.raises(data.DatasetError, match="fewer than the global batch of 8"):
+        folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=8)
 
 
 def test_folder_with_corrupt_files_skips_them_with_a_count(coordinate_dir, tmp_path, caplog):
