@@ -174,7 +174,8 @@ def folder_batches(folder, tfds_dir, **kwargs):
 def test_train_batches_are_true_windows_flipped_and_each_row_a_permutation_per_epoch(
     coordinate_dir, tmp_path
 ):
-    batches = np.stack(take(folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=3), 40))
+    stream = folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=3)
+    batches = np.stack(take(stream, 40))
     rows = [[window(patch) for patch in batches[:, row]] for row in range(3)]
     strata = [{w[0] for w in row} for row in rows]
     assert all(len(stratum) == 2 for stratum in strata)  # 6 images, 3 rows: 2 images per row.
