@@ -171,19 +171,34 @@ def restore_training_checkpoint(
     return restored["params"], restored["train_state"]
 
 
+def abstract_params(model: CompressionModel, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The parameter tree of `model` as `jax.ShapeDtypeStruct`s placed on `sharding` (default:
+    this process's first device).
+
+    Restoring into explicit shardings is what makes a checkpoint independent of the device
+    layout that wrote it: without them orbax re-creates the writer's shardings and refuses a
+    reader with another number of devices or processes ("Topology mismatch").
+    """
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), shapes
+    )
+
+
 def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     """Load (model, params, config) from a workdir, checkpoint root or step folder.
 
-    Params are restored as host numpy-backed jax arrays with the shapes the config implies; a
-    checkpoint whose arrays do not match its config raises CheckpointError.
+    Params are restored onto this process's first device, whatever the number of devices or
+    processes that wrote them, with the shapes the config implies; a checkpoint whose arrays do
+    not match its config raises CheckpointError.
     """
     step_dir = resolve_checkpoint(path)
     config, _ = read_config(step_dir)
     model = config.build()
-    abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     handler = ocp.StandardCheckpointer()
     try:
-        params = handler.restore(step_dir.resolve() / "params", abstract)
+        params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
     except (ValueError, KeyError, FileNotFoundError) as error:
         raise CheckpointError(
             f"the parameters in '{step_dir}' do not match a {config.prior} model with "

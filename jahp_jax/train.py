@@ -2,8 +2,9 @@
 
 Data-parallel on every device: one jitted `train_step`, the global batch sharded over a 1-D
 device mesh ('data'), parameters and optimiser state replicated; jit's sharding propagation
-averages the gradients. Multi-host: `--multihost` calls `jax.distributed.initialize()` and each
-process feeds its own shard of the batch.
+averages the gradients. Multi-process (`--multihost`, see `jahp_jax.distributed`): every process
+feeds its own rows of the global batch, which is the same as a single-process run's; all
+processes write each checkpoint together; logs and summaries come from process 0.
 
 Optimisation as in the published setups: Adam (lr 1e-4, x0.1 near the end), gradient clipping
 at global norm 1.0, and a separate Adam (lr 1e-3) for the factorized densities' `quantiles`,
@@ -34,7 +35,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import metrics
+from jahp_jax import distributed, metrics
 from jahp_jax.checkpoints import (
     CheckpointError,
     ModelConfig,
@@ -562,7 +563,19 @@ flags.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints 
 flags.DEFINE_string("init_from", None, "Fine-tune: start from the parameters of this checkpoint "
                     "(workdir or step folder) of the same model; fresh optimiser, step 0. "
                     "A --workdir that has checkpoints resumes instead.")  # fmt: skip
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
+flags.DEFINE_bool("multihost", False, "One process of a multi-process run (one per host or "
+                  "GPU): settings from the flags below, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/"
+                  "JAX_PROCESS_ID, or JAX's detection of Slurm, TPU VMs and Open MPI.")  # fmt: skip
+flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
+                    "(implies --multihost).")  # fmt: skip
+flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes "
+                     "(implies --multihost).")  # fmt: skip
+flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
+                     "(implies --multihost).")  # fmt: skip
+flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for the "
+                     "coordinator and for every process to join.")  # fmt: skip
+flags.DEFINE_integer("heartbeat_timeout", 100, "Multi-process: seconds after which a process "
+                     "that stopped responding ends the run on every process.")  # fmt: skip
 flags.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
 
 
@@ -596,10 +609,19 @@ def main(argv: list[str]) -> None:
         if flag_values.workdir is None:
             raise ConfigError("--workdir is required (checkpoints and summaries go there)")
         config = config_from_flags(flag_values)
-        if flag_values.multihost:
-            jax.distributed.initialize()
+        cluster = ("coordinator_address", "num_processes", "process_id")
+        if flag_values.multihost or any(flag_values[name].present for name in cluster):
+            settings = distributed.cluster_settings(*(flag_values[name].value for name in cluster))
+            distributed.initialize(
+                settings,
+                timeout_s=flag_values.distributed_timeout,
+                heartbeat_timeout_s=flag_values.heartbeat_timeout,
+            )
+            if jax.process_index() != 0:  # Logs and summaries come from process 0 only.
+                logging.set_verbosity(logging.WARNING)
         train_and_evaluate(config, flag_values.workdir)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError) as error:
+    except (ConfigError, DatasetError, CheckpointError, TrainingError,
+            distributed.DistributedError) as error:  # fmt: skip
         sys.exit(f"error: {error}")
 
 
