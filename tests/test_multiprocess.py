@@ -1,0 +1,218 @@
+"""Training beyond one process and one device layout, with real processes.
+
+- Checkpoints do not depend on the device layout that wrote them: a model trained on 4 (host
+  platform) devices is compressed, decompressed and evaluated on 1 and on 2 devices with identical
+  files, and training resumed on 2 devices from a 4-device checkpoint continues exactly.
+- Two processes x 2 CPU devices (`jax.distributed` on localhost, gloo collectives) train like one
+  process with 4 devices; a SIGKILL of one process ends the other within the heartbeat timeout;
+  rerunning both commands resumes and ends where an uninterrupted run ends.
+- A multi-process set-up that cannot work gets a one-line error, never an abort or a hang.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jahp_jax.checkpoints import load_model, resolve_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+BSDS = SHARED / "data" / "train" / "bsds500"
+KODAK = SHARED / "data" / "kodak"
+STEPS, EVERY, HEARTBEAT_S = 4, 2, 10
+TINY = ["--prior=joint", "--lmbda=0.01", "--num_filters=8", "--num_latents=8",
+        "--patch_size=64", "--batch_size=4", "--log_every=1", "--seed=5", "--eval_every=0",
+        f"--num_steps={STEPS}", f"--checkpoint_every={EVERY}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("jax_cache")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    for name in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", *(f"JAX_{n}" for n in
+                 ("COORDINATOR_ADDRESS", "NUM_PROCESSES", "PROCESS_ID"))):  # fmt: skip
+        env.pop(name, None)
+    return env
+
+
+def devices(env: dict[str, str], count: int) -> dict[str, str]:
+    return {**env, "JAX_NUM_CPU_DEVICES": str(count)}
+
+
+@pytest.fixture(scope="module")
+def data_args(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("images")
+    (root / "train").mkdir()
+    for path in sorted(BSDS.glob("*.jpg"))[:8]:
+        shutil.copy(path, root / "train" / path.name)
+    return [f"--data_dir={root / 'train'}", f"--tfds_data_dir={root / 'tfds'}"]
+
+
+def train_command(workdir: Path, data_args: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jahp_jax.train", *TINY, *data_args, f"--workdir={workdir}",
+            *extra]  # fmt: skip
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 900):
+    return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def assert_params_close(a, b, atol: float) -> None:
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b),
+                            strict=True):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol,
+                                   err_msg=jax.tree_util.keystr(path))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory, env, data_args) -> Path:
+    """The reference: one process, 4 devices, STEPS steps in one go."""
+    workdir = tmp_path_factory.mktemp("runs") / "four"
+    proc = run(train_command(workdir, data_args), devices(env, 4))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 4 device(s), 1 process(es)" in proc.stderr
+    return workdir
+
+
+def test_resume_on_two_devices_from_a_four_device_checkpoint(four_devices, tmp_path, env,
+                                                            data_args):  # fmt: skip
+    command = train_command(tmp_path / "run", data_args, f"--testonly_sigkill_after_step={EVERY}")
+    killed = run(command, devices(env, 4))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run(command, devices(env, 2))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from the step-{EVERY} checkpoint" in resumed.stderr
+    assert "on 2 device(s)" in resumed.stderr
+    assert_params_close(load_model(four_devices)[1], load_model(tmp_path / "run")[1], atol=1e-5)
+
+
+def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devices(
+    four_devices, tmp_path, env
+):
+    image = KODAK / "kodim23.png"
+    outputs = {}
+    for count in (1, 2):
+        folder = tmp_path / f"on{count}"
+        folder.mkdir()
+        codec = [sys.executable, "-m", "jahp_jax.codec"]
+        compressed = run([*codec, "compress", f"--checkpoint={four_devices}", str(image),
+                          str(folder / "kodim23.jahp")], devices(env, count))  # fmt: skip
+        assert compressed.returncode == 0, compressed.stderr[-2000:]
+        evaluated = run([sys.executable, "-m", "jahp_jax.evaluate", f"--checkpoint={four_devices}",
+                         f"--data_dir={KODAK}", "--limit=1", f"--output={folder / 'eval.json'}"],
+                        devices(env, count))  # fmt: skip
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        outputs[count] = folder
+    for count, other in ((1, 2), (2, 1)):  # Each decodes the other's file.
+        decoded = run([sys.executable, "-m", "jahp_jax.codec", "decompress",
+                       f"--checkpoint={four_devices}", str(outputs[other] / "kodim23.jahp"),
+                       str(outputs[count] / "decoded.png")], devices(env, count))  # fmt: skip
+        assert decoded.returncode == 0, decoded.stderr[-2000:]
+    for name in ("kodim23.jahp", "decoded.png"):
+        assert (outputs[1] / name).read_bytes() == (outputs[2] / name).read_bytes(), name
+    results = [json.loads((outputs[c] / "eval.json").read_text())["results"] for c in (1, 2)]
+    assert results[0]["bpp"] == results[1]["bpp"] and results[0]["psnr-rgb"] == results[1][
+        "psnr-rgb"]  # fmt: skip
+
+
+def start_processes(
+    workdir: Path, data_args: list[str], env: dict[str, str], port: int,
+    extra: dict[int, list[str]] | None = None,
+) -> list[subprocess.Popen]:  # fmt: skip
+    """Two processes of one run, 2 CPU devices each, coordinated on localhost:port."""
+    procs = []
+    for process_id in range(2):
+        command = train_command(
+            workdir, data_args, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+            f"--process_id={process_id}", f"--heartbeat_timeout={HEARTBEAT_S}",
+            "--distributed_timeout=120", *(extra or {}).get(process_id, []),
+        )  # fmt: skip
+        procs.append(subprocess.Popen(command, env=devices(env, 2), cwd=REPO_ROOT, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 900) -> list[tuple[int, str]]:
+    return [(proc.wait(timeout), proc.communicate()[1]) for proc in procs]
+
+
+def test_two_processes_train_like_one_process_with_four_devices(four_devices, tmp_path, env,
+                                                                data_args):  # fmt: skip
+    workdir = tmp_path / "two_processes"
+    (code0, log0), (code1, log1) = finish(start_processes(workdir, data_args, env, free_port()))
+    assert code0 == 0, log0[-3000:]
+    assert code1 == 0, log1[-3000:]
+    assert "on 4 device(s), 2 process(es)" in log0
+    assert f"step {STEPS}/{STEPS}" in log0 and "step 1/" not in log1  # Logs from process 0 only.
+    assert resolve_checkpoint(workdir).name == str(STEPS)
+    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5)
+
+
+def test_a_killed_process_stops_the_other_and_both_resume(four_devices, tmp_path, env, data_args):
+    workdir = tmp_path / "killed"
+    port = free_port()
+    kill = {1: [f"--testonly_sigkill_after_step={EVERY}"]}
+    procs = start_processes(workdir, data_args, env, port, kill)
+    assert procs[1].wait(900) == -9, procs[1].communicate()[1][-3000:]
+    killed_at = time.monotonic()
+    code0 = procs[0].wait(HEARTBEAT_S + 120)  # A hang would raise TimeoutExpired here.
+    stopped_after = time.monotonic() - killed_at
+    log0 = procs[0].communicate()[1]
+    assert code0 != 0, log0[-3000:]
+    assert "JAX distributed service detected fatal errors" in log0, log0[-3000:]
+    assert stopped_after < HEARTBEAT_S + 60
+    assert resolve_checkpoint(workdir).name == str(EVERY)  # The last complete checkpoint.
+
+    # The same two commands again: both resume from that checkpoint and finish the run.
+    (code0, log0), (code1, log1) = finish(start_processes(workdir, data_args, env, port, kill))
+    assert code0 == 0, log0[-3000:]
+    assert code1 == 0, log1[-3000:]
+    assert f"resuming from the step-{EVERY} checkpoint" in log0
+    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--multihost"], "found no cluster to join"),
+        (["--num_processes=2", "--process_id=2", "--coordinator_address=localhost:1234"],
+         "--process_id must be in [0, 2)"),
+        (["--num_processes=2", "--process_id=0", "--coordinator_address=localhost"],
+         "is not host:port"),
+        (["--num_processes=2", "--process_id=1", "--coordinator_address=localhost:{port}",
+          "--distributed_timeout=2"], "could not reach the coordinator at localhost:"),
+    ],
+)
+def test_a_multi_process_set_up_that_cannot_work_gets_one_line(flags, message, tmp_path, env,
+                                                                data_args):  # fmt: skip
+    flags = [flag.format(port=free_port()) for flag in flags]
+    started = time.monotonic()
+    proc = run(train_command(tmp_path / "run", data_args, *flags), env, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "run" / "checkpoints").exists()
