@@ -33,14 +33,31 @@ setup() {
   echo "$want" > "$stamp"
 }
 
+# The Slurm sweep test (tests/test_slurm.py) starts a real single-node Slurm: install Debian's
+# slurm-wlm and munge once when we can (root with apt-get); otherwise that test is skipped and says so.
+install_slurm() {
+  command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 && return 0
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "[launch] Slurm is not installed and this is not root with apt-get: its test will skip" >&2
+    return 0
+  fi
+  echo "[launch] installing slurm-wlm and munge (apt-get) for the Slurm sweep test" >&2
+  local log="$VENV/apt-slurm.log"
+  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge; } \
+      > "$log" 2>&1; then
+    echo "[launch] installing Slurm failed (log: $log): its test will skip" >&2
+  fi
+}
+
 cmd=${1:-help}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
   setup) setup ;;
   test)
     setup
+    install_slurm
     "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
-    exec "$VENV/bin/python" -m pytest -q "$@"
+    exec "$VENV/bin/python" -m pytest -q -rs "$@"
     ;;
   train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
   quickstart) setup; exec "$VENV/bin/python" -m experiments.quickstart "$@" ;;

@@ -1,14 +1,23 @@
 """Priors x lambdas: one training run each, in its own workdir `<root>/<prior>_lmbda<value>`.
 
-    python -m experiments.sweep --root=runs --priors=joint,hyperprior \\
-        --lmbdas=0.0018,0.0067 --flagfile=experiments/cpu.flags
+    ./launch.sh sweep --root=runs/sweep --priors=joint,hyperprior \\
+        --lmbdas=0.0018,0.0067 --flagfile=experiments/cpu.flags             # here, one by one
+    ./launch.sh sweep --launcher=slurm --partition=gpu --gpus_per_task=1 --time=2-00:00:00 \\
+        --root=runs/sweep --priors=joint --lmbdas=0.0018,0.0067 ...         # a Slurm array job
 
 Flags this module does not define are passed to every `python -m jahp_jax.train` run unchanged
-(data, steps, sizes, ...); --prior, --lmbda and --workdir are set per run. Runs are sequential
-(CPU), or with --gpus=0,1,... one run per listed GPU at a time (CUDA_VISIBLE_DEVICES). Each
-run's output goes to `<workdir>/train.log`; rerunning the sweep resumes every unfinished run.
-Across hosts: give every host the same flags plus --task_index=i --num_tasks=n; host i runs the
+(data, steps, sizes, ...); --prior, --lmbda and --workdir are set per run. Rerunning the sweep
+resumes every unfinished run.
+
+--launcher=local: runs are sequential (CPU), or with --gpus=0,1,... one run per listed GPU at a
+time (CUDA_VISIBLE_DEVICES); each run's output goes to `<workdir>/train.log`. Across hosts without
+a scheduler: give every host the same flags plus --task_index=i --num_tasks=n; host i runs the
 runs i, i+n, i+2n, ... of the sweep (in the order priors x lambdas).
+
+--launcher=slurm: one `sbatch --array` job with one task per run (`experiments.slurm`), resources
+per task from --partition, --time, --gpus_per_task, --cpus_per_task, --mem, ...; with --nodes or
+--processes_per_node above 1 a task is one multi-process run (`srun` + `--multihost`). Prints the
+job id and how to follow it; --dry_run prints the sbatch script instead of submitting.
 """
 
 from __future__ import annotations
@@ -26,12 +35,32 @@ flags.DEFINE_list("lmbdas", None, "Lambdas to train, as written in the workdir n
 flags.DEFINE_string("root", None, "Folder holding one workdir per run.")
 flags.DEFINE_float("high_rate_min_lmbda", None,
                    "If set: --preset=high for lambdas >= this, --preset=low below it.")  # fmt: skip
-flags.DEFINE_list("gpus", [], "GPU ids to run on in parallel, one run per GPU; empty: sequential.")
-flags.DEFINE_integer("task_index", 0, "This host's index among --num_tasks hosts.")
-flags.DEFINE_integer("num_tasks", 1, "Hosts sharing the sweep.")
-flags.DEFINE_bool("dry_run", False, "Print the runs' commands without running them.")
+flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
+                  "local: run here; slurm: submit one sbatch array job.")  # fmt: skip
+flags.DEFINE_bool("dry_run", False, "Print the runs' commands (local) or the sbatch script "
+                  "(slurm) without running or submitting anything.")  # fmt: skip
+flags.DEFINE_list("gpus", [], "local: GPU ids to run on in parallel, one run per GPU; empty: "
+                  "sequential.")  # fmt: skip
+flags.DEFINE_integer("task_index", 0, "local: this host's index among --num_tasks hosts.")
+flags.DEFINE_integer("num_tasks", 1, "local: hosts sharing the sweep.")
+flags.DEFINE_string("partition", None, "slurm: partition (default: the cluster's).")
+flags.DEFINE_string("time", "1-00:00:00", "slurm: time limit per task (MM, HH:MM:SS or "
+                    "D-HH:MM:SS); a task that reaches it is requeued and resumes.")  # fmt: skip
+flags.DEFINE_integer("nodes", 1, "slurm: nodes per task (one multi-process run).")
+flags.DEFINE_integer("processes_per_node", 1, "slurm: training processes per node, e.g. one per "
+                     "GPU.")  # fmt: skip
+flags.DEFINE_integer("gpus_per_task", None, "slurm: GPUs per training process.")
+flags.DEFINE_integer("cpus_per_task", None, "slurm: CPUs per training process.")
+flags.DEFINE_string("mem", None, "slurm: memory per node, e.g. 64G.")
+flags.DEFINE_string("account", None, "slurm: account to charge.")
+flags.DEFINE_string("qos", None, "slurm: quality of service.")
+flags.DEFINE_integer("array_parallelism", 256, "slurm: at most this many runs at once.")
+flags.DEFINE_string("job_name", "jahp-sweep", "slurm: job name.")
+flags.DEFINE_multi_string("setup", [], "slurm: a shell line run before each task (repeatable), "
+                          "e.g. --setup='module load cuda'.")  # fmt: skip
 FLAGS = flags.FLAGS
 PER_RUN_FLAGS = ("--prior", "--lmbda", "--workdir", "--preset")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def plan_runs(
@@ -87,6 +116,44 @@ def run_all(runs: list[tuple[Path, list[str]]], gpus: list[str]) -> list[str]:
     return failed
 
 
+def run_local(runs: list[tuple[Path, list[str]]]) -> int:
+    if FLAGS.dry_run:
+        for _, command in runs:
+            print(" ".join(command))
+        return 0
+    failed = run_all(runs, FLAGS.gpus)
+    if failed:
+        return _error(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}")
+    print(f"[sweep] all {len(runs)} runs done under {FLAGS.root}")
+    return 0
+
+
+def run_slurm(runs: list[tuple[Path, list[str]]]) -> int:
+    from experiments import slurm
+
+    try:
+        resources = slurm.SlurmResources(
+            partition=FLAGS.partition, time_minutes=slurm.parse_time_minutes(FLAGS.time),
+            nodes=FLAGS.nodes, processes_per_node=FLAGS.processes_per_node,
+            gpus_per_task=FLAGS.gpus_per_task, cpus_per_task=FLAGS.cpus_per_task, mem=FLAGS.mem,
+            account=FLAGS.account, qos=FLAGS.qos, array_parallelism=FLAGS.array_parallelism,
+            job_name=FLAGS.job_name, setup=tuple(FLAGS.setup),
+        )  # fmt: skip
+        root = Path(FLAGS.root).resolve()
+        if FLAGS.dry_run:
+            print(slurm.sbatch_script(runs, root, resources), end="")
+            return 0
+        job_id = slurm.submit(runs, root, resources, cwd=REPO_ROOT)
+    except slurm.SlurmError as error:
+        return _error(str(error))
+    print(f"[sweep] submitted Slurm array job {job_id}: {len(runs)} runs "
+          f"({', '.join(workdir.name for workdir, _ in runs)})")  # fmt: skip
+    print(f"[sweep] follow it with: squeue -j {job_id}   (after it ends: sacct -j {job_id})")
+    print(f"[sweep] logs: {root / 'slurm' / job_id}_<task>/; workdirs: {root}/<prior>_lmbda<value>")
+    print("[sweep] resubmitting the same command resumes every unfinished run")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     train_args = FLAGS(argv, known_only=True)[1:]
     bad = [arg for arg in train_args if arg.split("=")[0] in PER_RUN_FLAGS]
@@ -100,17 +167,12 @@ def main(argv: list[str]) -> int:
         return _error(f"--lmbdas must be numbers, got {FLAGS.lmbdas}")
     if not 0 <= FLAGS.task_index < FLAGS.num_tasks:
         return _error(f"need 0 <= --task_index < --num_tasks, got {FLAGS.task_index}")
-    runs = plan_runs(FLAGS.priors, FLAGS.lmbdas, Path(FLAGS.root), train_args,
+    if FLAGS.launcher == "slurm" and FLAGS.num_tasks != 1:
+        return _error("--task_index/--num_tasks split a sweep by hand; with --launcher=slurm "
+                      "every run is its own array task")  # fmt: skip
+    runs = plan_runs(FLAGS.priors, FLAGS.lmbdas, Path(FLAGS.root).resolve(), train_args,
                      FLAGS.high_rate_min_lmbda)[FLAGS.task_index :: FLAGS.num_tasks]  # fmt: skip
-    if FLAGS.dry_run:
-        for _, command in runs:
-            print(" ".join(command))
-        return 0
-    failed = run_all(runs, FLAGS.gpus)
-    if failed:
-        return _error(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}")
-    print(f"[sweep] all {len(runs)} runs done under {FLAGS.root}")
-    return 0
+    return run_slurm(runs) if FLAGS.launcher == "slurm" else run_local(runs)
 
 
 def _error(message: str) -> int:
