@@ -270,6 +270,17 @@ def eval_step(params: Any, batch: Array, *, model: CompressionModel, lmbda: floa
     return stats
 
 
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+    """Host values, the same on every process -> global arrays replicated over `sharding`
+    (`jax.device_put` cannot place them on other processes' devices)."""
+
+    def place(leaf: Any) -> Array:
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree_util.tree_map(place, tree)
+
+
 def global_batch(local_batch: np.ndarray, sharding: NamedSharding) -> Array:
     """This process's rows -> the global batch array, sharded along its first axis."""
     return jax.make_array_from_process_local_data(sharding, local_batch)
@@ -414,7 +425,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
     state = create_train_state(model, tx, config.seed, mesh)
     if initial_params is not None:
-        state = state.replace(params=jax.device_put(initial_params, replicated))
+        state = state.replace(params=replicate(initial_params, replicated))
         logging.info("starting from the parameters of %s (fine-tuning)", config.init_from)
     manager = training_manager(workdir, config.keep_checkpoints)
     if start_step:
