@@ -28,8 +28,10 @@ from pathlib import Path
 
 from experiments.common import (
     add_experiment_args,
-    kodak_dir,
+    check_downloads,
+    eval_images_of,
     provenance,
+    resolve_data,
     start_record,
     train_config,
 )
@@ -52,8 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="lambdas >= this train with --high_rate_num_latents latents (the paper: 0.0483)",
     )
     parser.add_argument("--high_rate_num_latents", type=int, default=320)
-    parser.add_argument("--root", default="workdirs/ablation", help="one workdir per run below")
-    parser.add_argument("--output_dir", default="results/ablation")
+    parser.add_argument("--root", default="runs/ablation", help="one workdir per run below")
+    parser.add_argument(
+        "--output_dir",
+        default="runs/ablation/report",
+        help="results, tables and plots (the committed reference: results/ablation)",
+    )
     parser.add_argument("--classical_dir", default="results/classical")
     parser.add_argument(
         "--report_only",
@@ -66,14 +72,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from absl import logging as absl_logging
+    from jahp_jax import console
 
+    try:
+        console.setup(args.verbosity)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from jahp_jax import evaluate, report
-    from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.data import DatasetError, ImageError
     from jahp_jax.models import PRIORS
     from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
-
-    absl_logging.set_verbosity(absl_logging.INFO)  # training progress lines
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     unknown = sorted(set(priors) - set(PRIORS))
     try:
@@ -98,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
+    try:
+        sources = resolve_data(args)
+        if args.check_data:
+            print(sources.describe())
+            return 0
+        print(sources.note, flush=True)
+        check_downloads(sources)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    console.setup(args.verbosity, Path(args.root) / console.LOG_FILE)
     started, started_at = time.perf_counter(), start_record()
     training_seconds = {}
     try:
@@ -108,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
                 high = args.high_rate_min_lmbda is not None and lmbda >= args.high_rate_min_lmbda
                 latents = args.high_rate_num_latents if high else None
-                config = train_config(args, prior, lmbda, latents)
+                config = train_config(args, sources, prior, lmbda, latents)
                 run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
                 training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
                 runs[prior].append(str(workdir))
-        images = list(eval_images("kodak", data_dir=kodak_dir(args), limit=args.limit))
+        images = eval_images_of(sources, args.limit)
         for prior, workdirs in runs.items():
             print(f"== evaluating {prior} ({time.perf_counter() - started:.0f} s)", flush=True)
             results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=prior)

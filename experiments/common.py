@@ -1,9 +1,10 @@
-"""What the CPU-scale experiments (quickstart, ablation) share: data folders, model and training
-flags, and the TrainConfig they build."""
+"""What the CPU-scale experiments (quickstart, ablation) share: data sources, model and training
+flags, the TrainConfig they build and the provenance record of their results."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -13,24 +14,44 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Trained on, through its tfds download, when no local data folder is found: 3,670 flower photos
+# (218 MB, CC-BY 2.0), most at least 240x320.
+DOWNLOAD_TRAIN_DATASET = "tf_flowers"
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, num_steps: int) -> None:
-    """Data folders, Kodak subset and the small-model training flags."""
-    parser.add_argument("--train_dir", default=str(SHARED_DATA / "train" / "bsds500"))
-    parser.add_argument("--val_dir", default=str(SHARED_DATA / "val" / "bsds500"))
+    """Data sources, Kodak subset, console and the small-model training flags."""
+    parser.add_argument(
+        "--data_root",
+        default=None,
+        help="local data folder holding train/, val/ and kodak/ (default: $JAHP_DATA, else "
+        "../shared/data when it exists); 'download' uses the tfds downloads",
+    )
+    parser.add_argument("--train_dir", default=None, help="training images (<data_root>/train)")
+    parser.add_argument("--val_dir", default=None, help="validation images (<data_root>/val)")
     parser.add_argument(
         "--dataset",
         default=None,
-        help="train on this tfds data set (e.g. clic) instead of --train_dir; validates on its "
+        help="train on this tfds data set (e.g. clic) instead of a folder; validates on its "
         "'validation' split",
     )
     parser.add_argument(
         "--kodak_dir",
-        default=str(SHARED_DATA / "kodak"),
-        help="offline Kodak folder; 'download' fetches it through tfds",
+        default=None,
+        help="evaluation images (<data_root>/kodak): the 24 Kodak PNGs, or any folder of images; "
+        "'download' fetches Kodak through tfds",
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
+    parser.add_argument(
+        "--check_data",
+        action="store_true",
+        help="print the data sources (and downloads) this run would use, then stop",
+    )
+    parser.add_argument(
+        "--verbosity",
+        default="warning",
+        help="third-party logging shown on the console: error, warning, info or debug",
+    )
     parser.add_argument("--num_steps", type=int, default=num_steps)
     parser.add_argument("--num_filters", type=int, default=64)
     parser.add_argument("--num_latents", type=int, default=64)
@@ -39,21 +60,121 @@ def add_experiment_args(parser: argparse.ArgumentParser, num_steps: int) -> None
     parser.add_argument("--learning_rate", type=float, default=5e-4)
 
 
-def kodak_dir(args: argparse.Namespace) -> str | None:
-    """The offline Kodak folder, or None to download through the tfds builder."""
-    return None if args.kodak_dir == "download" else args.kodak_dir
+@dataclasses.dataclass(frozen=True)
+class DataSources:
+    """Where an experiment reads its images: a training folder or tfds data set, an optional
+    validation folder, and the evaluation images (the `kodak` builder, or a plain folder)."""
+
+    train_dir: str | None
+    dataset: str | None
+    val_dir: str | None
+    eval_dataset: str | None  # "kodak", or None for the folder eval_dir
+    eval_dir: str | None  # None with eval_dataset "kodak": the tfds download
+    note: str  # one line saying where the data comes from
+
+    def describe(self) -> str:
+        """One line per source, for --check_data."""
+        train = self.train_dir or f"tfds '{self.dataset}'" + (
+            f" (download: {DOWNLOAD_TRAIN_DATASET}, 218 MB)"
+            if self.dataset == DOWNLOAD_TRAIN_DATASET
+            else ""
+        )
+        evaluation = self.eval_dir or "tfds 'kodak' (download: the 24 Kodak PNGs, 15 MB)"
+        if self.eval_dir and self.eval_dataset == "kodak":
+            evaluation += " (the 24 Kodak PNGs)"
+        return "\n".join([
+            self.note,
+            f"train:      {train}",
+            f"validation: {self.val_dir or 'none'}",
+            f"evaluation: {evaluation}",
+        ])  # fmt: skip
+
+
+def resolve_data(args: argparse.Namespace) -> DataSources:
+    """The data sources of --data_root/--train_dir/--val_dir/--dataset/--kodak_dir.
+
+    Explicit folders win; then <data_root>/{train,val,kodak}; without a data root, training uses
+    the tfds download of DOWNLOAD_TRAIN_DATASET and evaluation the `kodak` builder's download.
+
+    Raises:
+      DatasetError: a given folder does not exist (one line naming the flag).
+    """
+    from jahp_jax.data import KODAK_NAMES, DatasetError, resolve_data_root
+
+    for label, folder in (("--train_dir", args.train_dir), ("--val_dir", args.val_dir),
+                          ("--kodak_dir", args.kodak_dir)):  # fmt: skip
+        if folder not in (None, "download") and not Path(folder).is_dir():
+            raise DatasetError(f"{label} '{folder}' is not a folder; pass {label}=PATH")
+    root = resolve_data_root(args.data_root)
+    local = root / "train" if root is not None and (root / "train").is_dir() else None
+    train_dir = args.train_dir or (None if args.dataset else local and str(local))
+    dataset = args.dataset or (None if train_dir else DOWNLOAD_TRAIN_DATASET)
+    val_dir = args.val_dir
+    if val_dir is None and train_dir and root is not None and (root / "val").is_dir():
+        val_dir = str(root / "val")
+    eval_dir = args.kodak_dir
+    if eval_dir is None and root is not None and (root / "kodak").is_dir():
+        eval_dir = str(root / "kodak")
+    if eval_dir == "download":
+        eval_dir = None
+    complete_kodak = eval_dir is None or all(
+        (Path(eval_dir) / f"{name}.png").is_file() for name in KODAK_NAMES
+    )
+    if root is None:
+        note = (
+            "no local data folder (--data_root, $JAHP_DATA or ../shared/data): using the tfds "
+            "downloads (see README, 'Data')"
+        )
+    else:
+        note = f"data root: {root}"
+    return DataSources(
+        train_dir=train_dir,
+        dataset=dataset,
+        val_dir=val_dir,
+        eval_dataset="kodak" if complete_kodak else None,
+        eval_dir=eval_dir,
+        note=note,
+    )
+
+
+def check_downloads(sources: DataSources) -> None:
+    """Fails fast (DatasetError, one line) when a download the sources need cannot be reached;
+    data sets already prepared by tfds need no network."""
+    from jahp_jax.data import check_reachable, is_prepared
+
+    hint = "pass --data_root=FOLDER holding train/, val/ and kodak/ (see README, 'Data')"
+    needed = ([sources.dataset] if sources.dataset else []) + (
+        ["kodak"] if sources.eval_dir is None else []
+    )
+    for name in needed:
+        if not is_prepared(name):
+            check_reachable(name, hint)
+
+
+def eval_images_of(sources: DataSources, limit: int | None) -> list:
+    """(name, uint8 (H, W, 3)) of the evaluation images, sorted by name."""
+    from jahp_jax.data import eval_images
+
+    return list(eval_images(sources.eval_dataset, data_dir=sources.eval_dir, limit=limit))
 
 
 def train_config(
-    args: argparse.Namespace, prior: str, lmbda: float, num_latents: int | None = None
+    args: argparse.Namespace,
+    sources: DataSources,
+    prior: str,
+    lmbda: float,
+    num_latents: int | None = None,
 ):
     """The TrainConfig of one experiment run (validation once, at the end).
 
-    num_latents overrides --num_latents (the paper's high rates use M=320).
+    num_latents overrides --num_latents (the paper's high rates use M=320). The download
+    fallback (tf_flowers) has no validation split, so it trains without validation.
     """
     from jahp_jax.train import TrainConfig
 
-    dataset = args.dataset
+    validates = sources.val_dir is not None or (
+        sources.dataset not in (None, DOWNLOAD_TRAIN_DATASET)
+    )
     return TrainConfig(
         lmbda=lmbda,
         prior=prior,
@@ -63,10 +184,10 @@ def train_config(
         patch_size=args.patch_size,
         num_steps=args.num_steps,
         learning_rate=args.learning_rate,
-        data_dir=None if dataset else args.train_dir,
-        dataset=dataset,
-        val_data_dir=args.val_dir if not dataset and Path(args.val_dir).is_dir() else None,
-        eval_every=args.num_steps,
+        data_dir=sources.train_dir,
+        dataset=sources.dataset,
+        val_data_dir=sources.val_dir,
+        eval_every=args.num_steps if validates else 0,
         eval_images=8,
         checkpoint_every=max(min(args.num_steps // 4, 10_000), 1),
         init_from=getattr(args, "init_from", None),

@@ -1,14 +1,16 @@
 """Quickstart: train a small joint model, code Kodak to real files, compare with JPEG and WebP.
 
-    ./launch.sh quickstart [--num_steps=N] [--train_dir=DIR] [--kodak_dir=DIR] ...
+    ./launch.sh quickstart [--num_steps=N] [--data_root=DIR] [--output_dir=DIR] ...
 
-1. trains (or resumes) a small `joint` model (N=M=64, 128x128 crops) on a local image folder,
-   from scratch or, with --init_from, from a trained checkpoint such as the shipped one,
+1. trains (or resumes) a small `joint` model (N=M=64, 128x128 crops) on <data_root>/train (or,
+   without local data, the tfds download of tf_flowers), from scratch or, with --init_from, from
+   a trained checkpoint such as the shipped one,
 2. compresses and decompresses every Kodak image to real `.jahp` bytes with it,
 3. runs JPEG 4:2:0 and WebP over the same images,
 4. prints our operating point beside JPEG and WebP interpolated to the same bpp, and writes the
-   results JSONs and an RD plot to --output_dir.
-Defaults take about 5 minutes on a 2-core CPU (see README, "Quickstart").
+   results JSONs and an RD plot to --output_dir (runs/quickstart; the committed reference is
+   regenerated only with --output_dir=results/quickstart).
+Defaults take about 5 minutes on an idle 2-core CPU (see README, "Quickstart").
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import numpy as np
 
 from experiments.common import (
     add_experiment_args,
-    kodak_dir,
+    check_downloads,
+    eval_images_of,
     provenance,
+    resolve_data,
     start_record,
     train_config,
 )
@@ -36,8 +40,8 @@ QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 7
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_experiment_args(parser, num_steps=1000)
-    parser.add_argument("--workdir", default="workdirs/quickstart")
-    parser.add_argument("--output_dir", default="results/quickstart")
+    parser.add_argument("--workdir", default="runs/quickstart/train")
+    parser.add_argument("--output_dir", default="runs/quickstart")
     parser.add_argument("--lmbda", type=float, default=0.0130)
     parser.add_argument(
         "--init_from",
@@ -84,22 +88,32 @@ def comparison_table(ours: dict, classical: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Imported here so that --help answers at once.
-    from absl import logging as absl_logging
+    # Imported here so that --help answers at once (console first: it quiets TensorFlow).
+    from jahp_jax import console
 
+    try:
+        console.setup(args.verbosity)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from jahp_jax import baselines, evaluate, report
-    from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.data import DatasetError, ImageError
     from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
 
-    absl_logging.set_verbosity(absl_logging.INFO)  # training progress lines
-    kodak = kodak_dir(args)
-    for label, folder in (("--train_dir", args.train_dir), ("--kodak_dir", kodak)):
-        if folder is not None and not Path(folder).is_dir():
-            print(f"error: {label} '{folder}' is not a folder; pass {label}=PATH", file=sys.stderr)
-            return 2
+    try:
+        sources = resolve_data(args)
+        if args.check_data:
+            print(sources.describe())
+            return 0
+        print(sources.note, flush=True)
+        check_downloads(sources)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    console.setup(args.verbosity, Path(args.workdir) / console.LOG_FILE)
     started, started_at = time.perf_counter(), start_record()
     output_dir = Path(args.output_dir)
-    config = train_config(args, "joint", args.lmbda)
+    config = train_config(args, sources, "joint", args.lmbda)
     try:
         print(
             f"== 1/3 {'fine-tuning' if args.init_from else 'training'} a joint model "
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         train_and_evaluate(config, args.workdir)
         trained = time.perf_counter()
         print(f"== 2/3 coding Kodak to real files ({trained - started:.0f} s so far)", flush=True)
-        images = list(eval_images("kodak", data_dir=kodak, limit=args.limit))
+        images = eval_images_of(sources, args.limit)
         ours, rows = evaluate.evaluate_checkpoints([args.workdir], images)
         evaluate.write_results(output_dir, "joint", ours, rows)
         print(
@@ -118,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         baselines.run(
-            ["jpeg420", "webp"], str(output_dir), "kodak", kodak, args.limit, QUICK_QUALITIES
-        )
+            ["jpeg420", "webp"], str(output_dir), sources.eval_dataset, sources.eval_dir,
+            args.limit, QUICK_QUALITIES,
+        )  # fmt: skip
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

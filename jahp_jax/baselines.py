@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 from PIL import Image, features
 
-from jahp_jax import evaluate
+from jahp_jax import console, evaluate
 from jahp_jax.data import eval_images
 
 # Target rates for JPEG 2000 rate control, bits per pixel.
@@ -273,7 +273,6 @@ def run(
             description,
             operating_points(codec, (qualities or {}).get(key)),
             images,
-            log=lambda line: print(line, flush=True),
         )
         json_path, csv_path = evaluate.write_results(output_dir, key, results, rows)
         print(f"[{key}] wrote {json_path} and {csv_path}", flush=True)
@@ -289,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", default="results/classical")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
     args = parser.parse_args(argv)
+    console.setup()
     keys = [k.strip() for k in args.codecs.split(",") if k.strip()]
     try:
         run(keys, args.output_dir, args.dataset, args.data_dir, args.limit)

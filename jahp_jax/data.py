@@ -2,6 +2,10 @@
 
 Image IO is `read_image` / `write_png`: numpy uint8 HxWx3 RGB at every file boundary.
 
+Where data lives (`resolve_data_root`): `--data_root`, else `$JAHP_DATA`, else `../shared/data`
+beside the repository when it exists, laid out as `train/` (training images, any depth), `val/`
+(validation images) and `kodak/` (the 24 Kodak PNGs). Without one, the tools use tfds downloads.
+
 Data sources, all prepared by tfds into `tfds_data_dir` (default: tfds's own default,
 `$TFDS_DATA_DIR` or `~/tensorflow_datasets`), never into the source folder:
   * a local folder of images (`dataset=None, data_dir=FOLDER`): the `image_folder` builder.
@@ -21,6 +25,7 @@ blocks of its own rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import logging
@@ -48,6 +53,11 @@ KODAK_HOST = "r0k.us"
 KODAK_URL = f"http://{KODAK_HOST}/graphics/kodak/kodak/{{name}}.png"
 KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
 FOLDER_SPLIT = "images"
+DATA_ROOT_ENV = "JAHP_DATA"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+DOWNLOAD = "download"  # as a data root: use the tfds downloads even where local data exists
+# Hosts the tfds downloads of these data sets need, checked before tfds retries for minutes.
+DOWNLOAD_HOSTS = {"kodak": (KODAK_HOST, 80), "tf_flowers": ("storage.googleapis.com", 443)}
 
 _SIXTEEN_BIT_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -155,9 +165,42 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     write_atomic(path, lambda f: Image.fromarray(image, mode="RGB").save(f, format="PNG"))
 
 
+def resolve_data_root(data_root: str | None = None) -> Path | None:
+    """The local data folder: `data_root` (--data_root), else $JAHP_DATA, else `../shared/data`
+    beside the repository when it exists; None for 'download' or when none is found.
+
+    Raises:
+      DatasetError: a folder given by flag or environment does not exist.
+    """
+    given = ((data_root, "--data_root"), (os.environ.get(DATA_ROOT_ENV), f"${DATA_ROOT_ENV}"))
+    for value, label in given:
+        if not value:
+            continue
+        if value == DOWNLOAD:
+            return None
+        root = Path(value).expanduser()
+        if not root.is_dir():
+            raise DatasetError(
+                f"{label}={value} is not a folder; give a folder holding train/, val/ and "
+                f"kodak/, or '{DOWNLOAD}' for the tfds downloads"
+            )
+        return root
+    return DEFAULT_DATA_ROOT if DEFAULT_DATA_ROOT.is_dir() else None
+
+
 # --------------------------------------------------------------------------------------------
 # tfds builders
 # --------------------------------------------------------------------------------------------
+
+
+class _QuietPreparation:
+    """tfds prints its preparation notices to stdout; for these builders `_prepare` logs one."""
+
+    def _log_download_bytes(self) -> None:
+        log.debug("tfds preparation of %s started", self.data_dir)
+
+    def _log_download_done(self) -> None:
+        log.debug("tfds preparation of %s done", self.data_dir)
 
 
 @dataclasses.dataclass(eq=False)
@@ -167,7 +210,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     folder: str = ""
 
 
-class ImageFolder(tfds.core.GeneratorBasedBuilder):
+class ImageFolder(_QuietPreparation, tfds.core.GeneratorBasedBuilder):
     """Every readable image below one local folder, in a single split 'images'.
 
     Images are stored exactly as `read_image` returns them (PNG-encoded RGB), with their path
@@ -218,7 +261,7 @@ def _encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class Kodak(tfds.core.GeneratorBasedBuilder):
+class Kodak(_QuietPreparation, tfds.core.GeneratorBasedBuilder):
     """The 24 Kodak PhotoCD images (768x512 or 512x768 RGB PNG), split 'test', for evaluation.
 
     Offline use: pass `download_config.manual_dir` holding kodim01.png ... kodim24.png; the files
@@ -303,20 +346,55 @@ def _folder_config(folder: Path) -> ImageFolderConfig:
     )
 
 
-def _check_reachable(host: str) -> None:
-    """Fails fast offline, where tfds would retry downloads for minutes."""
+def check_reachable(dataset: str, hint: str) -> None:
+    """Fails fast (one line ending in `hint`) when the download host of `dataset` is unreachable,
+    where tfds would retry for minutes; data sets without a known host pass."""
+    if dataset not in DOWNLOAD_HOSTS:
+        return
+    host, port = DOWNLOAD_HOSTS[dataset]
     try:
-        socket.create_connection((host, 80), timeout=10).close()
+        socket.create_connection((host, port), timeout=10).close()
     except OSError as err:
-        raise DatasetError(
-            f"cannot reach {host} to download Kodak ({err}); pass a folder holding "
-            "kodim01.png..kodim24.png as --data_dir"
-        ) from None
+        raise DatasetError(f"cannot reach {host} to download {dataset} ({err}); {hint}") from None
+
+
+def is_prepared(dataset: str, tfds_data_dir: str | None = None) -> bool:
+    """True when the tfds data set `dataset` (e.g. 'kodak') is already prepared: no download."""
+    try:
+        builder = (Kodak if dataset == "kodak" else functools.partial(tfds.builder, dataset))(
+            data_dir=tfds_data_dir
+        )
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetError(f"unknown tfds data set {dataset!r}") from None
+    return _has_info(builder)
+
+
+def _has_info(builder: tfds.core.DatasetBuilder) -> bool:
+    """Prepared: its info file exists (tfds's own is_prepared warns about a half-made folder)."""
+    return (Path(builder.data_dir) / "dataset_info.json").is_file()
+
+
+class _DropCustomConfigWarning(logging.Filter):
+    """tfds warns about every builder config it does not list; a folder's config is always new."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+
+def _folder_builder(folder: Path, tfds_data_dir: str | None) -> ImageFolder:
+    drop = _DropCustomConfigWarning()
+    logging.getLogger("absl").addFilter(drop)
+    try:
+        return ImageFolder(config=_folder_config(folder), data_dir=tfds_data_dir)
+    finally:
+        logging.getLogger("absl").removeFilter(drop)
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None, what: str) -> None:
     """Runs tfds preparation (a no-op when prepared), turning its failures into DatasetError."""
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    if not _has_info(builder):
+        log.info("preparing %s once into %s (later runs reuse it)", what, builder.data_dir)
     try:
         builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError as err:
@@ -344,7 +422,7 @@ def prepare_dataset(
         if data_dir is None:
             raise DatasetError("no data source: give a folder of images (--data_dir) or --dataset")
         folder = Path(data_dir).expanduser()
-        builder = ImageFolder(config=_folder_config(folder), data_dir=tfds_data_dir)
+        builder = _folder_builder(folder, tfds_data_dir)
         _prepare(builder, None, f"folder {folder}")
         skipped = tuple(builder.info.metadata.get("skipped", ()))
         if skipped:
@@ -362,8 +440,8 @@ def prepare_dataset(
                     f"(first: {missing[0]}.png); point --data_dir at the 24 Kodak PNGs"
                 )
         builder = Kodak(data_dir=tfds_data_dir)
-        if data_dir is None and not builder.is_prepared():
-            _check_reachable(KODAK_HOST)
+        if data_dir is None and not _has_info(builder):
+            check_reachable("kodak", "pass a folder holding kodim01.png..kodim24.png as --data_dir")
         _prepare(builder, data_dir, "Kodak")
         return PreparedDataset(builder, "test", ())
     try:
@@ -374,6 +452,8 @@ def prepare_dataset(
         ) from None
     if "image" not in builder.info.features:
         raise DatasetError(f"tfds data set {dataset!r} has no feature 'image'")
+    if data_dir is None and not _has_info(builder):
+        check_reachable(dataset, "train on a local folder of images instead (--data_dir)")
     _prepare(builder, data_dir, f"tfds data set {dataset!r}")
     return PreparedDataset(builder, "", ())
 

@@ -19,17 +19,19 @@ in ``errors`` and in its row, and never discards the other results.
 import csv
 import io
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jahp_jax import metrics
+from jahp_jax import console, metrics
 
+_log = logging.getLogger(__name__)
 METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
 
 
@@ -86,9 +88,9 @@ def evaluate_codec(
     description: str,
     points: Sequence[OperatingPoint],
     images: Iterable[tuple[str, np.ndarray]],
-    log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Runs every image through every operating point.
+    """Runs every image through every operating point, with a progress bar over the roundtrips
+    (a line per image in the log instead, see `jahp_jax.console`).
 
     Returns the CompressAI-format results dict (per-point means over the images that succeeded)
     and the per-image rows (one dict per image and point, with an "error" field).
@@ -100,6 +102,8 @@ def evaluate_codec(
         raise ValueError(f"codec {name!r} has repeated quality labels {labels}")
     rows: list[dict[str, Any]] = []
     num_images = 0
+    total = len(images) * len(points) if isinstance(images, Sized) else None
+    bar = console.progress(total=total, desc=name, unit="image-point")
     for image_name, image in images:
         num_images += 1
         start = time.perf_counter()
@@ -116,15 +120,17 @@ def evaluate_codec(
                 row["error"] = _one_line(error)
                 failures += 1
             rows.append(row)
+            bar.update()
         done = [r for r in rows[-len(points) :] if not r["error"]]
         rates = ""
         if done:
             rates = f"{min(r['bpp'] for r in done):.3f}-{max(r['bpp'] for r in done):.3f} bpp"
         status = f", {failures} failed" if failures else ""
-        log(
-            f"[{name}] {image_name} (#{num_images}): {len(points)} points {rates}{status}, "
-            f"{time.perf_counter() - start:.1f} s"
-        )
+        _log.info(
+            "[%s] %s (#%d): %d points %s%s, %.1f s", name, image_name, num_images, len(points),
+            rates, status, time.perf_counter() - start, extra=console.DETAIL,
+        )  # fmt: skip
+    bar.close()
     if num_images == 0:
         raise ValueError(f"no images to evaluate codec {name!r} on")
     return summarize(name, description, points, rows), rows
@@ -271,7 +277,7 @@ def evaluate_checkpoints(
     description = "real files from jahp_jax.codec; " + ", ".join(
         f"{p.quality}: {c}" for p, c in zip(points, configs, strict=True)
     )
-    results, rows = evaluate_codec(name, description, points, images, log=log)
+    results, rows = evaluate_codec(name, description, points, images)
     order = np.argsort(results["results"]["bpp"])  # a curve, by rate
     results["results"] = {
         k: [v[i] for i in order] if isinstance(v, list) else v
@@ -304,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prior", default=None, help="refuse checkpoints of another prior")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args(argv)
+    console.setup()
     output = Path(args.output)
     if output.suffix != ".json":
         print(f"error: --output must end in .json, got '{output}'", file=sys.stderr)

@@ -35,7 +35,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import distributed, metrics
+from jahp_jax import console, distributed, metrics
 from jahp_jax.checkpoints import (
     CheckpointError,
     ModelConfig,
@@ -458,6 +458,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     window: list[dict[str, float]] = []
     window_start = time.perf_counter()
     window_first_step = start_step
+    means: dict[str, float] = {}  # of the last logged window of steps
+    window_size = 0
+    trained_from = time.perf_counter()
+    bar = console.progress(
+        total=config.num_steps, initial=start_step, desc="training", unit="step"
+    )
     try:
         for step in range(start_step + 1, config.num_steps + 1):
             state, stats = p_train_step(state, global_batch(next(batches), batch_sharding))
@@ -470,11 +476,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                     f"stopped. The last good checkpoint is step {latest} in {manager.directory}"
                 )
             window.append({name: float(value) for name, value in stats.items()})
+            bar.update()
             if step == start_step + 1:  # Time from here on: the first step includes compiling.
                 window_start, window_first_step = time.perf_counter(), step
             last = step == config.num_steps
             if step % config.log_every == 0 or last:
                 means = {name: float(np.mean([w[name] for w in window])) for name in window[0]}
+                window_size = len(window)
                 means["learning_rate"] = float(schedule(step - 1))
                 speed = "compiling"
                 if step > window_first_step:  # Else only the first (compiling) step was run.
@@ -486,7 +494,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                 logging.info(
                     "step %d/%d  loss %.4f  bpp %.4f  PSNR %.2f dB  %s",
                     step, config.num_steps, means["loss"], means["bpp"], means["psnr"], speed,
+                    extra=console.DETAIL,
                 )  # fmt: skip
+                bar.set_postfix_str(
+                    f"loss {means['loss']:.4f} bpp {means['bpp']:.4f} PSNR {means['psnr']:.2f} dB"
+                )
                 _write_summaries(writer, "train", means, step)
                 window, window_start, window_first_step = [], time.perf_counter(), step
             if val_chunks and (step % config.eval_every == 0 or last):
@@ -505,8 +517,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                     manager.wait_until_finished()
                     os.kill(os.getpid(), signal.SIGKILL)
         manager.wait_until_finished()
-        logging.info("done: %d steps; checkpoints in %s", config.num_steps, manager.directory)
+        bar.close()
+        seconds = time.perf_counter() - trained_from
+        logging.info(
+            "done: %d steps (%d in this run, %s, %.2f steps/s); last %d steps: loss %.4f  "
+            "bpp %.4f  PSNR %.2f dB; checkpoints in %s",
+            config.num_steps, config.num_steps - start_step, _format_duration(seconds),
+            (config.num_steps - start_step) / seconds, window_size, means["loss"], means["bpp"],
+            means["psnr"], manager.directory,
+        )  # fmt: skip
     finally:
+        bar.close()
         manager.close()
         if writer is not None:
             writer.close()
@@ -620,6 +641,9 @@ def main(argv: list[str]) -> None:
         if flag_values.workdir is None:
             raise ConfigError("--workdir is required (checkpoints and summaries go there)")
         config = config_from_flags(flag_values)
+        # absl's own --verbosity (0: info, 1: debug) brings third-party INFO back.
+        verbosity = flag_values.verbosity if flag_values["verbosity"].present else "warning"
+        console.setup(verbosity, Path(flag_values.workdir) / console.LOG_FILE)
         cluster = ("coordinator_address", "num_processes", "process_id")
         if flag_values.multihost or any(flag_values[name].present for name in cluster):
             settings = distributed.cluster_settings(*(flag_values[name].value for name in cluster))

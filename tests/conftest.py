@@ -1,15 +1,47 @@
-"""Shared test fixtures: paths to the read-only data next to the repository."""
+"""Shared test fixtures: the data next to the repository, or the committed stand-in.
+
+`SHARED` is `../shared` when it exists (the full Kodak and BSDS500 sets, CompressAI's golden
+outputs) and else `tests/data/shared`, a few of the same files committed with the tests (see
+tests/data/README.md), so that a plain clone runs the suite offline. Tests that need what only
+the full folder has ask for the `kodak_dir` or `golden_dir` fixture, which skip with the reason.
+"""
 
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+FULL_SHARED = REPO_ROOT.parent / "shared"
+COMMITTED_SHARED = REPO_ROOT / "tests" / "data" / "shared"
+SHARED = FULL_SHARED if FULL_SHARED.is_dir() else COMMITTED_SHARED
+KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
+
+
+def pytest_report_header() -> str:
+    return f"test data: {SHARED}" + ("" if SHARED == FULL_SHARED else " (committed stand-in)")
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"expected the shared data folder at {SHARED}")
+    """`../shared`, or the committed stand-in with the same layout."""
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    """The folder of all 24 Kodak PNGs (what the `kodak` builder accepts offline); skips without."""
+    folder = SHARED / "data" / "kodak"
+    missing = [name for name in KODAK_NAMES if not (folder / f"{name}.png").is_file()]
+    if missing:
+        pytest.skip(f"needs the 24 Kodak PNGs of {FULL_SHARED / 'data' / 'kodak'} "
+                    f"({len(missing)} missing in {folder})")  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """CompressAI's reference outputs, `../shared/golden/compressai`; skips without."""
+    folder = FULL_SHARED / "golden" / "compressai"
+    if not folder.is_dir():
+        pytest.skip(f"needs CompressAI's reference outputs in {folder} (not committed)")
+    return folder

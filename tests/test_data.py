@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import SHARED
 from PIL import Image
 
 from jahp_jax import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED / "data"  # ../shared/data, or the committed stand-in (2 Kodak images, 7 BSDS500)
 KODAK = DATA / "kodak"
 BSDS_TRAIN = DATA / "train" / "bsds500"
 BSDS_VAL = DATA / "val" / "bsds500"
@@ -74,7 +75,6 @@ def take(iterator, count: int) -> list[np.ndarray]:
 def test_read_image_reads_kodak_and_bsds500():
     kodim01 = data.read_image(KODAK / "kodim01.png")
     assert kodim01.shape == (512, 768, 3) and kodim01.dtype == np.uint8
-    assert data.read_image(KODAK / "kodim04.png").shape == (768, 512, 3)
     jpeg = data.read_image(sorted(BSDS_TRAIN.glob("*.jpg"))[0])
     assert jpeg.dtype == np.uint8 and sorted(jpeg.shape[:2]) == [321, 481]
     assert jpeg.std() > 10  # A photograph, not a blank.
@@ -332,24 +332,24 @@ def test_no_source_and_training_on_kodak_are_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_kodak_builder_from_manual_dir_yields_the_24_images(tmp_path):
-    images = list(data.eval_images("kodak", str(KODAK), tfds_data_dir=str(tmp_path)))
+def test_kodak_builder_from_manual_dir_yields_the_24_images(tmp_path, kodak_dir):
+    images = list(data.eval_images("kodak", str(kodak_dir), tfds_data_dir=str(tmp_path)))
     assert [name for name, _ in images] == [f"kodim{i:02d}" for i in range(1, 25)]
     for name, image in images:
         expected = (768, 512, 3) if name in PORTRAIT_KODAK else (512, 768, 3)
         assert image.shape == expected and image.dtype == np.uint8, name
-    np.testing.assert_array_equal(images[22][1], data.read_image(KODAK / "kodim23.png"))
-    limited = list(data.eval_images("kodak", str(KODAK), 2, tfds_data_dir=str(tmp_path)))
+    np.testing.assert_array_equal(images[22][1], data.read_image(kodak_dir / "kodim23.png"))
+    limited = list(data.eval_images("kodak", str(kodak_dir), 2, tfds_data_dir=str(tmp_path)))
     assert [name for name, _ in limited] == ["kodim01", "kodim02"]
 
 
-def test_kodak_manual_dir_must_be_complete_and_unaltered(tmp_path):
+def test_kodak_manual_dir_must_be_complete_and_unaltered(tmp_path, kodak_dir):
     copy = tmp_path / "kodak"
-    shutil.copytree(KODAK, copy)
+    shutil.copytree(kodak_dir, copy)
     (copy / "kodim24.png").unlink()
     with pytest.raises(data.DatasetError, match="lacks 1 of"):
         next(data.eval_images("kodak", str(copy), tfds_data_dir=str(tmp_path / "tfds")))
-    altered = bytearray((KODAK / "kodim24.png").read_bytes())
+    altered = bytearray((kodak_dir / "kodim24.png").read_bytes())
     altered[-100] ^= 1
     (copy / "kodim24.png").write_bytes(bytes(altered))
     with pytest.raises(data.DatasetError, match="differs from the published one"):
@@ -403,13 +403,48 @@ def test_named_tfds_data_set_goes_through_the_same_streams(tmp_path):
         list(data.eval_images(**source, split="test"))
 
 
-def test_kodak_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
+def test_downloads_fail_fast_and_clearly_when_offline(tmp_path, monkeypatch):
     def unreachable(address, timeout):
         raise OSError(f"no route to {address[0]}")
 
     monkeypatch.setattr(data.socket, "create_connection", unreachable)
     with pytest.raises(data.DatasetError, match="cannot reach r0k.us.*as --data_dir"):
         next(data.eval_images("kodak", None, tfds_data_dir=str(tmp_path)))
+    assert not data.is_prepared("tf_flowers", tfds_data_dir=str(tmp_path))
+    with pytest.raises(data.DatasetError, match="cannot reach storage.googleapis.com.*--data_dir"):
+        data.prepare_dataset(dataset="tf_flowers", data_dir=None, tfds_data_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the data lives
+# ---------------------------------------------------------------------------------------------
+
+
+def test_data_root_is_the_flag_then_the_environment_then_the_shared_folder(tmp_path, monkeypatch):
+    flag_root, env_root, default_root = (tmp_path / name for name in ("flag", "env", "shared"))
+    for folder in (flag_root, env_root, default_root):
+        folder.mkdir()
+    monkeypatch.setattr(data, "DEFAULT_DATA_ROOT", default_root)
+    monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
+    assert data.resolve_data_root() == default_root
+    monkeypatch.setenv(data.DATA_ROOT_ENV, str(env_root))
+    assert data.resolve_data_root() == env_root
+    assert data.resolve_data_root(str(flag_root)) == flag_root
+    assert data.resolve_data_root("download") is None  # the tfds downloads, even with local data
+    monkeypatch.setenv(data.DATA_ROOT_ENV, "download")
+    assert data.resolve_data_root() is None
+    monkeypatch.delenv(data.DATA_ROOT_ENV)
+    default_root.rmdir()
+    assert data.resolve_data_root() is None  # a plain clone: nothing beside the repository
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_data_root_that_is_not_a_folder_is_one_error_line(tmp_path, monkeypatch, how):
+    missing = str(tmp_path / "nope")
+    monkeypatch.setenv(data.DATA_ROOT_ENV, missing if how == "env" else "")
+    label = "--data_root" if how == "flag" else "[$]JAHP_DATA"
+    with pytest.raises(data.DatasetError, match=f"^{label}=.*nope is not a folder"):
+        data.resolve_data_root(missing if how == "flag" else None)
 
 
 # ---------------------------------------------------------------------------------------------

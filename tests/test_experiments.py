@@ -1,38 +1,95 @@
 """The quickstart and ablation scripts end to end, at toy size (the real runs are minutes/hours)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, SHARED
 
 from experiments import ablation, quickstart
-from experiments.common import train_config
+from experiments.common import DOWNLOAD_TRAIN_DATASET, resolve_data, train_config
+from jahp_jax import data
 from jahp_jax.checkpoints import read_config, resolve_checkpoint
 
+DATA_ROOT = SHARED / "data"  # ../shared/data, or the committed stand-in
 TOY = ["--num_steps=2", "--num_filters=8", "--num_latents=8", "--batch_size=2",
-       "--patch_size=64", "--limit=1"]  # fmt: skip
+       "--patch_size=64", "--limit=1", f"--data_root={DATA_ROOT}"]  # fmt: skip
 
 
-def test_quickstart_end_to_end(tmp_path, capsys):
-    out = tmp_path / "out"
-    argv = [*TOY, f"--workdir={tmp_path / 'work'}", f"--output_dir={out}"]
-    assert quickstart.main(argv) == 0
+def git(folder, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+
+
+def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
+    tmp_path, capsys, monkeypatch
+):
+    """Default paths, in a repository with this one's .gitignore: `git status` stays clean."""
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    shutil.copy(REPO_ROOT / ".gitignore", repo / ".gitignore")
+    git(repo, "init", "-q")
+    git(repo, "add", ".gitignore")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ignore")
+    monkeypatch.chdir(repo)
+    assert quickstart.main(TOY) == 0
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    out = repo / "runs" / "quickstart"
     for name in ("joint.json", "jpeg420.json", "webp.json", "table.md", "rd.png", "run.json"):
         assert (out / name).is_file(), name
     ours = json.loads((out / "joint.json").read_text())["results"]
     assert ours["num_images"] == [1] and ours["bpp"][0] > 0
     table = (out / "table.md").read_text()
     assert "jahp_jax joint (N=8, M=8)" in table and "(same bpp)" in table
-    assert "| codec | bpp |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"data root: {DATA_ROOT}" in printed and "| codec | bpp |" in printed
+    assert (out / "train" / "jahp.log").is_file()
     # fine-tuning the model just trained
     tuned = [*TOY, f"--workdir={tmp_path / 'tuned'}", f"--output_dir={tmp_path / 'tuned_out'}",
-             f"--init_from={tmp_path / 'work'}"]  # fmt: skip
+             f"--init_from={out / 'train'}"]  # fmt: skip
     assert quickstart.main(tuned) == 0
     assert "== 1/3 fine-tuning a joint model" in capsys.readouterr().out
     config = read_config(resolve_checkpoint(tmp_path / "tuned"))[1]["train_config"]
-    assert config["init_from"] == str(tmp_path / "work")
+    assert config["init_from"] == str(out / "train")
 
 
 def test_quickstart_refuses_a_missing_folder(tmp_path, capsys):
     assert quickstart.main([f"--train_dir={tmp_path / 'nope'}"]) == 2
     assert "--train_dir" in capsys.readouterr().err
+    assert quickstart.main([f"--data_root={tmp_path / 'nope'}"]) == 2
+    assert capsys.readouterr().err.startswith("error: --data_root=")
+
+
+def test_quickstart_without_local_data_names_the_downloads_it_would_use(tmp_path):
+    """The shared folder hidden (JAHP_DATA=download): no traceback, the tfds downloads named."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), data.DATA_ROOT_ENV: "download"}
+    command = [sys.executable, "-m", "experiments.quickstart", "--check_data"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("no local data folder (--data_root, $JAHP_DATA or ../shared/data)")
+    assert lines[1] == f"train:      tfds '{DOWNLOAD_TRAIN_DATASET}' (download: tf_flowers, 218 MB)"
+    assert lines[3].startswith("evaluation: tfds 'kodak' (download: the 24 Kodak PNGs")
+
+
+def test_quickstart_offline_without_local_data_stops_with_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    def unreachable(address, timeout):
+        raise OSError(f"no route to {address[0]}")
+
+    monkeypatch.setattr(data.socket, "create_connection", unreachable)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # nothing prepared yet
+    argv = ["--data_root=download", f"--workdir={tmp_path / 'w'}"]
+    assert quickstart.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot reach ")
+    assert err[0].endswith("pass --data_root=FOLDER holding train/, val/ and kodak/ (see README, "
+                           "'Data')")  # fmt: skip
+    assert not (tmp_path / "w").exists()
 
 
 def test_ablation_end_to_end(tmp_path):
@@ -79,12 +136,26 @@ def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):
     assert not root.exists()
 
 
-def test_experiment_config_trains_on_a_tfds_dataset_or_a_folder():
-    folder = ablation.parse_args(["--train_dir=/images"])
-    config = train_config(folder, "joint", 0.01)
-    assert (config.data_dir, config.dataset, config.num_latents) == ("/images", None, 64)
+def test_experiment_data_comes_from_the_flags_then_the_data_root_then_downloads(tmp_path):
+    images = str(DATA_ROOT / "train")
+    folder = ablation.parse_args([f"--train_dir={images}", "--data_root=download"])
+    config = train_config(folder, resolve_data(folder), "joint", 0.01)
+    assert (config.data_dir, config.dataset, config.num_latents) == (images, None, 64)
+    assert not config.validates  # no validation folder without a data root
+    root = ablation.parse_args([f"--data_root={DATA_ROOT}"])
+    sources = resolve_data(root)
+    assert (sources.train_dir, sources.val_dir) == (images, str(DATA_ROOT / "val"))
+    complete = all((DATA_ROOT / "kodak" / f"{name}.png").is_file() for name in data.KODAK_NAMES)
+    # the 24 Kodak PNGs go through the checksummed builder; any other folder is read as it is
+    assert sources.eval_dataset == ("kodak" if complete else None)
+    assert train_config(root, sources, "joint", 0.01).validates
     clic = ablation.parse_args(["--dataset=clic", "--num_steps=1000000"])
-    config = train_config(clic, "joint", 0.1, num_latents=320)
+    config = train_config(clic, resolve_data(clic), "joint", 0.1, num_latents=320)
     assert (config.data_dir, config.dataset, config.val_data_dir) == (None, "clic", None)
     assert config.validates and config.num_latents == 320
     assert config.checkpoint_every == 10_000
+    offline = ablation.parse_args(["--data_root=download", "--kodak_dir=download"])
+    sources = resolve_data(offline)
+    assert (sources.dataset, sources.eval_dataset, sources.eval_dir) == (
+        DOWNLOAD_TRAIN_DATASET, "kodak", None)  # fmt: skip
+    assert not train_config(offline, sources, "joint", 0.01).validates  # tf_flowers: one split
