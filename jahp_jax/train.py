@@ -660,5 +660,10 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {error}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `jahp-train` command (the same as `python -m jahp_jax.train`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -90,3 +90,14 @@ def test_setup_replaces_its_handlers_and_writes_the_log_file(tmp_path):
             if handler not in before:
                 root.removeHandler(handler)
                 handler.close()
+
+
+def test_every_command_of_pyproject_is_a_callable_of_the_package():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"jahp-train", "jahp-codec", "jahp-eval", "jahp-convert", "jahp-export"} <= set(scripts)
+    for command, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), command
