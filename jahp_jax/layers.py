@@ -7,6 +7,8 @@ H / 2 exactly and the matching transposed conv maps H back to 2 H (the published
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import partial
 
 import jax
@@ -47,14 +49,53 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions.
+#
+# XLA:CPU runs stride-1 convolutions and plain strided convolutions through its fast (YNNPACK)
+# kernels, but an lhs-dilated convolution (what autodiff and `lax.conv_transpose` emit for the
+# input gradient of a strided conv and for a transposed conv) and the weight gradient of a conv
+# whose window overhangs a small input fall back to a generic kernel several times slower
+# (benchmarks/bench_conv.py). On CPU, `strided_conv` therefore carries a custom VJP whose input
+# gradient is the phase-decomposed (sub-pixel) transposed conv below: stride^2 stride-1 convs
+# with the kernel's polyphase components, interleaved. `conv_transpose` uses the same function
+# as its forward pass. On GPU and TPU the stock ops are used.
 # ---------------------------------------------------------------------------------------------
+CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
+_conv_implementation = "auto"
+
+
+@contextlib.contextmanager
+def conv_implementation(name: str) -> Iterator[None]:
+    """Trace the convs inside the block with `name`: 'stock' (XLA's conv ops and their autodiff),
+    'phase' (the phase-decomposed transposed conv) or 'auto' (phase on CPU, stock elsewhere).
+
+    The choice is read when a function is traced, so jit a fresh function inside the block; the
+    benchmarks use it to time both on the same machine in one run. Both give the same result to
+    float32 rounding.
+    """
+    global _conv_implementation
+    if name not in CONV_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown conv implementation '{name}'; choose one of {CONV_IMPLEMENTATIONS}"
+        )
+    previous, _conv_implementation = _conv_implementation, name
+    try:
+        yield
+    finally:
+        _conv_implementation = previous
+
+
+def _use_phase_convs() -> bool:
+    if _conv_implementation == "auto":
+        return jax.default_backend() == "cpu"
+    return _conv_implementation == "phase"
+
+
 def _padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     pad = kernel_size // 2
     return ((pad, pad), (pad, pad))
 
 
-def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
-    """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
+def _stock_conv(x: Array, kernel: Array, stride: int) -> Array:
     return jax.lax.conv_general_dilated(
         x,
         kernel,
@@ -62,6 +103,90 @@ def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
         padding=_padding(kernel.shape[0]),
         dimension_numbers=_DIMENSION_NUMBERS,
     )
+
+
+def _phase_range(phase: int, stride: int, pad: int, size: int) -> tuple[int, int]:
+    """[lo, hi): the m whose padded row phase + stride * m lies in [pad, pad + size)."""
+    return -(-(pad - phase) // stride), -(-(pad + size - phase) // stride)
+
+
+def _phase_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, int]) -> Array:
+    """Adjoint of `strided_conv(., kernel, stride)` on (B, H, W, I) inputs, by polyphase parts.
+
+    g: (B, ceil(H / s), ceil(W / s), O); kernel (k, k, I, O); in_shape (H, W). Returns
+    (B, H, W, I). Input pixel (s m + p - pad) only receives the taps p, p + s, ... of the kernel:
+    each of the s^2 output phases is a stride-1 VALID conv of g with that flipped sub-kernel.
+    """
+    k = kernel.shape[0]
+    pad = k // 2
+    batch, g_h, g_w, _ = g.shape
+    in_h, in_w = in_shape
+    phase_h, phase_w = -(-in_h // stride), -(-in_w // stride)
+    zero = jnp.zeros((), g.dtype)
+    rows = []
+    for out_row_phase in range(stride):
+        p = (out_row_phase + pad) % stride
+        lo_h, hi_h = _phase_range(p, stride, pad, in_h)
+        columns = []
+        for out_col_phase in range(stride):
+            q = (out_col_phase + pad) % stride
+            lo_w, hi_w = _phase_range(q, stride, pad, in_w)
+            sub = kernel[p::stride, q::stride]  # (A, C, I, O)
+            taps_h, taps_w = sub.shape[:2]
+            g_padded = jax.lax.pad(
+                g,
+                zero,
+                ((0, 0, 0), (taps_h - 1 - lo_h, hi_h - g_h, 0),
+                 (taps_w - 1 - lo_w, hi_w - g_w, 0), (0, 0, 0)),
+            )  # fmt: skip
+            part = jax.lax.conv_general_dilated(
+                g_padded,
+                jnp.swapaxes(sub[::-1, ::-1], 2, 3),
+                window_strides=(1, 1),
+                padding="VALID",
+                dimension_numbers=_DIMENSION_NUMBERS,
+            )  # (B, hi_h - lo_h, hi_w - lo_w, I)
+            columns.append(
+                jnp.pad(part, ((0, 0), (0, phase_h - part.shape[1]), (0, phase_w - part.shape[2]),
+                               (0, 0)))
+            )  # fmt: skip
+        rows.append(jnp.stack(columns, axis=3))  # (B, phase_h, phase_w, s, I)
+    interleaved = jnp.stack(rows, axis=2)  # (B, phase_h, s, phase_w, s, I)
+    out = interleaved.reshape(batch, stride * phase_h, stride * phase_w, kernel.shape[2])
+    return out[:, :in_h, :in_w]
+
+
+def _weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int) -> Array:
+    """dL/dkernel of `strided_conv(x, kernel, stride)` for the output cotangent g: (k, k, I, O)."""
+    _, pullback = jax.vjp(
+        lambda kernel: _stock_conv(x, kernel, stride), jnp.zeros(kernel_shape, x.dtype)
+    )
+    return pullback(g)[0]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _phase_conv(x: Array, kernel: Array, stride: int) -> Array:
+    return _stock_conv(x, kernel, stride)
+
+
+def _phase_conv_fwd(x: Array, kernel: Array, stride: int):
+    return _stock_conv(x, kernel, stride), (x, kernel)
+
+
+def _phase_conv_bwd(stride: int, residual, g: Array):
+    x, kernel = residual
+    grad_x = _phase_transpose(g, kernel, stride, x.shape[1:3])
+    return grad_x, _weight_grad(x, g, kernel.shape, stride)
+
+
+_phase_conv.defvjp(_phase_conv_fwd, _phase_conv_bwd)
+
+
+def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
+    """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
+    if _use_phase_convs():
+        return _phase_conv(x, kernel, stride)
+    return _stock_conv(x, kernel, stride)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -81,9 +206,11 @@ def conv_transpose(x: Array, kernel: Array, stride: int) -> Array:
 
 def _conv_transpose_forward(x: Array, kernel: Array, stride: int) -> Array:
     batch, height, width, _ = x.shape
+    if _use_phase_convs():
+        return _phase_transpose(x, kernel, stride, (stride * height, stride * width))
     out_shape = (batch, stride * height, stride * width, kernel.shape[2])
     (y,) = jax.linear_transpose(
-        lambda u: strided_conv(u, kernel, stride), jax.ShapeDtypeStruct(out_shape, x.dtype)
+        lambda u: _stock_conv(u, kernel, stride), jax.ShapeDtypeStruct(out_shape, x.dtype)
     )(x)
     return y
 
@@ -96,9 +223,7 @@ def _conv_transpose_bwd(stride: int, residual, g: Array):
     x, kernel = residual
     # y = S_k^T x  =>  dL/dx = S_k g, and <g, S_k^T x> = <S_k g, x> gives dL/dk as the weight
     # gradient of the strided conv S_k(g) against the cotangent x.
-    grad_x, pullback = jax.vjp(lambda k: strided_conv(g, k, stride), kernel)
-    (grad_kernel,) = pullback(x)
-    return grad_x, grad_kernel
+    return _stock_conv(g, kernel, stride), _weight_grad(g, x, kernel.shape, stride)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)

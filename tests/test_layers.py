@@ -130,3 +130,58 @@ def test_lower_bound_gradient_pushes_back_above_bound():
     assert jax.grad(lambda x: -layers.lower_bound(x, 1.0))(0.5) == -1.0
     assert jax.grad(lambda x: layers.lower_bound(x, 1.0))(0.5) == 0.0
     assert jax.grad(lambda x: layers.lower_bound(x, 1.0))(2.0) == 1.0
+
+
+def _lax_conv(x, kernel, stride):
+    pad = kernel.shape[0] // 2
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+@pytest.mark.parametrize(
+    "height, width, kernel_size, stride",
+    [(16, 20, 5, 2), (15, 9, 5, 2), (16, 16, 3, 2), (9, 7, 5, 1), (8, 8, 3, 1), (7, 5, 1, 1)],
+)
+def test_phase_conv_gradients_equal_lax_to_float32_rounding(height, width, kernel_size, stride):
+    x = _rand(0, (2, height, width, 3))
+    kernel = _rand(1, (kernel_size, kernel_size, 3, 4))
+    g = _rand(2, _lax_conv(x, kernel, stride).shape)
+    _, reference_pullback = jax.vjp(lambda x, k: _lax_conv(x, k, stride), x, kernel)
+    with layers.conv_implementation("phase"):
+        y, pullback = jax.vjp(lambda x, k: layers.strided_conv(x, k, stride), x, kernel)
+        grads = jax.jit(pullback)(g)
+    np.testing.assert_allclose(y, _lax_conv(x, kernel, stride), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, reference_pullback(g), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("implementation", ["phase", "stock"])
+def test_conv_transpose_implementations_agree(implementation):
+    kernel = _rand(0, (5, 5, 6, 4))
+    v = _rand(2, (2, 6, 10, 4))
+    with layers.conv_implementation(implementation):
+        got = jax.jit(lambda v, k: layers.conv_transpose(v, k, 2))(v, kernel)
+    (want,) = jax.linear_transpose(
+        lambda u: _lax_conv(u, kernel, 2), jax.ShapeDtypeStruct((2, 12, 20, 6), jnp.float32)
+    )(v)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_implementation_is_chosen_per_backend():
+    x, kernel = _rand(0, (1, 8, 8, 3)), _rand(1, (5, 5, 3, 4))
+
+    def jaxpr(name):
+        with layers.conv_implementation(name):
+            return str(jax.make_jaxpr(lambda x: layers.strided_conv(x, kernel, 2))(x))
+
+    assert "custom_vjp" not in jaxpr("stock")
+    assert "custom_vjp" in jaxpr("phase")
+    assert ("custom_vjp" in jaxpr("auto")) == (jax.default_backend() == "cpu")
+    with pytest.raises(ValueError, match="unknown conv implementation"):
+        with layers.conv_implementation("winograd"):
+            pass

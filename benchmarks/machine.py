@@ -1,0 +1,46 @@
+"""The machine a benchmark ran on: CPU model, load, and its dense-matmul rate (the practical limit).
+
+Every benchmark prints these beside its figures, so that figures from different machines (or from
+one machine under different load) can be compared through the achieved fraction of the limit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+MATMUL_SIDE = 2048
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else `platform.processor()`)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def matmul_gflops(repeats: int = 5) -> float:
+    """GFLOP/s of a jitted float32 2048^3 matmul on the default device (median of `repeats`)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (MATMUL_SIDE, MATMUL_SIDE), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(a))
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a))
+        times.append(time.perf_counter() - start)
+    return 2.0 * MATMUL_SIDE**3 / statistics.median(times) / 1e9
+
+
+def load_average() -> float:
+    """The 1-minute load average (what `uptime` prints first)."""
+    return os.getloadavg()[0]
