@@ -4,7 +4,7 @@
 |--------|------|------------------------------------------------------------------------|
 | 0      | 4    | magic `b"JAHP"`                                                        |
 | 4      | 1    | format version (1)                                                     |
-| 5      | 1    | prior id: index in PRIOR_IDS (factorized 0 .. joint 4)                 |
+| 5      | 1    | prior id: index in PRIOR_IDS, the latent codec registry's order        |
 | 6      | 2    | N (num_filters)                                                        |
 | 8      | 2    | M (num_latents)                                                        |
 | 10     | 1    | K (mixture components)                                                 |
@@ -29,10 +29,11 @@ import struct
 import zlib
 
 from jahp_jax.coding import CodecError
+from jahp_jax.latent_codecs import PRIORS
 
 MAGIC = b"JAHP"
 FORMAT_VERSION = 1
-PRIOR_IDS = ("factorized", "hyperprior", "mean_scale", "context", "joint")
+PRIOR_IDS = tuple(PRIORS)  # factorized 0 .. joint 4, checkerboard 5: append only
 MAX_IMAGE_SIDE = 1 << 16
 _BODY = struct.Struct("<4sBBHHBx8sIIIII")
 _CRC = struct.Struct("<I")

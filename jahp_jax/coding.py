@@ -31,13 +31,14 @@ Escapes. A value v is mapped to u = zigzag(v) + 1 >= 1 with b + 1 = bit_length(u
 is coded uniformly over 32 values, then the b bits of u below its leading one, uniformly, in
 chunks of at most 16 bits. |v| <= 2^30.
 
-Autoregressive priors. Positions on the wavefront 3 r + c = t depend only on earlier wavefronts
-(the 5x5 mask-A kernel reaches rows r-2..r-1, cols c-2..c+2 and row r, cols c-2..c-1, all with
-3 r' + c' <= 3 r + c - 1), so an h x w latent takes 3 (h - 1) + w steps. Encoder and decoder run
-the same loop: gather the 3x5 causal patches of y_hat from a zero-padded numpy buffer, call one
-jitted function of fixed shapes (context matmul + entropy-parameter convs -> distribution), code
-the wavefront's symbols and write y_hat = symbol + offset back. The encoder fills its buffer
-exactly as the decoder does, so both feed bit-identical inputs to the same compiled function.
+Schedules. y is coded in the steps of its latent codec's schedule (`jahp_jax.latent_codecs`):
+one step for the factorized and hyperprior priors, two for the checkerboard, the wavefronts of
+the raster-scan context. Encoder and decoder run the same loop (`LatentCoder._code_y`): gather the
+step's inputs from the decoded y_hat so far (a zero-padded numpy buffer), call the codec's one
+jitted step function (fixed shapes per step kind) -> distribution, code the step's symbols with the
+table family of the codec's density, write y_hat = symbol + offset back. The encoder fills its
+buffer exactly as the decoder does, so both feed bit-identical inputs to the same compiled
+function.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
-from jahp_jax.entropy_models import SCALE_BOUND, FactorizedDensity
-from jahp_jax.layers import causal_mask
+from jahp_jax.entropy_models import (
+    SCALE_BOUND,
+    GaussianConditional,
+    GaussianMixtureConditional,
+)
+from jahp_jax.latent_codecs import CodingStep, LatentCodec
 from jahp_jax.models import CompressionModel
 
 PRECISION = 24
@@ -68,7 +73,7 @@ _ESCAPE_LENGTHS = 32  # b in 0..31
 _CHUNK_BITS = 16
 _TOTAL = 1 << PRECISION
 _MIXTURE_MAX_HALF_WIDTH = 256
-_MIXTURE_ROWS_PER_BATCH = 8
+_MIXTURE_SYMBOLS_PER_BATCH = 1 << 15  # bounds the (n, K, 2R + 2) float64 CDF arrays
 
 _model = constriction.stream.model
 _queue = constriction.stream.queue
@@ -169,10 +174,16 @@ def gaussian_tables() -> TableSet:
     return TableSet.from_probabilities(probabilities, np.array(lows))
 
 
-def factorized_tables(density_params: dict, channels: int) -> tuple[TableSet, np.ndarray]:
-    """Per-channel tables of a FactorizedDensity -> (tables, medians (C,) float32)."""
-    quantiles = np.asarray(density_params["quantiles"], np.float32)[:, 0, :]
+def factorized_tables(
+    quantiles: np.ndarray, likelihood: Callable[[jax.Array], jax.Array]
+) -> tuple[TableSet, np.ndarray]:
+    """Per-channel tables of a FactorizedDensity -> (tables, medians (C,) float32).
+
+    quantiles (C, 1, 3) are its learned [lower, median, upper]; `likelihood` maps (1, 1, L, C)
+    values to their unit-bin probabilities (`FactorizedDensity.likelihood`)."""
+    quantiles = np.asarray(quantiles, np.float32)[:, 0, :]
     medians = quantiles[:, 1]
+    channels = medians.size
     with np.errstate(invalid="ignore"):
         below = np.nan_to_num(np.ceil(medians - quantiles[:, 0]), nan=0.0)
         above = np.nan_to_num(np.ceil(quantiles[:, 2] - medians), nan=0.0)
@@ -180,13 +191,10 @@ def factorized_tables(density_params: dict, channels: int) -> tuple[TableSet, np
     highs = np.clip(above, 0, MAX_TABLE_HALF_WIDTH).astype(np.int64)
     length = int((highs - lows).max()) + 1
     grid = medians[:, None] + (lows[:, None] + np.arange(length)[None, :]).astype(np.float32)
-    likelihood = FactorizedDensity(channels).apply(
-        {"params": density_params}, jnp.asarray(grid.T[None, None]), method="likelihood"
-    )
-    likelihood = np.asarray(likelihood, np.float64)[0, 0].T  # (C, length)
+    probability = np.asarray(likelihood(jnp.asarray(grid.T[None, None])), np.float64)[0, 0].T
     probabilities = []
     for c in range(channels):
-        pmf = likelihood[c, : highs[c] - lows[c] + 1]
+        pmf = probability[c, : highs[c] - lows[c] + 1]
         probabilities.append(np.append(pmf, max(0.0, 1.0 - pmf.sum())))
     return TableSet.from_probabilities(probabilities, lows), medians
 
@@ -336,25 +344,98 @@ def new_decoder(data: bytes):
 
 
 # ---------------------------------------------------------------------------------------------
-# Wavefront schedule of the 5x5 causal context.
+# Table families: how the symbols of one step are coded given their distribution.
 # ---------------------------------------------------------------------------------------------
-def wavefront_schedule(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions of each wavefront 3 r + c = t, padded to a fixed width P.
+@dataclasses.dataclass(frozen=True)
+class ChannelTables:
+    """A learned factorized density: one table per channel, symbols around the medians."""
 
-    Returns rows (T, P), cols (T, P) int64 (padding entries point at (0, 0)) and counts (T,),
-    T = 3 (height - 1) + width.
-    """
-    steps = 3 * (height - 1) + width
-    width_p = min(height, (width + 2) // 3)
-    rows = np.zeros((steps, width_p), np.int64)
-    cols = np.zeros((steps, width_p), np.int64)
-    counts = np.zeros(steps, np.int64)
-    for t in range(steps):
-        r = np.arange(max(0, -(-(t - width + 1) // 3)), min(height - 1, t // 3) + 1)
-        counts[t] = r.size
-        rows[t, : r.size] = r
-        cols[t, : r.size] = t - 3 * r
-    return rows, cols, counts
+    tables: TableSet
+
+    def encode(self, encoder, symbols: np.ndarray, dist: dict, channels: np.ndarray) -> None:
+        index = np.broadcast_to(channels, symbols.shape)
+        encode_symbols(encoder, symbols, index, self.tables)
+
+    def decode(self, decoder, dist: dict, channels: np.ndarray, shape: tuple) -> np.ndarray:
+        return decode_symbols(decoder, np.broadcast_to(channels, shape), self.tables)
+
+
+class ScaleTables:
+    """A Gaussian: the table of the scale level nearest to each predicted scale."""
+
+    def encode(self, encoder, symbols: np.ndarray, dist: dict, channels: np.ndarray) -> None:
+        encode_symbols(encoder, symbols, scale_to_level(dist["scales"]), gaussian_tables())
+
+    def decode(self, decoder, dist: dict, channels: np.ndarray, shape: tuple) -> np.ndarray:
+        return decode_symbols(decoder, scale_to_level(dist["scales"]), gaussian_tables())
+
+
+class MixturePmfs:
+    """A Gaussian mixture: one PMF per symbol (`mixture_pmfs`), in batches of positions."""
+
+    @staticmethod
+    def _batches(dist: dict, offset_shape: tuple):
+        # (n, K, C) -> (n * C, K) rows in the symbols' (n, C) row-major order
+        n, c = offset_shape
+        rows = max(1, _MIXTURE_SYMBOLS_PER_BATCH // c)
+        for start in range(0, n, rows):
+            part = {k: np.moveaxis(v[start : start + rows], -2, -1) for k, v in dist.items()}
+            yield start * c, {k: v.reshape(-1, v.shape[-1]) for k, v in part.items()}
+
+    def encode(self, encoder, symbols: np.ndarray, dist: dict, channels: np.ndarray) -> None:
+        flat, offset = symbols.ravel(), dist["offset"].ravel()
+        for start, part in self._batches(dist["mixture"], symbols.shape):
+            stop = start + part["means"].shape[0]
+            low, counts = mixture_pmfs(
+                part["means"], part["scales"], part["weights"], offset[start:stop]
+            )
+            encode_with_pmfs(encoder, flat[start:stop], low, counts)
+
+    def decode(self, decoder, dist: dict, channels: np.ndarray, shape: tuple) -> np.ndarray:
+        offset = dist["offset"].ravel()
+        symbols = []
+        for start, part in self._batches(dist["mixture"], shape):
+            stop = start + part["means"].shape[0]
+            low, counts = mixture_pmfs(
+                part["means"], part["scales"], part["weights"], offset[start:stop]
+            )
+            symbols.append(decode_with_pmfs(decoder, low, counts))
+        return np.concatenate(symbols)
+
+
+TableFamily = ChannelTables | ScaleTables | MixturePmfs
+
+
+def table_family(conditional, density_tables: TableSet | None) -> TableFamily:
+    """The table family of a density: per-channel tables for a learned factorized density
+    (conditional None), scale tables for a Gaussian, per-symbol PMFs for a mixture."""
+    if conditional is None:
+        return ChannelTables(density_tables)
+    if isinstance(conditional, GaussianMixtureConditional):
+        return MixturePmfs()
+    if isinstance(conditional, GaussianConditional):
+        return ScaleTables()
+    raise TypeError(f"no table family for the density {conditional!r}")
+
+
+def code_step(
+    family: TableFamily,
+    coder,
+    dist: dict[str, np.ndarray],
+    offset: np.ndarray,
+    channels: np.ndarray,
+    values: np.ndarray | None,
+) -> np.ndarray:
+    """Code one step's latents (n, C) given their dist and offsets: the encoder passes `values`
+    (the unquantized latents), the decoder None. Returns the dequantized symbols + offset."""
+    if isinstance(family, MixturePmfs):
+        dist = {"mixture": dist, "offset": offset}
+    if values is not None:
+        symbols = np.rint(values - offset).astype(np.int64)
+        family.encode(coder, symbols, dist, channels)
+    else:
+        symbols = family.decode(coder, dist, channels, offset.shape)
+    return symbols.reshape(offset.shape).astype(np.float32) + offset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,8 +449,24 @@ class CodedLatents:
     y_stream: bytes
     y_hat: np.ndarray  # (h, w, M) float32, exactly what the decoder reconstructs
     z_hat: np.ndarray | None  # (h/4, w/4, N) float32
+    y_distribution: dict[str, np.ndarray]  # (h, w, [K,] M) the parameters the coder used
     bits_y: float  # sum of -log2 likelihood under the coder's (unsnapped) distribution
     bits_z: float
+
+
+def _latent_codec(model: CompressionModel) -> LatentCodec:
+    return model.latent_codec
+
+
+def _density_quantiles(model: CompressionModel) -> dict[str, jax.Array]:
+    densities = _latent_codec(model).factorized_densities()
+    return {name: density.quantiles for name, density in densities.items()}
+
+
+def _step(model: CompressionModel, kind: int, *inputs):
+    codec = _latent_codec(model)
+    dist = codec.step_distribution(kind, *inputs)
+    return dist, codec.y_offset(dist)
 
 
 @functools.cache
@@ -377,30 +474,23 @@ def compiled_functions(model: CompressionModel) -> dict[str, Callable]:
     """The jitted pieces of `model` the coder uses (params are arguments), compiled once per
     model configuration and shared by every LatentCoder/Codec of that configuration."""
 
-    def method(name):
-        return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=name))
+    def method(function):
+        return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=function))
 
-    def density_likelihood(channels):
-        return jax.jit(
-            lambda p, x: FactorizedDensity(channels).apply({"params": p}, x, method="likelihood")
+    def codec_method(name):
+        return method(lambda m, *a: getattr(_latent_codec(m), name)(*a))
+
+    functions = {name: method(name) for name in ("analysis", "synthesis")}
+    for name in ("hyper_analysis", "hyper_synthesis", "y_likelihood"):
+        functions[name] = codec_method(name)
+    functions["step"] = jax.jit(
+        lambda p, kind, *inputs: model.apply({"params": p}, kind, *inputs, method=_step),
+        static_argnums=1,
+    )
+    for name in ("z", "y"):
+        functions[f"{name}_density_likelihood"] = method(
+            lambda m, x, name=name: _latent_codec(m).factorized_densities()[name].likelihood(x)
         )
-
-    def wavefront_params(p, kernel, bias, patches, hyper):
-        """patches (P, 15 M) causal 3x5 windows, hyper (P, 2M) or None -> (dist, offset)."""
-        context = (patches @ kernel + bias)[None, None]  # (1, 1, P, 2M)
-        dist = model.apply(
-            {"params": p},
-            None if hyper is None else hyper[None, None],
-            context,
-            method="distribution",
-        )
-        return dist, model.apply({"params": p}, dist, method="y_offset")
-
-    names = ("analysis", "synthesis", "hyper_analysis", "hyper_synthesis", "distribution")
-    functions = {name: method(name) for name in (*names, "y_offset", "y_likelihood")}
-    functions["z_likelihood"] = density_likelihood(model.num_filters)
-    functions["y_factorized_likelihood"] = density_likelihood(model.num_latents)
-    functions["wavefront_params"] = jax.jit(wavefront_params)
     return functions
 
 
@@ -413,174 +503,100 @@ class LatentCoder:
     def __init__(self, model: CompressionModel, params: dict):
         self.model = model
         self.params = params
-        self.spec = model.spec
+        self.codec = model.make_latent_codec()
         self.num_latents = model.num_latents
-        self.mixture = model.mixture_components > 1
-        tables = [gaussian_tables()]
-        if self.spec.hyperprior is not None:
-            self.z_tables, self.z_medians = factorized_tables(
-                params["z_density"], model.num_filters
-            )
-            tables.append(self.z_tables)
-        if not self.spec.conditional:
-            self.y_tables, self.y_medians = factorized_tables(
-                params["y_density"], model.num_latents
-            )
-            tables.append(self.y_tables)
+        self.functions = compiled_functions(model)
+        quantiles = model.apply({"params": params}, method=_density_quantiles)
+        self.density_tables = {}
+        for name in ("z", "y"):  # a fixed order for the checksum
+            if name in quantiles:
+                likelihood = functools.partial(self.functions[f"{name}_density_likelihood"], params)
+                self.density_tables[name] = factorized_tables(quantiles[name], likelihood)
+        y_tables = self.density_tables["y"][0] if "y" in self.density_tables else None
+        self.y_family = table_family(self.codec.conditional, y_tables)
+        tables = [gaussian_tables()] + [tables for tables, _ in self.density_tables.values()]
         self.table_checksum = functools.reduce(
             lambda crc, t: zlib.crc32(t.checksum().to_bytes(4, "little"), crc), tables, 0
         )
 
-        functions = compiled_functions(model)
-        self._hyper_analysis = functions["hyper_analysis"]
-        self._hyper_synthesis = functions["hyper_synthesis"]
-        self._distribution = functions["distribution"]
-        self._offset = functions["y_offset"]
-        self._y_likelihood = functions["y_likelihood"]
-        self._z_likelihood = functions["z_likelihood"]
-        self._y_factorized_likelihood = functions["y_factorized_likelihood"]
-        self._wavefront_params = functions["wavefront_params"]
-        if self.spec.context:
-            kernel = np.asarray(params["context_prediction"]["kernel"], np.float32)
-            kernel = (kernel * causal_mask(5)[:, :, None, None])[:3]  # rows r-2..r (3, 5, M, 2M)
-            m = self.num_latents
-            self._context_kernel = jnp.asarray(kernel.reshape(15 * m, 2 * m))
-            self._context_bias = jnp.asarray(params["context_prediction"]["bias"])
-
     # --- z ------------------------------------------------------------------------------------
+    def _code_z(self, coder, shape: tuple[int, ...], z: np.ndarray | None) -> np.ndarray:
+        """Code z (h/4, w/4, N) around its medians -> z_hat."""
+        tables, medians = self.density_tables["z"]
+        offset = np.broadcast_to(medians, shape)
+        return code_step(ChannelTables(tables), coder, {}, offset, np.arange(shape[-1]), z)
+
     def _hyper(self, z_hat: np.ndarray) -> np.ndarray:
-        return np.asarray(self._hyper_synthesis(self.params, jnp.asarray(z_hat[None])))[0]
+        return np.asarray(self.functions["hyper_synthesis"](self.params, z_hat[None]))[0]
 
-    def _channel_index(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[-1]), shape).ravel()
-
-    # --- y symbols given the distribution -----------------------------------------------------
-    def _code_gaussian(self, coder, dist: dict, offset: np.ndarray, y: np.ndarray | None):
-        """Code one batch of y (n, M) given its dist (numpy); returns y_hat (n, M) float32."""
-        if self.mixture:
-            return self._code_mixture(coder, dist, offset, y)
-        levels = scale_to_level(dist["scales"])
-        if y is not None:
-            symbols = np.rint(y - offset).astype(np.int64)
-            encode_symbols(coder, symbols, levels, gaussian_tables())
-        else:
-            symbols = decode_symbols(coder, levels, gaussian_tables())
-        return symbols.reshape(offset.shape).astype(np.float32) + offset
-
-    def _code_mixture(self, coder, dist: dict, offset: np.ndarray, y: np.ndarray | None):
-        # (n, K, M) -> (n * M, K), symbol order (n, M) row-major like the Gaussian case.
-        def flat(a):
-            return np.moveaxis(a, -2, -1).reshape(-1, a.shape[-2])
-
-        low, counts = mixture_pmfs(
-            flat(dist["means"]), flat(dist["scales"]), flat(dist["weights"]), offset.ravel()
-        )
-        if y is not None:
-            symbols = np.rint(y - offset).astype(np.int64)
-            encode_with_pmfs(coder, symbols, low, counts)
-        else:
-            symbols = decode_with_pmfs(coder, low, counts)
-        return symbols.reshape(offset.shape).astype(np.float32) + offset
-
-    def _code_y(self, coder, hyper: np.ndarray | None, y: np.ndarray | None, shape):
-        """Code y (h, w, M) (encoder: y given; decoder: None) -> (y_hat, dist) numpy."""
-        if not self.spec.conditional:
-            index = self._channel_index(shape)
-            if y is not None:
-                symbols = np.rint(y - self.y_medians).astype(np.int64)
-                encode_symbols(coder, symbols, index, self.y_tables)
-            else:
-                symbols = decode_symbols(coder, index, self.y_tables)
-            return symbols.reshape(shape).astype(np.float32) + self.y_medians, None
-        if self.spec.context:
-            return self._code_autoregressive(coder, hyper, y, shape)
-        dist = self._distribution(self.params, jnp.asarray(hyper[None]), None)
-        offset = np.asarray(self._offset(self.params, dist))[0]
-        dist = {k: np.asarray(v)[0] for k, v in dist.items()}
-        rows = shape[0] if not self.mixture else _MIXTURE_ROWS_PER_BATCH
-        y_hat = np.empty(shape, np.float32)
-        for r in range(0, shape[0], rows):
-            part = slice(r, r + rows)
-            batch = {k: v[part].reshape(-1, *v.shape[2:]) for k, v in dist.items()}
-            y_hat[part] = self._code_gaussian(
-                coder,
-                batch,
-                offset[part].reshape(-1, shape[-1]),
-                None if y is None else y[part].reshape(-1, shape[-1]),
-            ).reshape(offset[part].shape)
-        return y_hat, dist
-
-    def _code_autoregressive(self, coder, hyper, y, shape):
+    # --- y: the schedule ----------------------------------------------------------------------
+    def _code_y(self, coder, hyper: np.ndarray | None, shape, y: np.ndarray | None):
+        """Code y (h, w, M) (encoder: y given; decoder: None) -> (y_hat, dist maps) numpy."""
         height, width, m = shape
-        rows, cols, counts = wavefront_schedule(height, width)
-        y_pad = np.zeros((height + 2, width + 4, m), np.float32)
-        window_rows, window_cols = np.arange(3)[None, :, None], np.arange(5)[None, None, :]
-        y_hat = np.zeros(shape, np.float32)
+        top, bottom, left, right = self.codec.coding_padding
+        y_pad = np.zeros((height + top + bottom, width + left + right, m), np.float32)
+        y_hat = y_pad[top : top + height, left : left + width]  # a view: written in place
         dist_maps: dict[str, np.ndarray] = {}
-        for t in range(rows.shape[0]):
-            r, c, n = rows[t], cols[t], counts[t]
-            # (P, 3, 5, M) causal windows (rows r-2..r, cols c-2..c+2) -> (P, 15 M)
-            patches = y_pad[r[:, None, None] + window_rows, c[:, None, None] + window_cols]
-            patches = patches.reshape(r.size, 15 * m)
-            dist, offset = self._wavefront_params(
-                self.params,
-                self._context_kernel,
-                self._context_bias,
-                patches,
-                None if hyper is None else hyper[r, c],
+        step: CodingStep
+        for step in self.codec.schedule(height, width):
+            if step.count == 0:
+                continue
+            channels = slice(*step.channels) if step.channels else slice(0, m)
+            inputs = self.codec.step_inputs(step, y_pad, hyper)
+            dist, offset = self.functions["step"](self.params, step.kind, *inputs)
+            n = step.count
+            dist = {k: np.asarray(v)[:n] for k, v in dist.items()}
+            rows, cols = step.rows[:n], step.cols[:n]
+            values = code_step(
+                self.y_family,
+                coder,
+                dist,
+                np.asarray(offset)[:n],
+                np.arange(m)[channels],
+                None if y is None else y[rows, cols, channels],
             )
-            dist = {k: np.asarray(v)[0, 0, :n] for k, v in dist.items()}
-            offset = np.asarray(offset)[0, 0, :n]
-            values = self._code_gaussian(
-                coder, dist, offset, None if y is None else y[r[:n], c[:n]]
-            )
-            y_pad[r[:n] + 2, c[:n] + 2] = values
-            y_hat[r[:n], c[:n]] = values
+            y_hat[rows, cols, channels] = values
             for k, v in dist.items():
                 if k not in dist_maps:
-                    dist_maps[k] = np.zeros((height, width, *v.shape[1:]), np.float32)
-                dist_maps[k][r[:n], c[:n]] = v
-        return y_hat, dist_maps
+                    dist_maps[k] = np.zeros((height, width, *v.shape[1:-1], m), np.float32)
+                dist_maps[k][rows, cols, ..., channels] = v
+        return np.ascontiguousarray(y_hat), dist_maps
 
     # --- public -------------------------------------------------------------------------------
     def encode(self, y: np.ndarray) -> CodedLatents:
         """y (h, w, M) float32 (the analysis transform's output) -> CodedLatents."""
         y = np.asarray(y, np.float32)
         z_stream, z_hat, hyper, bits_z = b"", None, None, 0.0
-        if self.spec.hyperprior is not None:
-            z = np.asarray(self._hyper_analysis(self.params, jnp.asarray(y[None])))[0]
-            z_symbols = np.rint(z - self.z_medians).astype(np.int64)
+        if self.codec.hyperprior:
+            z = np.asarray(self.functions["hyper_analysis"](self.params, y[None]))[0]
             encoder = new_encoder()
-            encode_symbols(encoder, z_symbols, self._channel_index(z.shape), self.z_tables)
+            z_hat = self._code_z(encoder, z.shape, z)
             z_stream = stream_bytes(encoder)
-            z_hat = z_symbols.astype(np.float32) + self.z_medians
             hyper = self._hyper(z_hat)
-            z_lik = self._z_likelihood(self.params["z_density"], jnp.asarray(z_hat[None]))
+            z_lik = self.functions["z_density_likelihood"](self.params, z_hat[None])
             bits_z = float(-np.sum(np.log2(np.asarray(z_lik, np.float64))))
         encoder = new_encoder()
-        y_hat, dist = self._code_y(encoder, hyper, y, y.shape)
-        if dist is None:
-            y_lik = self._y_factorized_likelihood(self.params["y_density"], y_hat[None])
-        else:
-            y_lik = self._y_likelihood(
-                self.params, y_hat[None], {k: v[None] for k, v in dist.items()}
-            )
+        y_hat, dist = self._code_y(encoder, hyper, y.shape, y)
+        y_lik = self.functions["y_likelihood"](
+            self.params, y_hat[None], {k: v[None] for k, v in dist.items()}
+        )
         bits_y = float(-np.sum(np.log2(np.asarray(y_lik, np.float64))))
-        return CodedLatents(z_stream, stream_bytes(encoder), y_hat, z_hat, bits_y, bits_z)
+        return CodedLatents(z_stream, stream_bytes(encoder), y_hat, z_hat, dist, bits_y, bits_z)
 
     def decode(self, z_stream: bytes, y_stream: bytes, shape: tuple[int, int]) -> np.ndarray:
         """(z_stream, y_stream, latent (h, w)) -> y_hat (h, w, M) float32."""
         height, width = shape
         hyper = None
-        if self.spec.hyperprior is not None:
+        if self.codec.hyperprior:
             z_shape = (-(-height // 4), -(-width // 4), self.model.num_filters)
-            z_symbols = decode_symbols(
-                new_decoder(z_stream), self._channel_index(z_shape), self.z_tables
-            )
-            hyper = self._hyper(z_symbols.reshape(z_shape).astype(np.float32) + self.z_medians)
+            hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
         shape_y = (height, width, self.num_latents)
-        y_hat, _ = self._code_y(new_decoder(y_stream), hyper, None, shape_y)
+        y_hat, _ = self._code_y(new_decoder(y_stream), hyper, shape_y, None)
         return y_hat
+
+
+# constriction raises AssertionError on data its range decoder cannot continue
+_DECODING_ERRORS = (ValueError, RuntimeError, OverflowError, IndexError, TypeError, AssertionError)
 
 
 def decode_guard(function: Callable, *args):
@@ -589,5 +605,5 @@ def decode_guard(function: Callable, *args):
         return function(*args)
     except CodecError:
         raise
-    except (ValueError, RuntimeError, OverflowError, IndexError, TypeError) as error:
+    except _DECODING_ERRORS as error:
         raise CodecError(f"the coded data is invalid ({error})") from None

@@ -25,6 +25,7 @@ CONFIGS = [
     ("context", 1),
     ("joint", 1),
     ("joint", 2),
+    ("checkerboard", 1),
 ]
 N = M = 12
 TRAIN_STEPS = 40
@@ -112,6 +113,10 @@ def test_different_model_is_refused(codecs, test_image):
         codecs["joint", 1, "trained"].decompress(data)
     with pytest.raises(CodecError, match="different model"):
         codecs["mean_scale", 1, "random"].decompress(data)
+    with pytest.raises(CodecError, match=r"different model \(prior checkerboard"):
+        codecs["joint", 1, "random"].decompress(
+            codecs["checkerboard", 1, "random"].compress(test_image)
+        )
 
 
 def test_bad_images_are_refused(codecs):
@@ -121,9 +126,10 @@ def test_bad_images_are_refused(codecs):
             c.compress(bad)
 
 
-def test_fuzz_mutated_files(codecs):
+@pytest.mark.parametrize("prior", ["joint", "checkerboard"])
+def test_fuzz_mutated_files(codecs, prior):
     """1,000+ mutations: each raises CodecError; with the CRC recomputed, CodecError or an image."""
-    c = codecs["joint", 1, "trained"]
+    c = codecs[prior, 1, "trained"]
     image = read_image(SHARED / "data" / "val" / "bsds500" / "102061.jpg")[:64, :80]
     data = c.compress(image)
     rng = np.random.default_rng(0)

@@ -1,10 +1,9 @@
-"""Tables, symbol coding with escapes, mixtures and the wavefront schedule of jahp_jax.coding."""
+"""Tables, symbol coding with escapes and mixtures of jahp_jax.coding."""
 
 import numpy as np
 import pytest
 
 from jahp_jax import coding
-from jahp_jax.layers import causal_mask
 
 
 def test_quantize_pmf_is_a_valid_integer_table():
@@ -92,29 +91,6 @@ def test_mixture_pmfs_roundtrip():
     coding.encode_with_pmfs(encoder, symbols, low, counts)
     decoder = coding.new_decoder(coding.stream_bytes(encoder))
     np.testing.assert_array_equal(coding.decode_with_pmfs(decoder, low, counts), symbols)
-
-
-@pytest.mark.parametrize("height,width", [(32, 48), (1, 1), (5, 2), (7, 13)])
-def test_wavefront_schedule_is_causal_and_complete(height, width):
-    rows, cols, counts = coding.wavefront_schedule(height, width)
-    assert len(counts) == 3 * (height - 1) + width
-    step = np.full((height, width), -1)
-    for t in range(len(counts)):
-        n = counts[t]
-        assert np.all(step[rows[t, :n], cols[t, :n]] == -1)
-        step[rows[t, :n], cols[t, :n]] = t
-    assert np.all(step >= 0)
-    mask = causal_mask(5)
-    for r in range(height):
-        for c in range(width):
-            for dr, dc in zip(*np.nonzero(mask), strict=True):
-                rr, cc = r + dr - 2, c + dc - 2
-                if 0 <= rr < height and 0 <= cc < width:
-                    assert step[rr, cc] < step[r, c]
-
-
-def test_wavefront_count_for_a_kodak_latent():
-    assert len(coding.wavefront_schedule(32, 48)[2]) == 141
 
 
 def test_decoder_rejects_a_partial_word():

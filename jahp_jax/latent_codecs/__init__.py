@@ -1,0 +1,23 @@
+"""Latent codecs, one per prior: see `base.LatentCodec` for the interface.
+
+Adding a prior is one new module here with a `LatentCodec` subclass and one line in `PRIORS`.
+Append new entries at the end: a prior's index in `PRIORS` is its id in the .jahp header.
+"""
+
+from jahp_jax.latent_codecs.base import CodingStep, LatentCodec
+from jahp_jax.latent_codecs.checkerboard import CheckerboardPrior
+from jahp_jax.latent_codecs.factorized import FactorizedPrior
+from jahp_jax.latent_codecs.hyperprior import ScaleHyperprior
+from jahp_jax.latent_codecs.mean_scale import MeanScaleHyperprior
+from jahp_jax.latent_codecs.rasterscan import ContextPrior, JointPrior
+
+PRIORS: dict[str, type[LatentCodec]] = {
+    "factorized": FactorizedPrior,
+    "hyperprior": ScaleHyperprior,
+    "mean_scale": MeanScaleHyperprior,
+    "context": ContextPrior,
+    "joint": JointPrior,
+    "checkerboard": CheckerboardPrior,
+}
+
+__all__ = ["PRIORS", "CodingStep", "LatentCodec"]

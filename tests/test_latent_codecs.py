@@ -1,0 +1,115 @@
+"""Every registered prior: the coder's per-step distribution parameters equal the differentiable
+pass's on the same y_hat, the round trip is exact, odd image sizes code; plus the schedules."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import SHARED
+
+from jahp_jax.codec import Codec, pad_image
+from jahp_jax.coding import CodedLatents, compiled_functions
+from jahp_jax.data import read_image
+from jahp_jax.latent_codecs import PRIORS
+from jahp_jax.latent_codecs.checkerboard import anchor_map, checkerboard_mask
+from jahp_jax.latent_codecs.rasterscan import wavefront_schedule
+from jahp_jax.layers import causal_mask
+from jahp_jax.models import create_model, init_params
+
+MIXTURES = [prior for prior, codec in PRIORS.items() if codec.predicts_means]
+CONFIGS = [(prior, 1) for prior in PRIORS] + [(prior, 2) for prior in MIXTURES]
+N = M = 8
+TOLERANCE = 1e-5  # max abs difference of any distribution parameter
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    """An odd-sized crop (97 x 131) of a validation image: latents 8 x 12 after padding."""
+    return read_image(SHARED / "data" / "val" / "bsds500" / "101085.jpg")[:97, :131]
+
+
+def _codec(prior: str, k: int) -> Codec:
+    model = create_model(prior, N, M, k)
+    return Codec(model, init_params(model, jax.random.key(0)))
+
+
+def _encode(codec: Codec, image: np.ndarray) -> CodedLatents:
+    y = compiled_functions(codec.model)["analysis"](codec.params, pad_image(image))
+    return codec.coder.encode(np.asarray(y)[0])
+
+
+def forward_distribution(codec: Codec, coded: CodedLatents) -> dict[str, np.ndarray]:
+    """The differentiable pass's distribution of every latent given the coder's y_hat and z_hat."""
+
+    def distribution(m, y_hat, z_hat):
+        latent_codec = m.latent_codec
+        hyper = None if z_hat is None else latent_codec.hyper_synthesis(z_hat)
+        return latent_codec.distribution(hyper, y_hat)
+
+    z_hat = None if coded.z_hat is None else coded.z_hat[None]
+    dist = codec.model.apply(
+        {"params": codec.params}, coded.y_hat[None], z_hat, method=distribution
+    )
+    return {name: np.asarray(value)[0] for name, value in dist.items()}
+
+
+@pytest.mark.parametrize("prior,k", CONFIGS)
+def test_coder_parameters_equal_the_forward_pass_and_roundtrip_is_exact(prior, k, image):
+    codec = _codec(prior, k)
+    coded = _encode(codec, image)
+    forward = forward_distribution(codec, coded)
+    assert set(forward) == set(coded.y_distribution)
+    for name, value in forward.items():
+        difference = float(np.abs(value - coded.y_distribution[name]).max())
+        assert difference <= TOLERANCE, (name, difference)
+    assert float(np.abs(coded.y_hat).max()) > 0  # the context models had something to read
+    data, stats = codec.compress_with_stats(image)
+    assert np.array_equal(stats.y_hat, coded.y_hat)
+    decoded, y_hat = codec.decompress_with_latents(data)
+    assert np.array_equal(y_hat, coded.y_hat)  # bit for bit
+    assert decoded.shape == image.shape
+
+
+@pytest.mark.parametrize("prior", list(PRIORS))
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 70)])
+def test_odd_image_sizes_roundtrip(prior, height, width, image):
+    codec = _codec(prior, 1)
+    crop = image[:height, :width]
+    data, stats = codec.compress_with_stats(crop)
+    decoded, y_hat = codec.decompress_with_latents(data)
+    assert np.array_equal(y_hat, stats.y_hat)
+    assert decoded.shape == crop.shape
+
+
+def _steps(prior: str, height: int, width: int) -> np.ndarray:
+    """(h, w) the step at which each latent is coded; every position exactly once."""
+    codec = create_model(prior, N, M).make_latent_codec()
+    step_of = np.full((height, width), -1)
+    for t, step in enumerate(codec.schedule(height, width)):
+        rows, cols = step.rows[: step.count], step.cols[: step.count]
+        assert np.all(step_of[rows, cols] == -1)
+        step_of[rows, cols] = t
+    assert np.all(step_of >= 0)
+    return step_of
+
+
+@pytest.mark.parametrize("prior,mask", [("joint", causal_mask(5)), ("checkerboard", None)])
+@pytest.mark.parametrize("height,width", [(32, 48), (1, 1), (5, 2), (7, 13)])
+def test_context_schedules_are_causal_and_complete(prior, mask, height, width):
+    """Every tap a context model reads is coded at an earlier step."""
+    mask = checkerboard_mask(5) if mask is None else mask
+    step_of = _steps(prior, height, width)
+    anchors = anchor_map(height, width)
+    for r in range(height):
+        for c in range(width):
+            if prior == "checkerboard" and anchors[r, c]:
+                continue  # anchors read no context
+            for dr, dc in zip(*np.nonzero(mask), strict=True):
+                rr, cc = r + dr - 2, c + dc - 2
+                if 0 <= rr < height and 0 <= cc < width:
+                    assert step_of[rr, cc] < step_of[r, c]
+
+
+def test_step_counts():
+    assert len(wavefront_schedule(32, 48)[2]) == 141  # a Kodak latent: 3 (h - 1) + w
+    assert _steps("checkerboard", 32, 48).max() == 1  # two passes whatever the size
+    assert _steps("mean_scale", 32, 48).max() == 0
