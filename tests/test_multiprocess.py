@@ -170,6 +170,21 @@ def test_two_processes_train_like_one_process_with_four_devices(four_devices, tm
     assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5)
 
 
+def test_two_processes_fine_tune_from_a_checkpoint(four_devices, tmp_path, env, data_args):
+    workdir = tmp_path / "fine_tuned"
+    init = {i: [f"--init_from={four_devices}", "--num_steps=1", "--seed=6"] for i in (0, 1)}
+    (code0, log0), (code1, log1) = finish(start_processes(workdir, data_args, env, free_port(),
+                                                          init))  # fmt: skip
+    assert code0 == 0, log0[-3000:]
+    assert code1 == 0, log1[-3000:]
+    # One Adam step (learning rate 1e-4; 1e-3 for the quantiles) from the pretrained parameters,
+    # not from the fresh start that another seed gives.
+    pretrained, fine_tuned = load_model(four_devices)[1], load_model(workdir)[1]
+    np.testing.assert_allclose(fine_tuned["z_density"].pop("quantiles"),
+                               pretrained["z_density"].pop("quantiles"), atol=1.5e-3)  # fmt: skip
+    assert_params_close(pretrained, fine_tuned, atol=2e-4)
+
+
 def test_a_killed_process_stops_the_other_and_both_resume(four_devices, tmp_path, env, data_args):
     workdir = tmp_path / "killed"
     port = free_port()
