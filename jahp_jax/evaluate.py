@@ -303,8 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         help="a training workdir or checkpoint folder; repeat for the points of one curve",
     )
-    parser.add_argument("--dataset", default="kodak", help="tfds name (default: kodak)")
-    parser.add_argument("--data_dir", default=None, help="offline copy, e.g. ../shared/data/kodak")
+    parser.add_argument("--dataset", default="kodak",
+                        help="tfds name (default: kodak), or 'folder': the images of "
+                        "--data_dir")  # fmt: skip
+    parser.add_argument("--data_dir", default=None,
+                        help="offline copy, e.g. ../shared/data/kodak; with --dataset=folder, any "
+                        "folder of images")  # fmt: skip
     parser.add_argument("--output", required=True, help="results JSON (per-image CSV beside it)")
     parser.add_argument("--name", default=None, help="curve name in the JSON and plots")
     parser.add_argument("--prior", default=None, help="refuse checkpoints of another prior")
@@ -316,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --output must end in .json, got '{output}'", file=sys.stderr)
         return 2
     try:
-        images = list(eval_images(args.dataset, data_dir=args.data_dir, limit=args.limit))
+        dataset = None if args.dataset == "folder" else args.dataset
+        images = list(eval_images(dataset, data_dir=args.data_dir, limit=args.limit))
         results, rows = evaluate_checkpoints(
             args.checkpoint,
             images,
