@@ -1,0 +1,62 @@
+"""Process start-up of the command-line tools: JAX's persistent compilation cache.
+
+Each CLI calls `enable_compilation_cache()` first, so a second run of the same command loads its
+compiled XLA programs from disk instead of compiling them again (seconds per model and image
+shape). Where the cache goes:
+
+- `JAHP_COMPILATION_CACHE` unset: `$XDG_CACHE_HOME/jahp_jax/xla` (`~/.cache/jahp_jax/xla`), or
+  JAX's own `JAX_COMPILATION_CACHE_DIR` where that is set;
+- `JAHP_COMPILATION_CACHE=off` (or 0, false, no, none, empty): no persistent cache;
+- `JAHP_COMPILATION_CACHE=DIR`: `DIR`.
+
+The folder only grows (one entry per distinct program, typically 0.1-5 MB); deleting it any time
+is safe. The library itself never turns the cache on: only the CLIs (and the test run, through
+launch.sh) do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CACHE_ENV = "JAHP_COMPILATION_CACHE"
+_OFF = ("off", "0", "false", "no", "none")
+
+
+def compilation_cache_dir() -> Path | None:
+    """The cache folder the environment asks for (see the module docstring), or None for off."""
+    setting = os.environ.get(CACHE_ENV)
+    if setting is not None:
+        setting = setting.strip()
+        return None if setting.lower() in _OFF or not setting else Path(setting).expanduser()
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "jahp_jax" / "xla"
+
+
+def enable_compilation_cache() -> Path | None:
+    """Point JAX's persistent compilation cache at `compilation_cache_dir()`; returns the folder.
+
+    Every compiled program is cached, however short its compile time (a decode compiles several
+    sub-second programs). An unwritable folder prints one warning and leaves the cache off.
+    """
+    path = compilation_cache_dir()
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"warning: compilation cache off: cannot create {path} ({error.strerror}); "
+            f"set {CACHE_ENV}=off or to a writable folder",
+            file=sys.stderr,
+        )
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
