@@ -21,11 +21,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SHARED
 
 from jahp_jax.checkpoints import load_model, resolve_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds500"
 KODAK = SHARED / "data" / "kodak"
 STEPS, EVERY, HEARTBEAT_S = 4, 2, 10
@@ -112,6 +111,9 @@ def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devi
     four_devices, tmp_path, env
 ):
     image = KODAK / "kodim23.png"
+    (tmp_path / "images").mkdir()
+    shutil.copy(image, tmp_path / "images")
+    env = {**env, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     outputs = {}
     for count in (1, 2):
         folder = tmp_path / f"on{count}"
@@ -121,7 +123,8 @@ def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devi
                           str(folder / "kodim23.jahp")], devices(env, count))  # fmt: skip
         assert compressed.returncode == 0, compressed.stderr[-2000:]
         evaluated = run([sys.executable, "-m", "jahp_jax.evaluate", f"--checkpoint={four_devices}",
-                         f"--data_dir={KODAK}", "--limit=1", f"--output={folder / 'eval.json'}"],
+                         "--dataset=folder", f"--data_dir={tmp_path / 'images'}",
+                         f"--output={folder / 'eval.json'}"],
                         devices(env, count))  # fmt: skip
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         outputs[count] = folder

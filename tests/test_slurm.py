@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, SHARED
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds500"
 KODAK = SHARED / "data" / "kodak"
 TINY = ["--num_filters=8", "--num_latents=8", "--patch_size=64", "--batch_size=2",
@@ -153,7 +152,8 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     images.mkdir()
     for path in sorted(BSDS.glob("*.jpg"))[:2]:
         shutil.copy(path, images / path.name)
-    env = {**slurm_env, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**slurm_env, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     root = tmp_path / "sweep"
     command = ["--launcher=slurm", f"--root={root}", "--priors=joint", "--lmbdas=0.01,0.02",
                "--time=20", *TINY, f"--data_dir={images}", f"--tfds_data_dir={tmp_path / 'tfds'}"]
@@ -178,9 +178,11 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
         assert "already trained 2 >= --num_steps=2 steps" in log.read_text()
 
     output = tmp_path / "eval" / "sweep.json"
+    (tmp_path / "kodak").mkdir()
+    shutil.copy(KODAK / "kodim23.png", tmp_path / "kodak")
     evaluated = subprocess.run(
         [sys.executable, "-m", "jahp_jax.evaluate", *(f"--checkpoint={w}" for w in workdirs),
-         f"--data_dir={KODAK}", "--limit=1", f"--output={output}"],
+         "--dataset=folder", f"--data_dir={tmp_path / 'kodak'}", f"--output={output}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
