@@ -78,11 +78,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def assert_params_close(a, b, atol: float) -> None:
+def assert_params_close(a, b, atol: float, what: str) -> None:
+    """Every parameter within atol; prints the largest difference (see it with pytest -s)."""
+    largest = 0.0
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b),
                             strict=True):  # fmt: skip
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol,
                                    err_msg=jax.tree_util.keystr(path))  # fmt: skip
+        largest = max(largest, float(np.max(np.abs(np.asarray(x) - np.asarray(y)))))
+    print(f"\n[figure] {what}: max |difference| of the parameters {largest:.2e}")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +108,8 @@ def test_resume_on_two_devices_from_a_four_device_checkpoint(four_devices, tmp_p
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from the step-{EVERY} checkpoint" in resumed.stderr
     assert "on 2 device(s)" in resumed.stderr
-    assert_params_close(load_model(four_devices)[1], load_model(tmp_path / "run")[1], atol=1e-5)
+    assert_params_close(load_model(four_devices)[1], load_model(tmp_path / "run")[1], atol=1e-5,
+                        what="resumed on 2 devices vs 4 devices throughout")  # fmt: skip
 
 
 def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devices(
@@ -170,7 +175,8 @@ def test_two_processes_train_like_one_process_with_four_devices(four_devices, tm
     assert "on 4 device(s), 2 process(es)" in log0
     assert f"step {STEPS}/{STEPS}" in log0 and "step 1/" not in log1  # Logs from process 0 only.
     assert resolve_checkpoint(workdir).name == str(STEPS)
-    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5)
+    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5,
+                        what="2 processes x 2 devices vs 1 process x 4 devices")  # fmt: skip
 
 
 def test_two_processes_fine_tune_from_a_checkpoint(four_devices, tmp_path, env, data_args):
@@ -185,7 +191,7 @@ def test_two_processes_fine_tune_from_a_checkpoint(four_devices, tmp_path, env, 
     pretrained, fine_tuned = load_model(four_devices)[1], load_model(workdir)[1]
     np.testing.assert_allclose(fine_tuned["z_density"].pop("quantiles"),
                                pretrained["z_density"].pop("quantiles"), atol=1.5e-3)  # fmt: skip
-    assert_params_close(pretrained, fine_tuned, atol=2e-4)
+    assert_params_close(pretrained, fine_tuned, atol=2e-4, what="one fine-tuning step")
 
 
 def test_a_killed_process_stops_the_other_and_both_resume(four_devices, tmp_path, env, data_args):
@@ -200,6 +206,8 @@ def test_a_killed_process_stops_the_other_and_both_resume(four_devices, tmp_path
     log0 = procs[0].communicate()[1]
     assert code0 != 0, log0[-3000:]
     assert "JAX distributed service detected fatal errors" in log0, log0[-3000:]
+    print(f"\n[figure] process 0 stopped {stopped_after:.1f} s after process 1 was killed "
+          f"(--heartbeat_timeout={HEARTBEAT_S}), exit status {code0}")
     assert stopped_after < HEARTBEAT_S + 60
     assert resolve_checkpoint(workdir).name == str(EVERY)  # The last complete checkpoint.
 
@@ -208,7 +216,8 @@ def test_a_killed_process_stops_the_other_and_both_resume(four_devices, tmp_path
     assert code0 == 0, log0[-3000:]
     assert code1 == 0, log1[-3000:]
     assert f"resuming from the step-{EVERY} checkpoint" in log0
-    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5)
+    assert_params_close(load_model(four_devices)[1], load_model(workdir)[1], atol=1e-5,
+                        what="2 processes killed and resumed vs 1 process x 4 devices")  # fmt: skip
 
 
 @pytest.mark.parametrize(
