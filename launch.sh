@@ -56,6 +56,7 @@ case "$cmd" in
   test)
     setup
     install_slurm
+    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$VENV/jax-cache}"  # reruns skip compiles
     "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
     exec "$VENV/bin/python" -m pytest -q -rs "$@"
     ;;

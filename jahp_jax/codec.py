@@ -29,6 +29,7 @@ from jahp_jax import bitstream
 from jahp_jax.checkpoints import CheckpointError, ModelConfig, load_model, params_fingerprint
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
 from jahp_jax.models import CompressionModel
+from jahp_jax.runtime import enable_compilation_cache
 
 PAD_MULTIPLE = 64
 
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("input", help=inputs)
         command.add_argument("output", help=outputs)
     args = parser.parse_args(argv)
+    enable_compilation_cache()
     from jahp_jax.data import ImageError
 
     try:

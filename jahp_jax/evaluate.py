@@ -293,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jahp_jax.checkpoints import CheckpointError
     from jahp_jax.codec import CodecError
     from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.runtime import enable_compilation_cache
 
     parser = argparse.ArgumentParser(
         description="Evaluate checkpoints on a data set through real compressed files."
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prior", default=None, help="refuse checkpoints of another prior")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args(argv)
+    enable_compilation_cache()
     console.setup()
     output = Path(args.output)
     if output.suffix != ".json":

@@ -35,7 +35,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import console, distributed, metrics
+from jahp_jax import console, distributed, metrics, runtime
 from jahp_jax.checkpoints import (
     CheckpointError,
     ModelConfig,
@@ -644,6 +644,7 @@ def main(argv: list[str]) -> None:
         # absl's own --verbosity (0: info, 1: debug) brings third-party INFO back.
         verbosity = flag_values.verbosity if flag_values["verbosity"].present else "warning"
         console.setup(verbosity, Path(flag_values.workdir) / console.LOG_FILE)
+        runtime.enable_compilation_cache()
         cluster = ("coordinator_address", "num_processes", "process_id")
         if flag_values.multihost or any(flag_values[name].present for name in cluster):
             settings = distributed.cluster_settings(*(flag_values[name].value for name in cluster))
