@@ -26,38 +26,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from benchmarks.flops import conv_flops, joint_layers
 from benchmarks.machine import cpu_model, matmul_gflops
 from jahp_jax import layers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_conv.json"
 OPS = ("S", "S^T", "dW")
-
-
-def joint_layers(size: int, patch: int) -> list[tuple[str, int, int, int, int, int]]:
-    """(name, input side, k, stride, I, O) of every conv of the joint model at N = M = size, as the
-    strided conv S that the layer or its transpose is: a transposed conv I -> O is S: O -> I."""
-    n = m = size
-    y = patch // 16
-    return [
-        ("g_a.0 conv 5x5/2", patch, 5, 2, 3, n),
-        ("g_a.2 conv 5x5/2", patch // 2, 5, 2, n, n),
-        ("g_a.4 conv 5x5/2", patch // 4, 5, 2, n, n),
-        ("g_a.6 conv 5x5/2", patch // 8, 5, 2, n, m),
-        ("h_a.0 conv 3x3/1", y, 3, 1, m, n),
-        ("h_a.2 conv 5x5/2", y, 5, 2, n, n),
-        ("h_a.4 conv 5x5/2", y // 2, 5, 2, n, n),
-        ("h_s.0 deconv 5x5/2", y // 2, 5, 2, m, n),
-        ("h_s.2 deconv 5x5/2", y, 5, 2, m * 3 // 2, m),
-        ("h_s.4 conv 3x3/1", y, 3, 1, m * 3 // 2, 2 * m),
-        ("context 5x5/1", y, 5, 1, m, 2 * m),
-        ("entropy.0 conv 1x1", y, 1, 1, 4 * m, m * 10 // 3),
-        ("entropy.2 conv 1x1", y, 1, 1, m * 10 // 3, m * 8 // 3),
-        ("entropy.4 conv 1x1", y, 1, 1, m * 8 // 3, 2 * m),
-        ("g_s.0 deconv 5x5/2", patch // 8, 5, 2, n, m),
-        ("g_s.2 deconv 5x5/2", patch // 4, 5, 2, n, n),
-        ("g_s.4 deconv 5x5/2", patch // 2, 5, 2, n, n),
-        ("g_s.6 deconv 5x5/2", patch, 5, 2, 3, n),
-    ]
 
 
 def layer_ops(
@@ -78,7 +52,7 @@ def layer_ops(
         "S^T": (lambda g, w: layers.conv_transpose(g, w, stride), (g, kernel)),
         "dW": (weight_grad, (x, g)),
     }
-    return ops, 2.0 * batch * out_side**2 * k * k * c_in * c_out
+    return ops, conv_flops(batch, side, k, stride, c_in, c_out)
 
 
 def time_interleaved(functions: dict[str, tuple[Callable, tuple]], repeats: int) -> dict:
