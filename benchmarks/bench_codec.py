@@ -5,7 +5,11 @@
 Models are N=M=192 with random-init weights, g_a's last conv kernel scaled x20 so that y is not
 all zeros (timing only: the rates are those of an untrained model). Per prior: the first
 compress + decompress (compile included), then the best of --repeats steady-state runs. Checks
-that the round trip is exact (decoded y_hat == encoder's y_hat). Writes
+that the round trip is exact (decoded y_hat == encoder's y_hat). Also times g_s alone on the
+decoded y_hat, traced with our convs and with XLA's stock ones (`layers.conv_implementation`),
+interleaved, and prints the dense-matmul limit measured in the same run, g_s's FLOPs (from the
+layer shapes), its achieved fraction of the limit, and the decode time's ratio to CompressAI's
+in REFERENCE_DECODE_S (given constants of a reference run, not measured here). Writes
 benchmarks/results/bench_codec.json.
 """
 
@@ -21,18 +25,45 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jahp_jax.codec import Codec
+from benchmarks.flops import synthesis_flops
+from benchmarks.machine import cpu_model, matmul_gflops
+from jahp_jax import layers
+from jahp_jax.codec import Codec, pad_image
 from jahp_jax.data import read_image
 from jahp_jax.models import PRIORS, create_model, init_params
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
+# Given constants of a reference run, not measured here: CompressAI 1.2.8 on PyTorch 2.13 decoding
+# one Kodak image on the 2-core AMD EPYC (AVX2) machine of issue 12 (its mean-scale model is
+# N=128/M=192, ours N=M=192).
+REFERENCE_DECODE_S = {"mean_scale": 0.91, "joint": 13.26}
+REFERENCE_SOURCE = "CompressAI 1.2.8 reference run, issue 12"
 
 
 def _timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
     return result, time.perf_counter() - start
+
+
+def synthesis_seconds(model, params, y_hat: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds of g_s on y_hat, traced with our convs ('auto') and the stock ones."""
+    functions = {}
+    for implementation in ("auto", "stock"):
+        with layers.conv_implementation(implementation):
+            functions[implementation] = (
+                jax.jit(lambda p, y: model.apply({"params": p}, y, method="synthesis"))
+                .lower(params, y_hat[None])
+                .compile()
+            )
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            jax.block_until_ready(function(params, y_hat[None]))
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def bench_prior(prior: str, image: np.ndarray, repeats: int, size: int) -> dict:
@@ -48,7 +79,12 @@ def bench_prior(prior: str, image: np.ndarray, repeats: int, size: int) -> dict:
     )
     encode_s = min(_timed(codec.compress, image)[1] for _ in range(repeats))
     decode_s = min(_timed(codec.decompress, data)[1] for _ in range(repeats))
+    synthesis = synthesis_seconds(model, params, stats.y_hat, repeats)
+    padded_h, padded_w = pad_image(image).shape[1:3]
     return {
+        "synthesis_s": synthesis["auto"],
+        "stock_synthesis_s": synthesis["stock"],
+        "synthesis_gflop": synthesis_flops(size, padded_h, padded_w) / 1e9,
         "prior": prior,
         "num_filters": size,
         "num_latents": size,
@@ -81,9 +117,16 @@ def main() -> None:
     args = parser.parse_args()
     image = read_image(KODAK / f"{args.image}.png")
     load_before = os.getloadavg()
+    limit = matmul_gflops()
+    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; dense matmul 2048^3 (the limit): "
+          f"{limit:.1f} GFLOP/s")  # fmt: skip
     rows = []
     for prior in args.priors.split(","):
         row = bench_prior(prior, image, args.repeats, args.size)
+        row["synthesis_fraction_of_limit"] = row["synthesis_gflop"] / row["synthesis_s"] / limit
+        if prior in REFERENCE_DECODE_S and args.size == 192:  # the reference's size
+            row["reference_decode_s"] = REFERENCE_DECODE_S[prior]
+            row["decode_vs_reference"] = row["decode_s"] / REFERENCE_DECODE_S[prior]
         rows.append(row)
         print(
             f"{prior:>11}: encode {row['encode_s']:.3f} s, decode {row['decode_s']:.3f} s "
@@ -92,12 +135,27 @@ def main() -> None:
             f"overhead {row['overhead_percent']:+.2f} %, exact={row['exact_roundtrip']}",
             flush=True,
         )
+        reference = (
+            f"; decode / CompressAI's {row['reference_decode_s']:.2f} s (given constant, "
+            f"{REFERENCE_SOURCE}) = {row['decode_vs_reference']:.2f}"
+            if "reference_decode_s" in row
+            else ""
+        )
+        print(
+            f"{'':>11}  g_s {row['synthesis_s']:.3f} s for {row['synthesis_gflop']:.1f} GFLOP = "
+            f"{row['synthesis_fraction_of_limit']:.0%} of the limit (stock convs "
+            f"{row['stock_synthesis_s']:.3f} s){reference}",
+            flush=True,
+        )
     result = {
         "image": args.image,
         "image_shape": list(image.shape),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "matmul_gflops": limit,
+        "reference_source": REFERENCE_SOURCE,
         "machine": platform.platform(),
         "jax": jax.__version__,
         "rows": rows,
