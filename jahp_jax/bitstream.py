@@ -33,7 +33,7 @@ from jahp_jax.latent_codecs import PRIORS
 
 MAGIC = b"JAHP"
 FORMAT_VERSION = 1
-PRIOR_IDS = tuple(PRIORS)  # factorized 0 .. joint 4, checkerboard 5: append only
+PRIOR_IDS = tuple(PRIORS)  # factorized 0 .. joint 4, checkerboard 5, channelwise 6: append only
 MAX_IMAGE_SIDE = 1 << 16
 _BODY = struct.Struct("<4sBBHHBx8sIIIII")
 _CRC = struct.Struct("<I")

@@ -469,6 +469,10 @@ def _step(model: CompressionModel, kind: int, *inputs):
     return dist, codec.y_offset(dist)
 
 
+def _finalize(model: CompressionModel, kind: int, values, *inputs):
+    return _latent_codec(model).step_finalize(kind, values, *inputs)
+
+
 @functools.cache
 def compiled_functions(model: CompressionModel) -> dict[str, Callable]:
     """The jitted pieces of `model` the coder uses (params are arguments), compiled once per
@@ -483,10 +487,13 @@ def compiled_functions(model: CompressionModel) -> dict[str, Callable]:
     functions = {name: method(name) for name in ("analysis", "synthesis")}
     for name in ("hyper_analysis", "hyper_synthesis", "y_likelihood"):
         functions[name] = codec_method(name)
-    functions["step"] = jax.jit(
-        lambda p, kind, *inputs: model.apply({"params": p}, kind, *inputs, method=_step),
-        static_argnums=1,
-    )
+    for name, function in (("step", _step), ("finalize", _finalize)):
+        functions[name] = jax.jit(
+            lambda p, kind, *a, function=function: model.apply(
+                {"params": p}, kind, *a, method=function
+            ),
+            static_argnums=1,
+        )
     for name in ("z", "y"):
         functions[f"{name}_density_likelihood"] = method(
             lambda m, x, name=name: _latent_codec(m).factorized_densities()[name].likelihood(x)
@@ -531,11 +538,13 @@ class LatentCoder:
 
     # --- y: the schedule ----------------------------------------------------------------------
     def _code_y(self, coder, hyper: np.ndarray | None, shape, y: np.ndarray | None):
-        """Code y (h, w, M) (encoder: y given; decoder: None) -> (y_hat, dist maps) numpy."""
+        """Code y (h, w, M) (encoder: y given; decoder: None) -> (y_hat, the dequantized symbols
+        (y_hat before `step_finalize`), dist maps) numpy."""
         height, width, m = shape
         top, bottom, left, right = self.codec.coding_padding
         y_pad = np.zeros((height + top + bottom, width + left + right, m), np.float32)
         y_hat = y_pad[top : top + height, left : left + width]  # a view: written in place
+        y_coded = np.zeros(shape, np.float32) if self.codec.finalizes else y_hat
         dist_maps: dict[str, np.ndarray] = {}
         step: CodingStep
         for step in self.codec.schedule(height, width):
@@ -555,12 +564,15 @@ class LatentCoder:
                 np.arange(m)[channels],
                 None if y is None else y[rows, cols, channels],
             )
-            y_hat[rows, cols, channels] = values
+            if self.codec.finalizes:
+                y_coded[rows, cols, channels] = values
+                values = self.functions["finalize"](self.params, step.kind, values, *inputs)
+            y_hat[rows, cols, channels] = np.asarray(values)
             for k, v in dist.items():
                 if k not in dist_maps:
                     dist_maps[k] = np.zeros((height, width, *v.shape[1:-1], m), np.float32)
                 dist_maps[k][rows, cols, ..., channels] = v
-        return np.ascontiguousarray(y_hat), dist_maps
+        return np.ascontiguousarray(y_hat), np.ascontiguousarray(y_coded), dist_maps
 
     # --- public -------------------------------------------------------------------------------
     def encode(self, y: np.ndarray) -> CodedLatents:
@@ -576,9 +588,9 @@ class LatentCoder:
             z_lik = self.functions["z_density_likelihood"](self.params, z_hat[None])
             bits_z = float(-np.sum(np.log2(np.asarray(z_lik, np.float64))))
         encoder = new_encoder()
-        y_hat, dist = self._code_y(encoder, hyper, y.shape, y)
+        y_hat, y_coded, dist = self._code_y(encoder, hyper, y.shape, y)
         y_lik = self.functions["y_likelihood"](
-            self.params, y_hat[None], {k: v[None] for k, v in dist.items()}
+            self.params, y_coded[None], {k: v[None] for k, v in dist.items()}
         )
         bits_y = float(-np.sum(np.log2(np.asarray(y_lik, np.float64))))
         return CodedLatents(z_stream, stream_bytes(encoder), y_hat, z_hat, dist, bits_y, bits_z)
@@ -591,8 +603,7 @@ class LatentCoder:
             z_shape = (-(-height // 4), -(-width // 4), self.model.num_filters)
             hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
         shape_y = (height, width, self.num_latents)
-        y_hat, _ = self._code_y(new_decoder(y_stream), hyper, shape_y, None)
-        return y_hat
+        return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]
 
 
 # constriction raises AssertionError on data its range decoder cannot continue

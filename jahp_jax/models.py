@@ -47,8 +47,8 @@ def check_config(prior: str, num_filters: int, num_latents: int, mixture_compone
         )
     if mixture_components < 1:
         raise ValueError(f"mixture_components must be >= 1, got {mixture_components}")
-    if mixture_components > 1 and not PRIORS[prior].predicts_means:
-        with_means = ", ".join(name for name, codec in PRIORS.items() if codec.predicts_means)
+    if mixture_components > 1 and not PRIORS[prior].supports_mixture:
+        with_means = ", ".join(name for name, codec in PRIORS.items() if codec.supports_mixture)
         raise ValueError(
             f"mixture_components={mixture_components} needs a prior that predicts means "
             f"({with_means}), not '{prior}'"

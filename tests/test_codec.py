@@ -26,6 +26,7 @@ CONFIGS = [
     ("joint", 1),
     ("joint", 2),
     ("checkerboard", 1),
+    ("channelwise", 1),
 ]
 N = M = 12
 TRAIN_STEPS = 40

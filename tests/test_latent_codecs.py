@@ -10,12 +10,13 @@ from jahp_jax.codec import Codec, pad_image
 from jahp_jax.coding import CodedLatents, compiled_functions
 from jahp_jax.data import read_image
 from jahp_jax.latent_codecs import PRIORS
+from jahp_jax.latent_codecs.channelwise import slice_bounds
 from jahp_jax.latent_codecs.checkerboard import anchor_map, checkerboard_mask
 from jahp_jax.latent_codecs.rasterscan import wavefront_schedule
 from jahp_jax.layers import causal_mask
 from jahp_jax.models import create_model, init_params
 
-MIXTURES = [prior for prior, codec in PRIORS.items() if codec.predicts_means]
+MIXTURES = [prior for prior, codec in PRIORS.items() if codec.supports_mixture]
 CONFIGS = [(prior, 1) for prior in PRIORS] + [(prior, 2) for prior in MIXTURES]
 N = M = 8
 TOLERANCE = 1e-5  # max abs difference of any distribution parameter
@@ -80,14 +81,15 @@ def test_odd_image_sizes_roundtrip(prior, height, width, image):
     assert decoded.shape == crop.shape
 
 
-def _steps(prior: str, height: int, width: int) -> np.ndarray:
-    """(h, w) the step at which each latent is coded; every position exactly once."""
-    codec = create_model(prior, N, M).make_latent_codec()
-    step_of = np.full((height, width), -1)
+def _steps(prior: str, height: int, width: int, m: int = M) -> np.ndarray:
+    """(h, w, M) the step at which each latent is coded; every latent exactly once."""
+    codec = create_model(prior, N, m).make_latent_codec()
+    step_of = np.full((height, width, m), -1)
     for t, step in enumerate(codec.schedule(height, width)):
         rows, cols = step.rows[: step.count], step.cols[: step.count]
-        assert np.all(step_of[rows, cols] == -1)
-        step_of[rows, cols] = t
+        channels = slice(*step.channels) if step.channels else slice(0, m)
+        assert np.all(step_of[rows, cols, channels] == -1)
+        step_of[rows, cols, channels] = t
     assert np.all(step_of >= 0)
     return step_of
 
@@ -97,7 +99,7 @@ def _steps(prior: str, height: int, width: int) -> np.ndarray:
 def test_context_schedules_are_causal_and_complete(prior, mask, height, width):
     """Every tap a context model reads is coded at an earlier step."""
     mask = checkerboard_mask(5) if mask is None else mask
-    step_of = _steps(prior, height, width)
+    step_of = _steps(prior, height, width)[..., 0]
     anchors = anchor_map(height, width)
     for r in range(height):
         for c in range(width):
@@ -113,3 +115,12 @@ def test_step_counts():
     assert len(wavefront_schedule(32, 48)[2]) == 141  # a Kodak latent: 3 (h - 1) + w
     assert _steps("checkerboard", 32, 48).max() == 1  # two passes whatever the size
     assert _steps("mean_scale", 32, 48).max() == 0
+
+
+def test_channel_slices():
+    assert slice_bounds(320) == [(32 * i, 32 * (i + 1)) for i in range(10)]  # ms2020's
+    widths = [6, 7, 6, 7, 6, 6, 7, 6, 7, 6]
+    assert [stop - start for start, stop in slice_bounds(64)] == widths
+    assert slice_bounds(8) == [(i, i + 1) for i in range(8)]
+    step_of = _steps("channelwise", 4, 6, 64)  # one step per slice, every position
+    assert np.array_equal(step_of, np.broadcast_to(np.repeat(np.arange(10), widths), (4, 6, 64)))

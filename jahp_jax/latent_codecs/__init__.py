@@ -5,6 +5,7 @@ Append new entries at the end: a prior's index in `PRIORS` is its id in the .jah
 """
 
 from jahp_jax.latent_codecs.base import CodingStep, LatentCodec
+from jahp_jax.latent_codecs.channelwise import ChannelwisePrior
 from jahp_jax.latent_codecs.checkerboard import CheckerboardPrior
 from jahp_jax.latent_codecs.factorized import FactorizedPrior
 from jahp_jax.latent_codecs.hyperprior import ScaleHyperprior
@@ -18,6 +19,7 @@ PRIORS: dict[str, type[LatentCodec]] = {
     "context": ContextPrior,
     "joint": JointPrior,
     "checkerboard": CheckerboardPrior,
+    "channelwise": ChannelwisePrior,
 }
 
 __all__ = ["PRIORS", "CodingStep", "LatentCodec"]

@@ -86,17 +86,25 @@ def scale_hyper_transforms(n: int, m: int) -> tuple[nn.Module, nn.Module]:
     return h_a, h_s
 
 
-def mean_scale_hyper_transforms(n: int, m: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
-    """Minnen 2018's h_a and h_s (M, 3M/2, out_channels), LeakyReLU between."""
-    h_a = nn.Sequential([Conv(n, 3, 1), leaky_relu, Conv(n), leaky_relu, Conv(n)])
-    h_s = nn.Sequential(
+def mean_scale_hyper_analysis(n: int) -> nn.Module:
+    """Minnen 2018's h_a: conv 3x3/1, conv 5x5/2, conv 5x5/2 (N each), LeakyReLU between."""
+    return nn.Sequential([Conv(n, 3, 1), leaky_relu, Conv(n), leaky_relu, Conv(n)])
+
+
+def mean_scale_hyper_synthesis(m: int, out_channels: int) -> nn.Module:
+    """Minnen 2018's h_s: deconv 5x5/2 (M), deconv 5x5/2 (3M/2), conv 3x3/1 (out_channels)."""
+    return nn.Sequential(
         [
             ConvTranspose(m), leaky_relu,
             ConvTranspose(m * 3 // 2), leaky_relu,
             Conv(out_channels, 3, 1),
         ]
     )  # fmt: skip
-    return h_a, h_s
+
+
+def mean_scale_hyper_transforms(n: int, m: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
+    """Minnen 2018's (h_a, h_s)."""
+    return mean_scale_hyper_analysis(n), mean_scale_hyper_synthesis(m, out_channels)
 
 
 def entropy_parameters_network(m: int, out_channels: int) -> nn.Module:
@@ -128,8 +136,9 @@ class LatentCodec(nn.Module):
 
     description: ClassVar[str] = ""
     hyperprior: ClassVar[bool] = False  # codes a side latent z = h_a(y) at 1/4 of y's size
-    predicts_means: ClassVar[bool] = True  # may use a K-component mixture
+    supports_mixture: ClassVar[bool] = True  # y may be a K-component Gaussian mixture
     coding_padding: ClassVar[tuple[int, int, int, int]] = (0, 0, 0, 0)  # top, bottom, left, right
+    finalizes: ClassVar[bool] = False  # `step_finalize` changes the decoded values (LRP)
 
     @property
     def conditional(self) -> Conditional | None:
@@ -216,6 +225,11 @@ class LatentCodec(nn.Module):
         (hyper,) = inputs
         dist = self.distribution(hyper[None, None], None)
         return {name: value[0, 0] for name, value in dist.items()}
+
+    def step_finalize(self, kind: int, values: Array, *inputs: Array) -> Array:
+        """The y_hat (count, M_step) written back for a step's dequantized symbols `values`, from
+        the same inputs (jitted; called only when `finalizes`)."""
+        return values
 
 
 class ContextCodec(LatentCodec):

@@ -15,7 +15,7 @@ class FactorizedPrior(LatentCodec):
     """y ~ a per-channel learned density, rounded around its medians; per-channel tables."""
 
     description = "fully factorized density on y (Balle et al. 2018)"
-    predicts_means = False
+    supports_mixture = False
 
     def setup(self):
         self.y_density = FactorizedDensity(self.num_latents)

@@ -16,7 +16,7 @@ class ScaleHyperprior(LatentCodec):
 
     description = "zero-mean Gaussian, scales from a hyperprior (Balle 2018)"
     hyperprior = True
-    predicts_means = False
+    supports_mixture = False
 
     def setup(self):
         self.h_a, self.h_s = scale_hyper_transforms(self.num_filters, self.num_latents)
