@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         train_and_evaluate(config, args.workdir)
         trained = time.perf_counter()
-        print(f"== 2/3 coding Kodak to real files ({trained - started:.0f} s so far)", flush=True)
+        evaluation = "Kodak" if sources.eval_dataset else f"the images of {sources.eval_dir}"
+        print(f"== 2/3 coding {evaluation} to real files ({trained - started:.0f} s so far)",
+              flush=True)  # fmt: skip
         images = eval_images_of(sources, args.limit)
         ours, rows = evaluate.evaluate_checkpoints([args.workdir], images)
         evaluate.write_results(output_dir, "joint", ours, rows)
