@@ -53,11 +53,13 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # XLA:CPU runs stride-1 convolutions and plain strided convolutions through its fast (YNNPACK)
 # kernels, but an lhs-dilated convolution (what autodiff and `lax.conv_transpose` emit for the
 # input gradient of a strided conv and for a transposed conv) and the weight gradient of a conv
-# whose window overhangs a small input fall back to a generic kernel several times slower
-# (benchmarks/bench_conv.py). On CPU, `strided_conv` therefore carries a custom VJP whose input
-# gradient is the phase-decomposed (sub-pixel) transposed conv below: stride^2 stride-1 convs
-# with the kernel's polyphase components, interleaved. `conv_transpose` uses the same function
-# as its forward pass. On GPU and TPU the stock ops are used.
+# whose window overhangs a small input fall back to a generic kernel, which inside a train step
+# (where XLA runs independent ops concurrently on the cores) takes 2-3x the time of the fast ones
+# (docs/performance.md, benchmarks/bench_conv.py, bench_train --compare_stock). On CPU,
+# `strided_conv` therefore carries a custom VJP whose input gradient is the phase-decomposed
+# (sub-pixel) transposed conv below: stride^2 stride-1 convs with the kernel's polyphase
+# components, interleaved. `conv_transpose` uses the same function as its forward pass. On GPU
+# and TPU the stock ops are used.
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
 _conv_implementation = "auto"
