@@ -3,7 +3,7 @@
 | offset | size | field                                                                  |
 |--------|------|------------------------------------------------------------------------|
 | 0      | 4    | magic `b"JAHP"`                                                        |
-| 4      | 1    | format version (1)                                                     |
+| 4      | 1    | format version (2; version 1 coded mixture symbols in other batches)   |
 | 5      | 1    | prior id: index in PRIOR_IDS, the latent codec registry's order        |
 | 6      | 2    | N (num_filters)                                                        |
 | 8      | 2    | M (num_latents)                                                        |
@@ -32,7 +32,7 @@ from jahp_jax.coding import CodecError
 from jahp_jax.latent_codecs import PRIORS
 
 MAGIC = b"JAHP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PRIOR_IDS = tuple(PRIORS)  # factorized 0 .. joint 4, checkerboard 5, channelwise 6: append only
 MAX_IMAGE_SIDE = 1 << 16
 _BODY = struct.Struct("<4sBBHHBx8sIIIII")

@@ -1,5 +1,6 @@
 """The .jahp header: packing, and a clear CodecError for every malformed file."""
 
+import dataclasses
 import struct
 import zlib
 
@@ -37,6 +38,7 @@ def test_roundtrip():
         (lambda d: b"PNG\x89" + d[4:], "not a jahp file"),
         (lambda d: b"\x89PNG", "not a jahp file"),
         (lambda d: d[:4] + b"\x07" + d[5:], "version 7"),
+        (lambda d: _with_crc(d[:4] + b"\x01" + d[5:]), r"version 1 \(this decoder reads 2\)"),
         (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "CRC32"),
         (lambda d: d[:14] + bytes([d[14] ^ 0x80]) + d[15:], "CRC32"),
         (lambda d: _with_crc(d[:5] + b"\x09" + d[6:]), "unknown prior"),
@@ -46,6 +48,12 @@ def test_roundtrip():
 def test_malformed_files_raise_codec_error(mutate, message):
     with pytest.raises(CodecError, match=message):
         bitstream.unpack(mutate(bitstream.pack(HEADER, Z, Y)))
+
+
+@pytest.mark.parametrize("prior", ["checkerboard", "channelwise"])
+def test_new_priors_have_ids(prior):
+    header, _, _ = bitstream.unpack(bitstream.pack(dataclasses.replace(HEADER, prior=prior), Z, Y))
+    assert header.prior == prior
 
 
 def test_not_bytes():
