@@ -103,7 +103,7 @@ def evaluate_codec(
     rows: list[dict[str, Any]] = []
     num_images = 0
     total = len(images) * len(points) if isinstance(images, Sized) else None
-    bar = console.progress(total=total, desc=name, unit="image-point")
+    bar = console.progress(total=total, desc=name, unit="roundtrip")
     for image_name, image in images:
         num_images += 1
         start = time.perf_counter()
