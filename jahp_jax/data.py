@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import filelock
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -390,19 +391,32 @@ def _folder_builder(folder: Path, tfds_data_dir: str | None) -> ImageFolder:
         logging.getLogger("absl").removeFilter(drop)
 
 
-def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None, what: str) -> None:
-    """Runs tfds preparation (a no-op when prepared), turning its failures into DatasetError."""
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    if not _has_info(builder):
+def _prepare(
+    make_builder: Callable[[], tfds.core.DatasetBuilder], manual_dir: str | None, what: str
+) -> tfds.core.DatasetBuilder:
+    """The builder `make_builder` makes, prepared (once), with tfds failures as DatasetError.
+
+    Processes that prepare the same data at once (the tasks of a sweep, the processes of a
+    multi-process run) take turns on a lock file beside the prepared folder: the first prepares,
+    the others find it prepared (their builder is made after the lock, so it reads that folder).
+    """
+    lock_path = Path(make_builder().data_dir).parent / ".prepare.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(lock_path):
+        builder = make_builder()
+        if _has_info(builder):
+            return builder
         log.info("preparing %s once into %s (later runs reuse it)", what, builder.data_dir)
-    try:
-        builder.download_and_prepare(download_config=config)
-    except NonMatchingChecksumError as err:
-        first = str(err).splitlines()[0]
-        raise DatasetError(f"{what}: a file differs from the published one ({first})") from None
-    except (OSError, AssertionError, tf.errors.OpError, tfds.download.DownloadError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise DatasetError(f"{what}: preparation failed: {first}") from None
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except NonMatchingChecksumError as err:
+            first = str(err).splitlines()[0]
+            raise DatasetError(f"{what}: a file differs from the published one ({first})") from None
+        except (OSError, AssertionError, tf.errors.OpError, tfds.download.DownloadError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise DatasetError(f"{what}: preparation failed: {first}") from None
+    return builder
 
 
 def prepare_dataset(
@@ -422,8 +436,9 @@ def prepare_dataset(
         if data_dir is None:
             raise DatasetError("no data source: give a folder of images (--data_dir) or --dataset")
         folder = Path(data_dir).expanduser()
-        builder = _folder_builder(folder, tfds_data_dir)
-        _prepare(builder, None, f"folder {folder}")
+        builder = _prepare(
+            functools.partial(_folder_builder, folder, tfds_data_dir), None, f"folder {folder}"
+        )
         skipped = tuple(builder.info.metadata.get("skipped", ()))
         if skipped:
             log.warning(
@@ -439,10 +454,9 @@ def prepare_dataset(
                     f"Kodak folder {folder} lacks {len(missing)} of kodim01.png..kodim24.png "
                     f"(first: {missing[0]}.png); point --data_dir at the 24 Kodak PNGs"
                 )
-        builder = Kodak(data_dir=tfds_data_dir)
-        if data_dir is None and not _has_info(builder):
+        if data_dir is None and not _has_info(Kodak(data_dir=tfds_data_dir)):
             check_reachable("kodak", "pass a folder holding kodim01.png..kodim24.png as --data_dir")
-        _prepare(builder, data_dir, "Kodak")
+        builder = _prepare(functools.partial(Kodak, data_dir=tfds_data_dir), data_dir, "Kodak")
         return PreparedDataset(builder, "test", ())
     try:
         builder = tfds.builder(dataset, data_dir=tfds_data_dir)
@@ -454,7 +468,10 @@ def prepare_dataset(
         raise DatasetError(f"tfds data set {dataset!r} has no feature 'image'")
     if data_dir is None and not _has_info(builder):
         check_reachable(dataset, "train on a local folder of images instead (--data_dir)")
-    _prepare(builder, data_dir, f"tfds data set {dataset!r}")
+    builder = _prepare(
+        functools.partial(tfds.builder, dataset, data_dir=tfds_data_dir), data_dir,
+        f"tfds data set {dataset!r}",
+    )  # fmt: skip
     return PreparedDataset(builder, "", ())
 
 
@@ -556,15 +573,11 @@ def train_batches(
     _check_split(prepared, whole, label)
     local_batch = batch_size // process_count
     rows = range(process_index * local_batch, (process_index + 1) * local_batch)
-    streams = []
+    streams, read, skipped = [], 0, 0
     for row in rows:
         names, encoded = _read_encoded(prepared, _stratum(prepared, whole, row, batch_size, label))
         large = [data for data in encoded if min(_image_size(data)) >= patch_size]
-        if len(large) < len(names):
-            log.warning(
-                "%d of %d images of %s (batch row %d) are smaller than %dx%d and are skipped",
-                len(names) - len(large), len(names), label, row, patch_size, patch_size,
-            )  # fmt: skip
+        read, skipped = read + len(names), skipped + len(names) - len(large)
         if not large:
             raise DatasetError(
                 f"no image of {label} for batch row {row} (images {names[0]} ... {names[-1]}) "
@@ -576,6 +589,11 @@ def train_batches(
                 first_element=start_step,
             )  # fmt: skip
         )
+    if skipped:
+        log.warning(
+            "%d of %d images of %s (batch rows %d-%d) are smaller than %dx%d and are skipped",
+            skipped, read, label, rows[0], rows[-1], patch_size, patch_size,
+        )  # fmt: skip
     batches = tf.data.Dataset.zip(tuple(streams)).map(
         lambda *patches: tf.stack(patches), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )

@@ -3,6 +3,8 @@
 import itertools
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +241,18 @@ def test_the_global_batch_does_not_depend_on_the_process_count(coordinate_dir, t
 def test_a_batch_larger_than_the_data_set_is_refused(coordinate_dir, tmp_path):
     with pytest.raises(data.DatasetError, match="fewer than the global batch of 8"):
         folder_batches(coordinate_dir, str(tmp_path / "tfds"), batch_size=8)
+
+
+def test_processes_preparing_one_folder_at_once_all_succeed(coordinate_dir, tmp_path):
+    """The tasks of a sweep (or the processes of one run) prepare the same folder together."""
+    script = ("import sys; from jahp_jax import data; data.prepare_dataset(dataset=None, "
+              "data_dir=sys.argv[1], tfds_data_dir=sys.argv[2]); print('prepared')")  # fmt: skip
+    command = [sys.executable, "-c", script, str(coordinate_dir), str(tmp_path / "tfds")]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.strip() == "prepared", err[-2000:]
 
 
 def test_folder_with_corrupt_files_skips_them_with_a_count(coordinate_dir, tmp_path, caplog):
