@@ -115,8 +115,9 @@ def sbatch_script(runs: list[Run], root: Path, resources: SlurmResources) -> str
 
 
 def submit(runs: list[Run], root: Path, resources: SlurmResources,
-           cwd: Path) -> str:  # fmt: skip
-    """Submit one array job (one task per run); returns the Slurm job id."""
+           cwd: Path) -> tuple[str, list[Path]]:  # fmt: skip
+    """Submit one array job (one task per run; a plain job for one run); returns the Slurm job
+    id and each run's log file (of its first process)."""
     if shutil.which("sbatch") is None:
         raise SlurmError(
             "sbatch is not on PATH: --launcher=slurm runs on a Slurm login node (or use "
@@ -131,4 +132,4 @@ def submit(runs: list[Run], root: Path, resources: SlurmResources,
             OSError) as error:  # fmt: skip
         first = str(error).strip().splitlines()
         raise SlurmError(f"sbatch refused the sweep: {first[-1] if first else error}") from None
-    return jobs[0].job_id.split("_")[0]
+    return jobs[0].job_id.split("_")[0], [job.paths.stdout for job in jobs]

@@ -143,13 +143,13 @@ def run_slurm(runs: list[tuple[Path, list[str]]]) -> int:
         if FLAGS.dry_run:
             print(slurm.sbatch_script(runs, root, resources), end="")
             return 0
-        job_id = slurm.submit(runs, root, resources, cwd=REPO_ROOT)
+        job_id, logs = slurm.submit(runs, root, resources, cwd=REPO_ROOT)
     except slurm.SlurmError as error:
         return _error(str(error))
-    print(f"[sweep] submitted Slurm array job {job_id}: {len(runs)} runs "
-          f"({', '.join(workdir.name for workdir, _ in runs)})")  # fmt: skip
+    print(f"[sweep] submitted Slurm job {job_id}: {len(runs)} run(s), one array task each")
+    for (workdir, _), log in zip(runs, logs, strict=True):
+        print(f"[sweep]   {workdir}  log: {log}")
     print(f"[sweep] follow it with: squeue -j {job_id}   (after it ends: sacct -j {job_id})")
-    print(f"[sweep] logs: {root / 'slurm' / job_id}_<task>/; workdirs: {root}/<prior>_lmbda<value>")
     print("[sweep] resubmitting the same command resumes every unfinished run")
     return 0
 

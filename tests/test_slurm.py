@@ -132,50 +132,47 @@ def slurm_env(tmp_path_factory):
                     pass
 
 
-def job_id_of(submitted: subprocess.CompletedProcess) -> str:
-    return submitted.stdout.split("submitted Slurm array job ")[1].split(":")[0]
-
-
-def wait_for(job_id: str, root: Path, env: dict[str, str]) -> dict[int, Path]:
-    """Wait until the 2-task array `job_id` has left the queue; its tasks' log files."""
+def wait_for(submitted: subprocess.CompletedProcess, env: dict[str, str]) -> dict[str, str]:
+    """Wait until the job the sweep printed has left the queue; {workdir: log text}."""
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert "squeue -j" in submitted.stdout
+    job_id = submitted.stdout.split("submitted Slurm job ")[1].split(":")[0]
     deadline = time.monotonic() + 1200
     while subprocess.run(["squeue", "-h", "-j", job_id], env=env, text=True,
                          capture_output=True, check=False).stdout.strip():  # fmt: skip
         assert time.monotonic() < deadline, f"Slurm job {job_id} did not finish in 20 minutes"
         time.sleep(2)
-    return {task: root / "slurm" / f"{job_id}_{task}" / f"{job_id}_{task}_0_log.out"
-            for task in (0, 1)}  # fmt: skip
+    runs = [line.split()[1:4:2] for line in submitted.stdout.splitlines() if "  log: " in line]
+    return {workdir: Path(log).read_text() for workdir, log in runs}
 
 
-def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_env, tmp_path):
+def job_inputs(tmp_path: Path, slurm_env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A folder of 2 training images and the environment of the sweep and its tasks."""
     images = tmp_path / "images"
     images.mkdir()
     for path in sorted(BSDS.glob("*.jpg"))[:2]:
         shutil.copy(path, images / path.name)
     env = {**slurm_env, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+           "TFDS_DATA_DIR": str(tmp_path / "tfds")}  # fmt: skip
+    return images, env
+
+
+def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_env, tmp_path):
+    images, env = job_inputs(tmp_path, slurm_env)
     root = tmp_path / "sweep"
     command = ["--launcher=slurm", f"--root={root}", "--priors=joint", "--lmbdas=0.01,0.02",
                "--time=20", *TINY, f"--data_dir={images}", f"--tfds_data_dir={tmp_path / 'tfds'}"]
-    submitted = sweep(*command, env=env)
-    assert submitted.returncode == 0, submitted.stderr[-3000:]
-    assert "submitted Slurm array job" in submitted.stdout and "squeue -j" in submitted.stdout
-    job_id = job_id_of(submitted)
-
-    logs = wait_for(job_id, root, env)
-    for task, log in logs.items():
-        text = log.read_text()
-        assert "jahp_jax.train" in text and "Traceback" not in text, text[-3000:]
-        assert f"lmbda=0.0{task + 1}" in text
+    logs = wait_for(sweep(*command, env=env), env)
     workdirs = [root / "joint_lmbda0.01", root / "joint_lmbda0.02"]
-    for workdir in workdirs:
-        assert (workdir / "checkpoints" / "2" / "params").is_dir(), logs
+    assert sorted(logs) == [str(w) for w in workdirs]
+    for workdir, text in logs.items():
+        assert "jahp_jax.train" in text and "Traceback" not in text, text[-3000:]
+        assert f"--workdir={workdir}" in text
+        assert (Path(workdir) / "checkpoints" / "2" / "params").is_dir(), text[-3000:]
 
     # Resubmitting the same sweep: every task resumes its own finished workdir, trains nothing.
-    again = sweep(*command, env=env)
-    assert again.returncode == 0, again.stderr[-2000:]
-    for log in wait_for(job_id_of(again), root, env).values():
-        assert "already trained 2 >= --num_steps=2 steps" in log.read_text()
+    for text in wait_for(sweep(*command, env=env), env).values():
+        assert "already trained 2 >= --num_steps=2 steps" in text, text[-3000:]
 
     output = tmp_path / "eval" / "sweep.json"
     (tmp_path / "kodak").mkdir()
@@ -188,3 +185,19 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     results = json.loads(output.read_text())["results"]
     assert len(results["bpp"]) == 2 and all(bpp > 0 for bpp in results["bpp"])
+
+
+def test_a_slurm_task_can_be_one_multi_process_run(slurm_env, tmp_path):
+    """--processes_per_node=2: srun starts 2 training processes with --multihost, which find each
+    other through JAX's Slurm detection (no address given) and train one model on 2 devices."""
+    images, env = job_inputs(tmp_path, slurm_env)
+    env["JAX_NUM_CPU_DEVICES"] = "1"  # Each of the 2 processes: 1 device.
+    root = tmp_path / "sweep"
+    submitted = sweep("--launcher=slurm", f"--root={root}", "--priors=joint", "--lmbdas=0.01",
+                      "--processes_per_node=2", "--time=20", *TINY, f"--data_dir={images}",
+                      env=env)  # fmt: skip
+    [(workdir, rank0)] = wait_for(submitted, env).items()
+    assert "on 2 device(s), 2 process(es)" in rank0, rank0[-3000:]
+    rank1 = Path(submitted.stdout.split("  log: ")[1].split()[0].replace("_0_log", "_1_log"))
+    assert "--multihost" in rank1.read_text() and "Traceback" not in rank1.read_text()
+    assert (Path(workdir) / "checkpoints" / "2" / "params").is_dir()
