@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # Trained on, through its tfds download, when no local data folder is found: 3,670 flower photos
 # (218 MB, CC-BY 2.0), most at least 240x320.
 DOWNLOAD_TRAIN_DATASET = "tf_flowers"

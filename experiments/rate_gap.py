@@ -1,6 +1,6 @@
 """How far each model's rate for y is from a per-channel histogram code of the same latents.
 
-    ./launch.sh python -m experiments.rate_gap [--root=workdirs/ablation] [--limit=N] \\
+    ./launch.sh python -m experiments.rate_gap [--root=runs/ablation] [--limit=N] \\
         [--output=results/ablation/rate_gap.md] [--checkpoint=DIR ...]
 
 For every training workdir under --root (or every --checkpoint), every Kodak image is compressed
@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from experiments.common import SHARED_DATA
 
 
 def histogram_bits(symbols: np.ndarray) -> float:
@@ -77,21 +75,23 @@ def gap_table(rows: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="workdirs/ablation", help="folder of training workdirs")
+    parser.add_argument("--root", default="runs/ablation", help="folder of training workdirs")
     parser.add_argument(
         "--checkpoint",
         action="append",
         default=[],
         help="a workdir or step folder; repeat; replaces --root",
     )
-    parser.add_argument("--kodak_dir", default=str(SHARED_DATA / "kodak"))
+    parser.add_argument("--kodak_dir", default=None,
+                        help="Kodak folder (default: kodak/ of the data root, else the "
+                        "download)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
     parser.add_argument("--output", default=None, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
 
     from jahp_jax import report
     from jahp_jax.checkpoints import CheckpointError
-    from jahp_jax.data import DatasetError, ImageError, eval_images
+    from jahp_jax.data import DatasetError, ImageError, eval_images, resolve_data_root
     from jahp_jax.models import PRIORS
 
     root = Path(args.root)
@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        images = list(eval_images("kodak", data_dir=args.kodak_dir, limit=args.limit))
+        kodak_dir = args.kodak_dir
+        if kodak_dir is None and (data_root := resolve_data_root()) is not None:
+            kodak_dir = str(data_root / "kodak")
+        images = list(eval_images("kodak", data_dir=kodak_dir, limit=args.limit))
         rows = {}
         for name, checkpoint in checkpoints.items():
             rows[name] = rate_gap(checkpoint, images)

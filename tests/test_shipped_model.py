@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from jahp_jax import bitstream
 from jahp_jax.checkpoints import ModelConfig, read_config, resolve_checkpoint
@@ -13,7 +14,7 @@ from jahp_jax.data import read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = REPO_ROOT / "models" / "joint_n64_lmbda0.013"
-KODIM23 = REPO_ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
+KODIM23 = SHARED / "data" / "kodak" / "kodim23.png"
 
 
 @pytest.fixture(scope="module")

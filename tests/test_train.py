@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SHARED
 
 from jahp_jax import train
 from jahp_jax.checkpoints import (
@@ -30,7 +31,6 @@ from jahp_jax.data import DatasetError
 from jahp_jax.models import init_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds500"
 BSDS_VAL = SHARED / "data" / "val" / "bsds500"
 STEPS, EVERY = 4, 2
