@@ -8,7 +8,7 @@ H / 2 exactly and the matching transposed conv maps H back to 2 H (the published
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import jax
@@ -279,14 +279,16 @@ def causal_mask(kernel_size: int) -> np.ndarray:
 
 
 class MaskedConv(nn.Module):
-    """Stride-1 conv whose output at (i, j) sees only inputs strictly before (i, j) in raster order.
+    """Stride-1 conv reading only the taps where `mask_fn(kernel_size)` is 1; by default its
+    output at (i, j) sees only inputs strictly before (i, j) in raster order.
 
-    This is the context model of Minnen et al. 2018 (PixelCNN mask type A). Params: kernel
+    The default is the context model of Minnen et al. 2018 (PixelCNN mask type A). Params: kernel
     (k, k, I, O), stored unmasked (as in CompressAI) and masked at use; bias (O,).
     """
 
     features: int
     kernel_size: int = 5
+    mask_fn: Callable[[int], np.ndarray] = causal_mask
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -297,7 +299,7 @@ class MaskedConv(nn.Module):
             (k, k, x.shape[-1], self.features),
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        mask = jnp.asarray(causal_mask(k), x.dtype)[:, :, None, None]
+        mask = jnp.asarray(self.mask_fn(k), x.dtype)[:, :, None, None]
         return strided_conv(x, kernel.astype(x.dtype) * mask, 1) + bias.astype(x.dtype)
 
 

@@ -14,7 +14,7 @@ from flax import linen as nn
 
 from jahp_jax.entropy_models import quantize
 from jahp_jax.latent_codecs.base import CodingStep, ContextCodec, gather_patches
-from jahp_jax.layers import strided_conv
+from jahp_jax.layers import MaskedConv
 
 Array = jax.Array
 
@@ -33,26 +33,6 @@ def anchor_map(height: int, width: int) -> np.ndarray:
     return np.add.outer(np.arange(height), np.arange(width)) % 2 == 1
 
 
-class CheckerboardConv(nn.Module):
-    """Stride-1 conv reading only the taps of `checkerboard_mask`. Params: kernel (k, k, I, O),
-    stored unmasked, and bias (O,)."""
-
-    features: int
-    kernel_size: int = 5
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        k = self.kernel_size
-        kernel = self.param(
-            "kernel",
-            nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
-            (k, k, x.shape[-1], self.features),
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        mask = jnp.asarray(checkerboard_mask(k), x.dtype)[:, :, None, None]
-        return strided_conv(x, kernel.astype(x.dtype) * mask, 1) + bias.astype(x.dtype)
-
-
 class CheckerboardPrior(ContextCodec):
     """Mean-scale hyperprior + checkerboard context: two-pass parallel decoding."""
 
@@ -62,7 +42,7 @@ class CheckerboardPrior(ContextCodec):
     coding_padding = (2, 2, 2, 2)
 
     def make_context_model(self) -> nn.Module:
-        return CheckerboardConv(2 * self.num_latents, 5)
+        return MaskedConv(2 * self.num_latents, 5, mask_fn=checkerboard_mask)
 
     def distribution(self, hyper: Array | None, y_hat: Array) -> dict[str, Array]:
         anchors = jnp.asarray(anchor_map(*y_hat.shape[1:3]), y_hat.dtype)[None, :, :, None]
