@@ -30,11 +30,10 @@ from pathlib import Path
 
 from experiments.common import (
     add_experiment_args,
-    check_downloads,
     eval_images_of,
     provenance,
-    resolve_data,
     start_record,
+    start_sources,
     train_config,
 )
 
@@ -111,16 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
-    try:
-        sources = resolve_data(args)
-        if args.check_data:
-            print(sources.describe())
-            return 0
-        print(sources.note, flush=True)
-        check_downloads(sources)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    sources = start_sources(args)
+    if isinstance(sources, int):
+        return sources
     console.setup(args.verbosity, Path(args.root) / console.LOG_FILE)
     started, started_at = time.perf_counter(), start_record()
     training_seconds = {}

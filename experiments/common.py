@@ -246,3 +246,21 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def start_sources(args: argparse.Namespace) -> DataSources | int:
+    """An experiment's data sources, with every download they need reachable, and their note
+    printed; or the exit status: 0 after --check_data printed them, 2 after a one-line error."""
+    from jahp_jax.data import DatasetError
+
+    try:
+        sources = resolve_data(args)
+        if args.check_data:
+            print(sources.describe())
+            return 0
+        print(sources.note, flush=True)
+        check_downloads(sources)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return sources

@@ -25,11 +25,10 @@ import numpy as np
 
 from experiments.common import (
     add_experiment_args,
-    check_downloads,
     eval_images_of,
     provenance,
-    resolve_data,
     start_record,
+    start_sources,
     train_config,
 )
 
@@ -100,16 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     from jahp_jax.data import DatasetError, ImageError
     from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
 
-    try:
-        sources = resolve_data(args)
-        if args.check_data:
-            print(sources.describe())
-            return 0
-        print(sources.note, flush=True)
-        check_downloads(sources)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    sources = start_sources(args)
+    if isinstance(sources, int):
+        return sources
     console.setup(args.verbosity, Path(args.workdir) / console.LOG_FILE)
     started, started_at = time.perf_counter(), start_record()
     output_dir = Path(args.output_dir)
