@@ -16,9 +16,7 @@ benchmarks/results/bench_codec.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import jax
 import numpy as np
 
 from benchmarks.flops import synthesis_flops
-from benchmarks.machine import cpu_model, matmul_gflops
+from benchmarks.machine import cpu_model, matmul_gflops, write_result
 from jahp_jax import layers
 from jahp_jax.codec import Codec, pad_image
 from jahp_jax.data import read_image
@@ -152,19 +150,12 @@ def main() -> None:
         "image_shape": list(image.shape),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
         "matmul_gflops": limit,
         "reference_source": REFERENCE_SOURCE,
-        "machine": platform.platform(),
-        "jax": jax.__version__,
         "rows": rows,
     }
     print(f"load average (1, 5, 15 min): before {load_before}, after {result['loadavg_after']}")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
-    print(f"wrote {output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ to stdout and JSON to benchmarks/results/bench_conv.json; `uptime`'s load is rec
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.flops import conv_flops, joint_layers
-from benchmarks.machine import cpu_model, matmul_gflops
+from benchmarks.machine import cpu_model, matmul_gflops, write_result
 from jahp_jax import layers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_conv.json"
@@ -123,16 +121,12 @@ def main() -> None:
           f"{totals['gflop'] / totals['ours_ms'] * 1e3:.1f} | "
           f"{totals['gflop'] / totals['ours_ms'] * 1e3 / limit:.0%} |")  # fmt: skip
     result = {
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.platform(),
-        "jax": jax.__version__, "backend": jax.default_backend(), "matmul_gflops": limit,
+        "matmul_gflops": limit,
         "size": args.size, "batch": args.batch, "patch": args.patch, "repeats": args.repeats,
         "loadavg_before": load_before, "loadavg_after": load_after, "totals": totals,
         "rows": rows,
     }  # fmt: skip
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

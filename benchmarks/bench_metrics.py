@@ -12,7 +12,6 @@ benchmarks/results/bench_metrics.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -22,7 +21,7 @@ from unittest import mock
 import jax
 import numpy as np
 
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, write_result
 from jahp_jax import metrics
 from jahp_jax.data import read_image
 from jahp_jax.evaluate import image_metrics
@@ -83,15 +82,11 @@ def main() -> None:
     print(f"CPU {cpu_model()}, {os.cpu_count()} cores; load average {load_before[0]:.2f} -> "
           f"{load_after[0]:.2f}")  # fmt: skip
     result = {
-        "image": args.image, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-        "jax": jax.__version__, "seconds_per_point": medians["ours"],
+        "image": args.image, "seconds_per_point": medians["ours"],
         "conv_filter_ms_ssim_seconds": medians["conv"], "ms_ssim": values,
         "times": times, "loadavg_before": load_before, "loadavg_after": load_after,
     }  # fmt: skip
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

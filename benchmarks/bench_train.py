@@ -28,7 +28,7 @@ from pathlib import Path
 from absl import app, flags
 
 from benchmarks.flops import train_step_flops
-from benchmarks.machine import cpu_model, matmul_gflops
+from benchmarks.machine import cpu_model, matmul_gflops, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_train.json"
 # name -> (prior, N, M, batch, patch)
@@ -157,14 +157,7 @@ def main(argv: list[str]) -> None:
     for r in rows:
         if "reference_source" in r:
             print(f"ref s ({r['setting']}): {r['reference_source']} (given constant)")
-    output = Path(FLAGS.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".json.tmp")
-    result = {"rows": rows, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-              "matmul_gflops": limit}  # fmt: skip
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
-    print(f"wrote {output}")
+    write_result(FLAGS.output, {"rows": rows, "matmul_gflops": limit})
 
 
 if __name__ == "__main__":

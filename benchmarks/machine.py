@@ -6,11 +6,13 @@ one machine under different load) can be compared through the achieved fraction 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 MATMUL_SIDE = 2048
 
@@ -44,3 +46,17 @@ def matmul_gflops(repeats: int = 5) -> float:
 def load_average() -> float:
     """The 1-minute load average (what `uptime` prints first)."""
     return os.getloadavg()[0]
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's result JSON (atomically), with the machine it ran on added."""
+    import jax
+
+    machine = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.platform(),
+               "jax": jax.__version__, "backend": jax.default_backend()}  # fmt: skip
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    tmp.write_text(json.dumps({**machine, **result}, indent=2) + "\n")
+    os.replace(tmp, output)
+    print(f"wrote {output}")
