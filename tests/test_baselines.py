@@ -55,14 +55,14 @@ def test_hevc_settings_take_effect(crop, monkeypatch):
     assert baselines.roundtrip(codec, 34, crop).data != chosen.data
 
 
-def test_cli_writes_results_and_skips_missing_codecs(tmp_path, shared_dir, capsys, monkeypatch):
+def test_cli_writes_results_and_skips_missing_codecs(tmp_path, kodak_dir, capsys, monkeypatch):
     def missing() -> str:
         raise ImportError("libfoo is not installed")
 
     absent = baselines.ClassicalCodec("absent", "Absent", (1,), lambda im, q: b"", missing, "")
     monkeypatch.setitem(baselines.CODECS, "absent", absent)
     code = baselines.main([
-        "--dataset=kodak", f"--data_dir={shared_dir / 'data' / 'kodak'}",
+        "--dataset=kodak", f"--data_dir={kodak_dir}",
         "--codecs=jpeg420,absent", f"--output_dir={tmp_path}", "--limit=1",
     ])
     assert code == 0

@@ -23,11 +23,6 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
-def kodak_dir(shared_dir):
-    return str(shared_dir / "data" / "kodak")
-
-
 def test_cli_writes_a_curve_from_real_files(checkpoints, kodak_dir, tmp_path, capsys):
     output = tmp_path / "ours.json"
     argv = [f"--checkpoint={c}" for c in checkpoints]

@@ -40,11 +40,11 @@ def test_factorized_model_never_beats_its_own_histogram(tmp_path):
     assert row["bpp"] > row["model_bpp_y"]  # the file adds the header on top
 
 
-def test_main_writes_a_table_and_refuses_an_empty_root(tmp_path, shared_dir, capsys):
+def test_main_writes_a_table_and_refuses_an_empty_root(tmp_path, kodak_dir, capsys):
     root = tmp_path / "runs"
     _workdir(root, "hyperprior")
     output = tmp_path / "gap.md"
-    kodak = shared_dir / "data" / "kodak"
+    kodak = kodak_dir
     argv = [f"--root={root}", f"--kodak_dir={kodak}", "--limit=1", f"--output={output}"]
     assert rate_gap.main(argv) == 0
     assert "| hyperprior_lmbda0.01 | hyperprior |" in output.read_text()
