@@ -171,15 +171,15 @@ def restore_training_checkpoint(
     return restored["params"], restored["train_state"]
 
 
-def abstract_params(model: CompressionModel, sharding: jax.sharding.Sharding | None = None) -> Any:
-    """The parameter tree of `model` as `jax.ShapeDtypeStruct`s placed on `sharding` (default:
-    this process's first device).
+def abstract_params(model: CompressionModel) -> Any:
+    """The parameter tree of `model` as `jax.ShapeDtypeStruct`s placed on this process's first
+    device.
 
     Restoring into explicit shardings is what makes a checkpoint independent of the device
     layout that wrote it: without them orbax re-creates the writer's shardings and refuses a
     reader with another number of devices or processes ("Topology mismatch").
     """
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     return jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), shapes

@@ -6,6 +6,7 @@ tests/data/README.md), so that a plain clone runs the suite offline. Tests that 
 the full folder has ask for the `kodak_dir` or `golden_dir` fixture, which skip with the reason.
 """
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ FULL_SHARED = REPO_ROOT.parent / "shared"
 COMMITTED_SHARED = REPO_ROOT / "tests" / "data" / "shared"
 SHARED = FULL_SHARED if FULL_SHARED.is_dir() else COMMITTED_SHARED
 KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for test servers and coordinators)."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
 def pytest_report_header() -> str:

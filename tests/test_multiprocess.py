@@ -12,7 +12,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED
+from conftest import REPO_ROOT, SHARED, free_port
 
 from jahp_jax.checkpoints import load_model, resolve_checkpoint
 
@@ -70,12 +69,6 @@ def train_command(workdir: Path, data_args: list[str], *extra: str) -> list[str]
 def run(command: list[str], env: dict[str, str], timeout: float = 900):
     return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def assert_params_close(a, b, atol: float, what: str) -> None:

@@ -17,19 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SHARED
+from conftest import REPO_ROOT, SHARED, free_port
 
 BSDS = SHARED / "data" / "train" / "bsds500"
 KODAK = SHARED / "data" / "kodak"
 TINY = ["--num_filters=8", "--num_latents=8", "--patch_size=64", "--batch_size=2",
         "--num_steps=2", "--checkpoint_every=2", "--eval_every=0", "--log_every=1"]  # fmt: skip
 SLURM_TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "munged", "munge")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
