@@ -27,7 +27,7 @@ from benchmarks.flops import synthesis_flops
 from benchmarks.machine import cpu_model, matmul_gflops, write_result
 from jahp_jax import layers
 from jahp_jax.codec import Codec, pad_image
-from jahp_jax.data import read_image
+from jahp_jax.image_io import read_image
 from jahp_jax.models import PRIORS, create_model, init_params
 
 REPO = Path(__file__).resolve().parents[1]

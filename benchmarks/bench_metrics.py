@@ -23,8 +23,8 @@ import numpy as np
 
 from benchmarks.machine import cpu_model, write_result
 from jahp_jax import metrics
-from jahp_jax.data import read_image
 from jahp_jax.evaluate import image_metrics
+from jahp_jax.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"

@@ -82,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from jahp_jax import evaluate, report
+    from jahp_jax import evaluate
     from jahp_jax.data import DatasetError, ImageError
+    from jahp_jax.image_io import write_text
     from jahp_jax.models import PRIORS
     from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
+
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     unknown = sorted(set(priors) - set(PRIORS))
     try:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     table = write_report(output_dir, priors, Path(args.classical_dir))
     run = provenance("ablation", argv, started_at, time.perf_counter() - started)
     run["training_seconds"] = training_seconds  # this invocation's; a resumed run shows less
-    report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print(table)
     print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
@@ -167,6 +169,7 @@ def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> st
     (with JPEG 4:2:0, HEVC intra, WebP) and rd_priors.png (the priors alone, zoomed in).
     Returns the BD table."""
     from jahp_jax import report
+    from jahp_jax.image_io import write_text
 
     ours = [str(output_dir / f"{prior}.json") for prior in priors]
     classical = [
@@ -177,9 +180,9 @@ def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> st
     curves = report.load_curves(ours + classical)
     references = [c for c in curves if Path(c.path).stem in ("hyperprior", "jpeg420", "hevc444")]
     table = report.bd_table(curves, references)
-    report.write_text(output_dir / "bd_rate.md", table + "\n")
+    write_text(output_dir / "bd_rate.md", table + "\n")
     priors_only = curves[: len(ours)]
-    report.write_text(output_dir / "points.md", points_table(priors_only))
+    write_text(output_dir / "points.md", points_table(priors_only))
     report.plot_rd(curves, output_dir / "rd.png")
     max_bpp = max(max(c.data["results"]["bpp"]) for c in priors_only)
     zoom = round(1.1 * max_bpp + 0.05, 1)  # at CPU scale the priors sit close together

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from jahp_jax import baselines, evaluate, report
     from jahp_jax.data import DatasetError, ImageError
+    from jahp_jax.image_io import write_text
     from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
 
     sources = start_sources(args)
@@ -139,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("jpeg420", "webp")
     }
     table = comparison_table(ours, classical)
-    report.write_text(output_dir / "table.md", table + "\n")
+    write_text(output_dir / "table.md", table + "\n")
     curves = report.load_curves(
         [str(output_dir / f"{key}.json") for key in ("joint", "jpeg420", "webp")], []
     )
     report.plot_rd(curves, output_dir / "rd.png")
     run = provenance("quickstart", argv, started_at, time.perf_counter() - started)
-    report.write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print()
     print(table)
     print(

@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
 
-    from jahp_jax import report
     from jahp_jax.checkpoints import CheckpointError
     from jahp_jax.data import DatasetError, ImageError, eval_images, resolve_data_root
+    from jahp_jax.image_io import write_text
     from jahp_jax.models import PRIORS
 
     root = Path(args.root)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     table = gap_table(rows)
     print(table)
     if args.output:
-        report.write_text(args.output, table + "\n")
+        write_text(args.output, table + "\n")
     return 0
 
 

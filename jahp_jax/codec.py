@@ -28,6 +28,7 @@ import numpy as np
 from jahp_jax import bitstream
 from jahp_jax.checkpoints import CheckpointError, ModelConfig, load_model, params_fingerprint
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
+from jahp_jax.image_io import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models import CompressionModel
 from jahp_jax.runtime import enable_compilation_cache
 
@@ -189,8 +190,6 @@ def load_codec(checkpoint: str | os.PathLike) -> Codec:
 def _write_atomic(path: Path, data: bytes) -> None:
     if not path.parent.is_dir():
         raise CodecError(f"{path}: folder {path.parent} does not exist; create it first")
-    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
-
     write_atomic(path, lambda f: f.write(data))
 
 
@@ -206,8 +205,6 @@ def _read_file(path: Path) -> bytes:
 
 
 def _compress(args: argparse.Namespace) -> str:
-    from jahp_jax.data import read_image  # tensorflow import: only when reading images
-
     image = read_image(args.input)
     codec = load_codec(args.checkpoint)
     data, stats = codec.compress_with_stats(image)
@@ -220,8 +217,6 @@ def _compress(args: argparse.Namespace) -> str:
 
 
 def _decompress(args: argparse.Namespace) -> str:
-    from jahp_jax.data import write_png
-
     data = _read_file(Path(args.input))
     codec = load_codec(args.checkpoint)
     image = codec.decompress(data)
@@ -246,8 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("output", help=outputs)
     args = parser.parse_args(argv)
     enable_compilation_cache()
-    from jahp_jax.data import ImageError
-
     try:
         message = (_compress if args.command == "compress" else _decompress)(args)
     except (CodecError, ImageError, CheckpointError) as error:

@@ -1,6 +1,6 @@
-"""Image IO and input pipelines (tensorflow-datasets + tf.data).
+"""Input pipelines (tensorflow-datasets + tf.data) and where data lives.
 
-Image IO is `read_image` / `write_png`: numpy uint8 HxWx3 RGB at every file boundary.
+Image IO lives in `jahp_jax.image_io` (no TensorFlow); its names are re-exported here.
 
 Where data lives (`resolve_data_root`): `--data_root`, else `$JAHP_DATA`, else `../shared/data`
 beside the repository when it exists, laid out as `train/` (training images, any depth), `val/`
@@ -32,23 +32,23 @@ import logging
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import filelock
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+from jahp_jax.image_io import IMAGE_SUFFIXES, ImageError
+from jahp_jax.image_io import read_image as read_image  # re-exported: callers reading data sets
+from jahp_jax.image_io import write_atomic as write_atomic
+from jahp_jax.image_io import write_png as write_png
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
-)
 KODAK_CHECKSUMS = Path(__file__).parent / "datasets" / "kodak" / "checksums.tsv"
 KODAK_HOST = "r0k.us"
 KODAK_URL = f"http://{KODAK_HOST}/graphics/kodak/kodak/{{name}}.png"
@@ -60,110 +60,9 @@ DOWNLOAD = "download"  # as a data root: use the tfds downloads even where local
 # Hosts the tfds downloads of these data sets need, checked before tfds retries for minutes.
 DOWNLOAD_HOSTS = {"kodak": (KODAK_HOST, 80), "tf_flowers": ("storage.googleapis.com", 443)}
 
-_SIXTEEN_BIT_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-
-
-class ImageError(ValueError):
-    """A file is not an image this project can read or write (message names the file)."""
-
 
 class DatasetError(ValueError):
     """A data source is missing, empty or misconfigured (message says what to do)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Image IO
-# --------------------------------------------------------------------------------------------
-
-
-def _is_sixteen_bit(img: Image.Image) -> bool:
-    """True for images with more than 8 bits per sample (PIL reads 48-bit PNG as 'RGB')."""
-    if img.mode in _SIXTEEN_BIT_MODES:
-        return True
-    for tile in img.tile:
-        rawmode = tile.args if isinstance(tile.args, str) else (tile.args or ("",))[0]
-        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
-            return True
-    return False
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as uint8 (H, W, 3) RGB.
-
-    Grayscale, palette and CMYK images are converted to RGB; an alpha channel is dropped
-    only when fully opaque. Images with 16 or more bits per sample are refused (convert them
-    to 8-bit first: no rounding rule is imposed silently). Only the first frame of an
-    animation is read, and EXIF orientation is ignored (pixels as stored).
-
-    Raises:
-      ImageError: the file is missing, not an image, truncated, transparent or 16-bit.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            if _is_sixteen_bit(img):
-                raise ImageError(
-                    f"{path}: 16-bit (or deeper) image, mode {img.mode}; convert it to "
-                    "8 bits per channel first"
-                )
-            img.load()
-            has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info
-            if has_alpha:
-                rgba = np.asarray(img.convert("RGBA"))
-                if (rgba[..., 3] != 255).any():
-                    raise ImageError(
-                        f"{path}: image has transparent pixels; flatten it onto a background "
-                        "(e.g. remove the alpha channel) first"
-                    )
-                pixels = rgba[..., :3]
-            else:
-                pixels = np.asarray(img.convert("RGB"))
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (format not recognised)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{path}: cannot decode image ({err})") from None
-    return np.ascontiguousarray(pixels, dtype=np.uint8)
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Calls `write(file)` on a temp file beside `path`, then renames it over `path`.
-
-    Readers never see a half-written file, and a failure leaves no temp file behind. The folder
-    must exist.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            write(tmp)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Writes uint8 (H, W, 3) RGB as PNG, atomically (temp file in the same folder + rename).
-
-    Raises:
-      ImageError: the array is not uint8 (H, W, 3), or the folder does not exist.
-    """
-    path = Path(path)
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        kind = getattr(image, "dtype", type(image).__name__)
-        raise ImageError(f"{path}: expected a uint8 numpy array, got {kind}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageError(f"{path}: expected shape (H, W, 3) with H, W > 0, got {image.shape}")
-    if not path.parent.is_dir():
-        raise ImageError(f"{path}: folder {path.parent} does not exist; create it first")
-    write_atomic(path, lambda f: Image.fromarray(image, mode="RGB").save(f, format="PNG"))
 
 
 def resolve_data_root(data_root: str | None = None) -> Path | None:
@@ -585,7 +484,9 @@ def train_batches(
             )
         streams.append(
             _patch_stream(
-                tf.constant(large), patch_size=patch_size, seed=(seed, row),
+                tf.constant(large),
+                patch_size=patch_size,
+                seed=(seed, row),
                 first_element=start_step,
             )  # fmt: skip
         )

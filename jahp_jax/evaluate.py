@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jahp_jax import console, metrics
+from jahp_jax.image_io import write_text
 
 _log = logging.getLogger(__name__)
 METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
@@ -160,13 +161,6 @@ def summarize(
     return {"name": name, "description": description, "results": results, "errors": errors}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: f.write(text.encode()))
-
-
 def write_results(
     output_dir: str | os.PathLike, stem: str, results: dict[str, Any], rows: Sequence[dict]
 ) -> tuple[Path, Path]:
@@ -174,14 +168,14 @@ def write_results(
     output_dir = Path(output_dir)
     json_path = output_dir / f"{stem}.json"
     csv_path = output_dir / f"{stem}.images.csv"
-    _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
+    write_text(json_path, json.dumps(results, indent=2) + "\n")
     columns = ["image", "quality", *METRIC_KEYS]
     columns += sorted({k for r in rows for k in r} - set(columns) - {"error"}) + ["error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(csv_path, buffer.getvalue())
+    write_text(csv_path, buffer.getvalue())
     return json_path, csv_path
 
 

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from scipy.interpolate import PchipInterpolator  # noqa: E402
 
 from jahp_jax.evaluate import load_results  # noqa: E402
+from jahp_jax.image_io import write_atomic, write_text  # noqa: E402
 
 BD_METHODS = ("pchip", "cubic")
 DEFAULT_REFERENCES = ("jpeg420", "hevc444")
@@ -200,21 +201,11 @@ def bd_table(curves: Sequence[Curve], references: Sequence[Curve], method: str =
 
 
 def _save_figure(figure: plt.Figure, path: str | os.PathLike) -> None:
-    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=120))
     finally:
         plt.close(figure)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes text atomically (temp file + rename), creating the folder."""
-    from jahp_jax.data import write_atomic  # tensorflow import: only when writing files
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def plot_rd(curves: Sequence[Curve], path: str | os.PathLike, max_bpp: float = 2.0) -> None:
