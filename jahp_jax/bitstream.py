@@ -1,22 +1,20 @@
-"""The .jahp file format: a fixed 44-byte header, then the z stream, then the y stream.
+"""The .jahp file format: a fixed 48-byte header, then the z stream, then the y stream.
 
-| offset | size | field                                                                  |
-|--------|------|------------------------------------------------------------------------|
-| 0      | 4    | magic `b"JAHP"`                                                        |
-| 4      | 1    | format version (2; version 1 coded mixture symbols in other batches)   |
-| 5      | 1    | prior id: index in PRIOR_IDS, the latent codec registry's order        |
-| 6      | 2    | N (num_filters)                                                        |
-| 8      | 2    | M (num_latents)                                                        |
-| 10     | 1    | K (mixture components)                                                 |
-| 11     | 1    | reserved, 0                                                            |
-| 12     | 8    | model fingerprint (`checkpoints.params_fingerprint`)                   |
-| 20     | 4    | image height (pixels)                                                  |
-| 24     | 4    | image width (pixels)                                                   |
-| 28     | 4    | z stream length in bytes (multiple of 4; 0 without a hyperprior)       |
-| 32     | 4    | y stream length in bytes (multiple of 4)                               |
-| 36     | 4    | CRC32 of the entropy tables (detects a decoder with different numerics) |
-| 40     | 4    | CRC32 of bytes 0..39 and of the streams                                |
-| 44     | ...  | z stream, y stream (constriction range coder words, little endian)     |
+| offset | size | field                                                                   |
+|--------|------|-------------------------------------------------------------------------|
+| 0      | 4    | magic `b"JAHP"`                                                         |
+| 4      | 1    | format version (3; 2 named the model by prior id and sizes instead)     |
+| 5      | 1    | arithmetic of the prior path: 0 float, 1 integer (`ARITHMETIC`)         |
+| 6      | 2    | reserved, 0                                                             |
+| 8      | 8    | model identity: `ModelConfig.fingerprint()` (prior, sizes, options)     |
+| 16     | 8    | model parameters: `checkpoints.params_fingerprint`                      |
+| 24     | 4    | image height (pixels)                                                   |
+| 28     | 4    | image width (pixels)                                                    |
+| 32     | 4    | z stream length in bytes (multiple of 4; 0 without a hyperprior)        |
+| 36     | 4    | y stream length in bytes (multiple of 4)                                |
+| 40     | 4    | CRC32 of the entropy tables (detects a decoder with different numerics) |
+| 44     | 4    | CRC32 of bytes 0..43 and of the streams                                 |
+| 48     | ...  | z stream, y stream (constriction range coder words, little endian)      |
 
 All integers are little endian. Every byte of the file is covered by the CRC32 (the CRC field
 itself aside), so a flipped byte, a truncation or appended bytes are detected before decoding.
@@ -29,26 +27,23 @@ import struct
 import zlib
 
 from jahp_jax.coding import CodecError
-from jahp_jax.latent_codecs import PRIORS
 
 MAGIC = b"JAHP"
-FORMAT_VERSION = 2
-PRIOR_IDS = tuple(PRIORS)  # factorized 0 .. joint 4, checkerboard 5, channelwise 6: append only
+FORMAT_VERSION = 3
+ARITHMETIC = ("float", "integer")  # byte 5: index of the prior path's arithmetic
 MAX_IMAGE_SIDE = 1 << 16
-_BODY = struct.Struct("<4sBBHHBx8sIIIII")
+_BODY = struct.Struct("<4sBBxx8s8sIIIII")
 _CRC = struct.Struct("<I")
-HEADER_BYTES = _BODY.size + _CRC.size  # 44
+HEADER_BYTES = _BODY.size + _CRC.size  # 48
 
 
 @dataclasses.dataclass(frozen=True)
 class Header:
     """The header fields (see the module docstring)."""
 
-    prior: str
-    num_filters: int
-    num_latents: int
-    mixture_components: int
-    fingerprint: bytes
+    arithmetic: str  # one of ARITHMETIC
+    model: bytes  # 8 bytes: ModelConfig.fingerprint()
+    fingerprint: bytes  # 8 bytes: params_fingerprint(params)
     height: int
     width: int
     z_bytes: int
@@ -58,8 +53,8 @@ class Header:
 
 def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
     """Header + streams -> the file's bytes."""
-    if header.prior not in PRIOR_IDS:
-        raise CodecError(f"unknown prior '{header.prior}'")
+    if header.arithmetic not in ARITHMETIC:
+        raise CodecError(f"unknown prior arithmetic '{header.arithmetic}'")
     if not (0 < header.height <= MAX_IMAGE_SIDE and 0 < header.width <= MAX_IMAGE_SIDE):
         raise CodecError(
             f"image size {header.height}x{header.width} is outside 1..{MAX_IMAGE_SIDE} per side"
@@ -67,10 +62,8 @@ def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
     body = _BODY.pack(
         MAGIC,
         FORMAT_VERSION,
-        PRIOR_IDS.index(header.prior),
-        header.num_filters,
-        header.num_latents,
-        header.mixture_components,
+        ARITHMETIC.index(header.arithmetic),
+        header.model,
         header.fingerprint,
         header.height,
         header.width,
@@ -89,18 +82,19 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     data = bytes(data)
     if len(data) == 0:
         raise CodecError("the compressed file is empty")
-    if len(data) < HEADER_BYTES or data[:4] != MAGIC:
+    if len(data) < 5 or data[:4] != MAGIC:
         if data[: min(len(data), 4)] != MAGIC[: min(len(data), 4)]:
             raise CodecError("not a jahp file (wrong magic bytes)")
-        raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 44")
-    fields = _BODY.unpack_from(data)
-    (_, version, prior_id, n, m, k, fingerprint, height, width, z_bytes, y_bytes, tables_crc) = (
-        fields
-    )
-    if version != FORMAT_VERSION:
+        raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 48")
+    if data[4] != FORMAT_VERSION:
         raise CodecError(
-            f"unsupported jahp format version {version} (this decoder reads {FORMAT_VERSION})"
+            f"unsupported jahp format version {data[4]} (this decoder reads {FORMAT_VERSION}; "
+            "compress the image again with this version)"
         )
+    if len(data) < HEADER_BYTES:
+        raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 48")
+    fields = _BODY.unpack_from(data)
+    (_, _, arithmetic, model, fingerprint, height, width, z_bytes, y_bytes, tables_crc) = fields
     expected = HEADER_BYTES + z_bytes + y_bytes
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes or a corrupt header"
@@ -108,14 +102,14 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     (crc,) = _CRC.unpack_from(data, _BODY.size)
     if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[: _BODY.size])) != crc:
         raise CodecError("jahp file is corrupted (CRC32 mismatch)")
-    if prior_id >= len(PRIOR_IDS):
-        raise CodecError(f"jahp file names an unknown prior id {prior_id}")
+    if arithmetic >= len(ARITHMETIC):
+        raise CodecError(f"jahp file names an unknown prior arithmetic {arithmetic}")
     if z_bytes % 4 or y_bytes % 4:
         raise CodecError("jahp file has stream lengths that are not whole 32-bit words")
     if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
         raise CodecError(f"jahp file has an invalid image size {height}x{width}")
     header = Header(
-        PRIOR_IDS[prior_id], n, m, k, fingerprint, height, width, z_bytes, y_bytes, tables_crc
+        ARITHMETIC[arithmetic], model, fingerprint, height, width, z_bytes, y_bytes, tables_crc
     )
     z_stream = data[HEADER_BYTES : HEADER_BYTES + z_bytes]
     return header, z_stream, data[HEADER_BYTES + z_bytes :]

@@ -2,7 +2,7 @@
 
 A checkpoint root is an orbax `CheckpointManager` directory, `<workdir>/checkpoints`, holding one
 folder per step with the items
-  - `config`: JSON, the `ModelConfig` (prior, N, M, K) plus free-form `extra` metadata,
+  - `config`: JSON, the `ModelConfig` (`jahp_jax.config`) plus free-form `extra` metadata,
   - `params`: the model parameters (a pytree of arrays),
   - `train_state`: optimiser state etc. (written by training only; never needed for inference).
 `load_model` accepts a training workdir, a checkpoint root, or one step folder.
@@ -10,7 +10,6 @@ folder per step with the items
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,37 +19,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jahp_jax.models import CompressionModel, check_config, create_model, init_params
+from jahp_jax.config import ModelConfig
+from jahp_jax.models import CompressionModel, init_params
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 
 
 class CheckpointError(ValueError):
     """A checkpoint path that does not exist, holds no checkpoint, or does not match."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """What is needed to rebuild the model: the prior and its sizes."""
-
-    prior: str = "joint"
-    num_filters: int = 192
-    num_latents: int = 192
-    mixture_components: int = 1
-
-    def __post_init__(self):
-        check_config(self.prior, self.num_filters, self.num_latents, self.mixture_components)
-
-    def build(self) -> CompressionModel:
-        return create_model(self.prior, self.num_filters, self.num_latents, self.mixture_components)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def checkpoint_root(workdir: str | Path) -> Path:
@@ -201,8 +177,7 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
         params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
     except (ValueError, KeyError, FileNotFoundError) as error:
         raise CheckpointError(
-            f"the parameters in '{step_dir}' do not match a {config.prior} model with "
-            f"N={config.num_filters}, M={config.num_latents}, K={config.mixture_components}: "
+            f"the parameters in '{step_dir}' do not match a {config.describe()} model: "
             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
         ) from None
     return model, params, config

@@ -10,8 +10,8 @@ rate (from the very distributions the coder used) and the coded latents.
 Images of any size: replicate-padded to a multiple of 64, cropped back after decoding. The
 decoded image is g_s(y_hat) clipped to [0, 1], times 255, rounded to uint8, where y_hat is
 bit-identical to the encoder's (see `jahp_jax.coding`). Files are checked (magic, version,
-CRC32 of every byte, model fingerprint, entropy-table checksum) before anything is decoded; every
-problem raises `CodecError` (a ValueError) with a one-line message.
+CRC32 of every byte, model identity and parameter fingerprints, entropy-table checksum) before
+anything is decoded; every problem raises `CodecError` (a ValueError) with a one-line message.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jahp_jax import bitstream
-from jahp_jax.checkpoints import CheckpointError, ModelConfig, load_model, params_fingerprint
+from jahp_jax.checkpoints import CheckpointError, load_model, params_fingerprint
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
 from jahp_jax.image_io import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models import CompressionModel
@@ -88,9 +88,8 @@ class Codec:
     def __init__(self, model: CompressionModel, params: dict):
         self.model = model
         self.params = params
-        self.config = ModelConfig(
-            model.prior, model.num_filters, model.num_latents, model.mixture_components
-        )
+        self.config = model.config
+        self.arithmetic = "integer" if model.config.integer_prior else "float"
         self.fingerprint = params_fingerprint(params)
         self.coder = LatentCoder(model, params)
         self._analysis = compiled_functions(model)["analysis"]
@@ -103,10 +102,8 @@ class Codec:
         y = np.asarray(self._analysis(self.params, jnp.asarray(pad_image(image))))[0]
         coded = self.coder.encode(y)
         header = bitstream.Header(
-            self.config.prior,
-            self.config.num_filters,
-            self.config.num_latents,
-            self.config.mixture_components,
+            self.arithmetic,
+            self.config.fingerprint(),
             self.fingerprint,
             image.shape[0],
             image.shape[1],
@@ -135,16 +132,17 @@ class Codec:
 
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
-        made_with = (
-            f"prior {header.prior}, N={header.num_filters}, M={header.num_latents}, "
-            f"K={header.mixture_components}"
-        )
-        ours = (
-            f"prior {self.config.prior}, N={self.config.num_filters}, "
-            f"M={self.config.num_latents}, K={self.config.mixture_components}"
-        )
-        if made_with != ours:
-            raise CodecError(f"file was made with a different model ({made_with}; this is {ours})")
+        if header.arithmetic != self.arithmetic:
+            raise CodecError(
+                f"file was made with a {header.arithmetic}-prior model; this is a "
+                f"{self.arithmetic}-prior model ({self.config.describe()}): decode it with the "
+                "model that wrote it"
+            )
+        if header.model != self.config.fingerprint():
+            raise CodecError(
+                f"file was made with a different model (model id {header.model.hex()}; this is "
+                f"{self.config.describe()}, id {self.config.fingerprint().hex()})"
+            )
         if header.fingerprint != self.fingerprint:
             raise CodecError(
                 f"file was made with different model parameters (fingerprint "

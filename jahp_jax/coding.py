@@ -511,7 +511,7 @@ class LatentCoder:
         self.model = model
         self.params = params
         self.codec = model.make_latent_codec()
-        self.num_latents = model.num_latents
+        self.num_latents = model.config.num_latents
         self.functions = compiled_functions(model)
         quantiles = model.apply({"params": params}, method=_density_quantiles)
         self.density_tables = {}
@@ -600,7 +600,7 @@ class LatentCoder:
         height, width = shape
         hyper = None
         if self.codec.hyperprior:
-            z_shape = (-(-height // 4), -(-width // 4), self.model.num_filters)
+            z_shape = (-(-height // 4), -(-width // 4), self.model.config.num_filters)
             hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
         shape_y = (height, width, self.num_latents)
         return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]

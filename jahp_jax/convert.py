@@ -30,7 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jahp_jax.checkpoints import ModelConfig, checkpoint_root, save_model
+from jahp_jax.checkpoints import checkpoint_root, save_model
+from jahp_jax.config import ModelConfig
 from jahp_jax.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
 from jahp_jax.layers import REPARAM_PEDESTAL, causal_mask
 from jahp_jax.models import init_params

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jahp_jax.config import ModelConfig
 from jahp_jax.latent_codecs import PRIORS, LatentCodec
 from jahp_jax.layers import GDN, Conv, ConvTranspose
 
@@ -37,26 +38,9 @@ Array = jax.Array
 PRESETS: dict[str, tuple[int, int]] = {"low": (192, 192), "high": (192, 320)}
 
 
-def check_config(prior: str, num_filters: int, num_latents: int, mixture_components: int) -> None:
-    """Raise ValueError with a clear message for a model configuration that cannot be built."""
-    if prior not in PRIORS:
-        raise ValueError(f"unknown prior '{prior}'; choose one of: {', '.join(PRIORS)}")
-    if num_filters < 1 or num_latents < 1:
-        raise ValueError(
-            f"num_filters and num_latents must be >= 1, got {num_filters}, {num_latents}"
-        )
-    if mixture_components < 1:
-        raise ValueError(f"mixture_components must be >= 1, got {mixture_components}")
-    if mixture_components > 1 and not PRIORS[prior].supports_mixture:
-        with_means = ", ".join(name for name, codec in PRIORS.items() if codec.supports_mixture)
-        raise ValueError(
-            f"mixture_components={mixture_components} needs a prior that predicts means "
-            f"({with_means}), not '{prior}'"
-        )
-
-
 class CompressionModel(nn.Module):
-    """x (B, H, W, 3) in [0, 1], H and W multiples of 64 (16 for priors without a hyperprior).
+    """x (B, H, W, 3) in [0, 1], H and W multiples of 64 (16 for priors without a hyperprior);
+    `config` says which model (prior, sizes, options).
 
     `__call__(x, train)` returns {'x_hat', 'y_hat', 'likelihoods': {'y', 'z'?}}. With train=True
     the quantizer is additive uniform noise (rng stream 'noise'); with train=False latents are
@@ -64,16 +48,13 @@ class CompressionModel(nn.Module):
     exact coded rate comes from `jahp_jax.coding`.
     """
 
-    prior: str = "joint"
-    num_filters: int = 192
-    num_latents: int = 192
-    mixture_components: int = 1
+    config: ModelConfig = ModelConfig()
     straight_through: bool = False  # decoder sees round(y - mu) + mu (with identity gradient)
 
     def setup(self):
-        n = self.num_filters
+        n = self.config.num_filters
         self.g_a = nn.Sequential(
-            [Conv(n), GDN(), Conv(n), GDN(), Conv(n), GDN(), Conv(self.num_latents)]
+            [Conv(n), GDN(), Conv(n), GDN(), Conv(n), GDN(), Conv(self.config.num_latents)]
         )
         self.g_s = nn.Sequential(
             [
@@ -89,9 +70,9 @@ class CompressionModel(nn.Module):
     @nn.nowrap
     def make_latent_codec(self) -> LatentCodec:
         """The prior's latent codec (unbound: its schedule and host-side methods need no params)."""
-        check_config(self.prior, self.num_filters, self.num_latents, self.mixture_components)
-        return PRIORS[self.prior](
-            self.num_filters, self.num_latents, self.mixture_components, self.straight_through
+        c = self.config
+        return PRIORS[c.prior](
+            c.num_filters, c.num_latents, c.mixture_components, self.straight_through, **c.options
         )
 
     def analysis(self, x: Array) -> Array:
@@ -121,10 +102,12 @@ def create_model(
     num_latents: int = 192,
     mixture_components: int = 1,
     straight_through: bool = False,
+    **prior_options,
 ) -> CompressionModel:
-    """Validated constructor (clear ValueError on a bad configuration)."""
-    check_config(prior, num_filters, num_latents, mixture_components)
-    return CompressionModel(prior, num_filters, num_latents, mixture_components, straight_through)
+    """Shorthand for `ModelConfig(prior, ...).build(straight_through)` (ValueError on a bad
+    configuration)."""
+    config = ModelConfig(prior, num_filters, num_latents, mixture_components, prior_options)
+    return config.build(straight_through)
 
 
 def init_params(model: CompressionModel, key: Array, image_size: int = 64) -> dict:

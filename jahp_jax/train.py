@@ -38,7 +38,6 @@ from jax.sharding import PartitionSpec as P
 from jahp_jax import console, distributed, metrics, runtime
 from jahp_jax.checkpoints import (
     CheckpointError,
-    ModelConfig,
     checkpoint_root,
     load_model,
     read_config,
@@ -46,9 +45,10 @@ from jahp_jax.checkpoints import (
     save_training_checkpoint,
     training_manager,
 )
+from jahp_jax.config import ModelConfig
 from jahp_jax.data import DatasetError, train_batches, validation_batches
 from jahp_jax.losses import DISTORTIONS, rate_distortion_loss
-from jahp_jax.models import PRESETS, PRIORS, CompressionModel, check_config, init_params
+from jahp_jax.models import PRESETS, PRIORS, CompressionModel, init_params
 
 Array = jax.Array
 DATA_AXIS = "data"
@@ -71,13 +71,17 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; the absl flags of `main` map one to one onto it."""
+    """Everything a run depends on; the absl flags of `main` map one to one onto it. The model
+    fields (prior ... integer_prior) are the flags of `ModelConfig`, the model's identity:
+    `model_config`."""
 
     lmbda: float
     prior: str = "joint"
     num_filters: int = 192
     num_latents: int = 192
     mixture_components: int = 1
+    prior_options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: --prior_option
+    integer_prior: bool = False
     distortion: str = "mse"
     batch_size: int = 8  # Global, over all devices and hosts.
     patch_size: int = 256
@@ -103,7 +107,14 @@ class TrainConfig:
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.prior, self.num_filters, self.num_latents, self.mixture_components)
+        return ModelConfig(
+            self.prior,
+            self.num_filters,
+            self.num_latents,
+            self.mixture_components,
+            self.prior_options,
+            self.integer_prior,
+        )
 
     @property
     def validates(self) -> bool:
@@ -113,9 +124,7 @@ class TrainConfig:
 def check_train_config(config: TrainConfig, device_count: int) -> None:
     """Raise ConfigError (one clear line) for a configuration that cannot train."""
     try:
-        check_config(
-            config.prior, config.num_filters, config.num_latents, config.mixture_components
-        )
+        model = config.model_config
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if not config.lmbda > 0:
@@ -134,11 +143,11 @@ def check_train_config(config: TrainConfig, device_count: int) -> None:
             f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
             f"use a multiple of {device_count}"
         )
-    stride = 64 if PRIORS[config.prior].hyperprior else 16
+    stride = 64 if PRIORS[model.prior].hyperprior else 16
     if config.patch_size % stride:
         raise ConfigError(
             f"--patch_size={config.patch_size} must be a multiple of {stride} for prior "
-            f"'{config.prior}'"
+            f"'{model.prior}'"
         )
     if config.distortion == "ms-ssim" and config.patch_size < MS_SSIM_MIN_SIZE:
         raise ConfigError(f"--distortion=ms-ssim needs --patch_size >= {MS_SSIM_MIN_SIZE}")
@@ -323,10 +332,8 @@ def pretrained_params(config: TrainConfig) -> Any:
     if saved != config.model_config:
         wanted = config.model_config
         raise ConfigError(
-            f"--init_from '{config.init_from}' holds a {saved.prior} model with "
-            f"N={saved.num_filters} M={saved.num_latents} K={saved.mixture_components}, not the "
-            f"{wanted.prior} N={wanted.num_filters} M={wanted.num_latents} "
-            f"K={wanted.mixture_components} this run trains"
+            f"--init_from '{config.init_from}' holds a {saved.describe()} model, not the "
+            f"{wanted.describe()} this run trains"
         )
     return params
 
@@ -351,11 +358,8 @@ def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
     wanted = config.model_config
     if saved != wanted:
         raise ConfigError(
-            f"{workdir} holds a checkpoint of a different model ({saved.prior} "
-            f"N={saved.num_filters} M={saved.num_latents} K={saved.mixture_components}) "
-            "than requested "
-            f"({wanted.prior} N={wanted.num_filters} M={wanted.num_latents} "
-            f"K={wanted.mixture_components}); use another --workdir"
+            f"{workdir} holds a checkpoint of a different model ({saved.describe()}) than "
+            f"requested ({wanted.describe()}); use another --workdir"
         )
     for name in ("lmbda", "distortion"):
         if name in extra and extra[name] != getattr(config, name):
@@ -450,9 +454,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     is_chief = jax.process_index() == 0
     writer = _summary_writer(workdir) if is_chief else None
     logging.info(
-        "training %s (N=%d M=%d) lambda=%g on %d device(s), %d process(es), global batch %d",
-        config.prior, config.num_filters, config.num_latents, config.lmbda, jax.device_count(),
-        jax.process_count(), config.batch_size,
+        "training %s lambda=%g on %d device(s), %d process(es), global batch %d",
+        config.model_config.describe(), config.lmbda, jax.device_count(), jax.process_count(),
+        config.batch_size,
     )  # fmt: skip
 
     window: list[dict[str, float]] = []
@@ -572,6 +576,10 @@ flags.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
 flags.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
 flags.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")
 flags.DEFINE_integer("mixture_components", 1, "K: Gaussian mixture components (1: Gaussian).")
+flags.DEFINE_multi_string("prior_option", [], "NAME=VALUE: an option of the prior (repeatable), "
+                          "e.g. --prior_option=num_slices=5 for channelwise.")  # fmt: skip
+flags.DEFINE_bool("integer_prior", False, "Integer arithmetic in the prior path (portable files; "
+                  "see docs/portable_files.md).")  # fmt: skip
 flags.DEFINE_string("distortion", "mse", f"One of: {', '.join(DISTORTIONS)}.")
 flags.DEFINE_integer("batch_size", FIELDS["batch_size"].default, "Global batch size.")
 flags.DEFINE_integer("patch_size", FIELDS["patch_size"].default, "Square training crop side.")
@@ -625,12 +633,37 @@ def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:
                 raise ConfigError(f"--preset={flag_values.preset} sets --{name}={value}, "
                                   f"but --{name}={sizes[name]} was given")  # fmt: skip
         sizes = preset
-    names = set(FIELDS) - {"sigkill_after_step", *sizes}
+    names = set(FIELDS) - {"sigkill_after_step", "prior_options", *sizes}
     return TrainConfig(
         **{name: flag_values[name].value for name in names},
         **sizes,
+        prior_options=parse_prior_options(flag_values.prior_option),
         sigkill_after_step=flag_values.testonly_sigkill_after_step,
     )
+
+
+def parse_prior_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """['num_slices=5', ...] -> (('num_slices', 5), ...): values as int, float, bool or str."""
+    options = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--prior_option={item!r} is not NAME=VALUE")
+        if name in options:
+            raise ConfigError(f"--prior_option {name} is given twice")
+        options[name] = _option_value(text)
+    return tuple(sorted(options.items()))
+
+
+def _option_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: list[str]) -> None:

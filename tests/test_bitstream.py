@@ -9,7 +9,7 @@ import pytest
 from jahp_jax import bitstream
 from jahp_jax.coding import CodecError
 
-HEADER = bitstream.Header("joint", 192, 320, 1, bytes(range(8)), 97, 131, 8, 12, 0xDEADBEEF)
+HEADER = bitstream.Header("float", bytes(range(8, 16)), bytes(range(8)), 97, 131, 8, 12, 0xDEADBEEF)
 Z, Y = b"z" * 8, b"y" * 12
 
 
@@ -21,7 +21,7 @@ def _with_crc(data: bytes) -> bytes:
 
 def test_roundtrip():
     data = bitstream.pack(HEADER, Z, Y)
-    assert len(data) == bitstream.HEADER_BYTES + 20 == 64
+    assert len(data) == bitstream.HEADER_BYTES + 20 == 68
     assert data[:4] == b"JAHP"
     header, z, y = bitstream.unpack(data)
     assert header == HEADER
@@ -38,11 +38,12 @@ def test_roundtrip():
         (lambda d: b"PNG\x89" + d[4:], "not a jahp file"),
         (lambda d: b"\x89PNG", "not a jahp file"),
         (lambda d: d[:4] + b"\x07" + d[5:], "version 7"),
-        (lambda d: _with_crc(d[:4] + b"\x01" + d[5:]), r"version 1 \(this decoder reads 2\)"),
+        (lambda d: _with_crc(d[:4] + b"\x02" + d[5:]), r"version 2 \(this decoder reads 3;"),
+        (lambda d: d[:4] + b"\x02" + d[5:40], r"version 2"),  # a short version-2 file
         (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "CRC32"),
         (lambda d: d[:14] + bytes([d[14] ^ 0x80]) + d[15:], "CRC32"),
-        (lambda d: _with_crc(d[:5] + b"\x09" + d[6:]), "unknown prior"),
-        (lambda d: _with_crc(d[:20] + struct.pack("<I", 0) + d[24:]), "image size"),
+        (lambda d: _with_crc(d[:5] + b"\x09" + d[6:]), "unknown prior arithmetic"),
+        (lambda d: _with_crc(d[:24] + struct.pack("<I", 0) + d[28:]), "image size"),
     ],
 )
 def test_malformed_files_raise_codec_error(mutate, message):
@@ -50,10 +51,10 @@ def test_malformed_files_raise_codec_error(mutate, message):
         bitstream.unpack(mutate(bitstream.pack(HEADER, Z, Y)))
 
 
-@pytest.mark.parametrize("prior", ["checkerboard", "channelwise"])
-def test_new_priors_have_ids(prior):
-    header, _, _ = bitstream.unpack(bitstream.pack(dataclasses.replace(HEADER, prior=prior), Z, Y))
-    assert header.prior == prior
+@pytest.mark.parametrize("arithmetic", bitstream.ARITHMETIC)
+def test_arithmetic_roundtrips(arithmetic):
+    header = dataclasses.replace(HEADER, arithmetic=arithmetic)
+    assert bitstream.unpack(bitstream.pack(header, Z, Y))[0].arithmetic == arithmetic
 
 
 def test_not_bytes():
@@ -72,6 +73,6 @@ def test_every_single_bit_flip_is_detected():
 
 
 def test_pack_refuses_bad_sizes():
-    bad = bitstream.Header("joint", 8, 8, 1, bytes(8), 0, 5, 0, 0, 0)
+    bad = bitstream.Header("float", bytes(8), bytes(8), 0, 5, 0, 0, 0)
     with pytest.raises(CodecError, match="size"):
         bitstream.pack(bad, b"", b"")

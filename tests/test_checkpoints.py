@@ -23,7 +23,7 @@ def test_save_and_load_roundtrip(tmp_path):
     assert resolve_checkpoint(tmp_path / "checkpoints").name == "7"
     assert resolve_checkpoint(tmp_path / "checkpoints" / "3").name == "3"
     model, loaded, loaded_config = load_model(tmp_path)
-    assert loaded_config == config and model.prior == "mean_scale"
+    assert loaded_config == config and model.config == config
     for a, b in zip(
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True
     ):

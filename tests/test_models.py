@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from jahp_jax.losses import rate_distortion_loss
-from jahp_jax.models import PRIORS, check_config, count_params, create_model, init_params
+from jahp_jax.models import PRIORS, count_params, create_model, init_params
 
 CONFIGS = [(prior, 1) for prior in PRIORS] + [("joint", 3), ("mean_scale", 2)]
 
@@ -109,17 +109,3 @@ def test_joint_parameter_count_follows_the_layer_list():
     model = create_model("joint", n, m)
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     assert count_params(shapes) == expected == 14_130_467
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (("nope", 8, 8, 1), "unknown prior"),
-        (("hyperprior", 8, 8, 3), "needs a prior that predicts means"),
-        (("joint", 8, 8, 0), "mixture_components"),
-        (("joint", 0, 8, 1), "num_filters"),
-    ],
-)
-def test_bad_configurations_are_refused(args, message):
-    with pytest.raises(ValueError, match=message):
-        check_config(*args)

@@ -1,7 +1,8 @@
 """Latent codecs, one per prior: see `base.LatentCodec` for the interface.
 
 Adding a prior is one new module here with a `LatentCodec` subclass and one line in `PRIORS`.
-Append new entries at the end: a prior's index in `PRIORS` is its id in the .jahp header.
+A prior's own keyword arguments are its module fields named in `options` (see
+`jahp_jax.config.ModelConfig.prior_options`).
 """
 
 from jahp_jax.latent_codecs.base import CodingStep, LatentCodec

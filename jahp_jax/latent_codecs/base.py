@@ -139,6 +139,11 @@ class LatentCodec(nn.Module):
     supports_mixture: ClassVar[bool] = True  # y may be a K-component Gaussian mixture
     coding_padding: ClassVar[tuple[int, int, int, int]] = (0, 0, 0, 0)  # top, bottom, left, right
     finalizes: ClassVar[bool] = False  # `step_finalize` changes the decoded values (LRP)
+    options: ClassVar[tuple[str, ...]] = ()  # the prior's own keyword arguments (module fields)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError (one line) for option values this prior cannot be built with."""
 
     @property
     def conditional(self) -> Conditional | None:

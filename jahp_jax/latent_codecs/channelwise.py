@@ -1,9 +1,9 @@
 """`channelwise`: the channel-wise autoregressive prior of Minnen & Singh, ICIP 2020 (ms2020).
 
-y is split into `NUM_SLICES` channel slices (10 of 32 channels at the published M = 320; any M
+y is split into `num_slices` channel slices (10 of 32 channels at the published M = 320; any M
 is split as evenly as possible). Slice i is coded in one step, all positions at once, with a
 Gaussian whose mean and scale come from 5x5-conv "slice transforms" of the mean (resp. scale)
-hyper-synthesis output and of the first min(i, `MAX_SUPPORT_SLICES`) decoded slices; the decoded
+hyper-synthesis output and of the first min(i, `max_support_slices`) decoded slices; the decoded
 slice is then corrected by latent residual prediction, y_hat += 0.5 tanh(lrp(mean support,
 y_hat)). Separate mean and scale hyper-synthesis transforms (`h_s`, `h_s_scales`). As in
 tensorflow-compression's models/ms2020.py, the slices the decoder and the later slices see are
@@ -61,10 +61,22 @@ def slice_transform(m: int, out_channels: int) -> nn.Module:
 class ChannelwisePrior(LatentCodec):
     """Mean and scale hyperpriors + channel-slice autoregression + latent residual prediction."""
 
+    num_slices: int = NUM_SLICES
+    max_support_slices: int = MAX_SUPPORT_SLICES
+
     description = "channel-wise autoregressive slices + LRP (Minnen & Singh 2020)"
     hyperprior = True
     supports_mixture = False
     finalizes = True
+    options = ("num_slices", "max_support_slices")
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        for name, value in options.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(
+                    f"channelwise option {name} must be an integer >= 1, got {value!r}"
+                )
 
     @property
     def conditional(self) -> GaussianConditional:
@@ -72,7 +84,7 @@ class ChannelwisePrior(LatentCodec):
 
     @property
     def bounds(self) -> list[tuple[int, int]]:
-        return slice_bounds(self.num_latents)
+        return slice_bounds(self.num_latents, self.num_slices)
 
     def setup(self):
         n, m = self.num_filters, self.num_latents
@@ -92,9 +104,9 @@ class ChannelwisePrior(LatentCodec):
     # --- one slice ----------------------------------------------------------------------------
     def _support(self, hyper: Array, decoded: Array, index: int) -> tuple[Array, Array]:
         """(mean support, scale support) of slice `index`: the hyper features and the first
-        min(index, MAX_SUPPORT_SLICES) slices of `decoded` (B, h, w, M)."""
+        min(index, max_support_slices) slices of `decoded` (B, h, w, M)."""
         mean_hyper, scale_hyper = jnp.split(hyper, 2, axis=-1)
-        stop = self.bounds[min(index, MAX_SUPPORT_SLICES)][0]
+        stop = self.bounds[min(index, self.max_support_slices)][0]
         support = decoded[..., :stop]
         return (
             jnp.concatenate([mean_hyper, support], axis=-1),

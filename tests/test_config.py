@@ -1,0 +1,97 @@
+"""ModelConfig: validation, the prior's own options, JSON round trip and the header fingerprint."""
+
+import json
+
+import pytest
+
+from jahp_jax import train
+from jahp_jax.config import ModelConfig
+from jahp_jax.latent_codecs import PRIORS
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"prior": "nope"}, "unknown prior 'nope'"),
+        ({"prior": "hyperprior", "mixture_components": 3}, "needs a prior that predicts means"),
+        ({"mixture_components": 0}, "mixture_components must be an integer >= 1"),
+        ({"num_filters": 0}, "num_filters must be an integer >= 1"),
+        ({"num_latents": 8.0}, "num_latents must be an integer"),
+        ({"prior_options": {"num_slices": 5}}, "prior 'joint' has no option num_slices"),
+        ({"prior": "channelwise", "prior_options": {"slices": 5}}, "has no option slices"),
+        ({"prior": "channelwise", "prior_options": {"num_slices": 0}}, "num_slices must be"),
+    ],
+)
+def test_bad_configurations_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_json_round_trip_and_old_checkpoint_configs():
+    config = ModelConfig("channelwise", 8, 16, prior_options={"num_slices": 4})
+    text = json.dumps({**config.to_dict(), "extra": {"lmbda": 0.01}})
+    assert ModelConfig.from_dict(json.loads(text)) == config
+    assert config.options == {"num_slices": 4}
+    # A checkpoint written before prior_options and integer_prior existed.
+    old = {"prior": "joint", "num_filters": 8, "num_latents": 8, "mixture_components": 1}
+    assert ModelConfig.from_dict(old) == ModelConfig("joint", 8, 8)
+
+
+def test_fingerprint_tells_every_field_apart():
+    configs = [
+        ModelConfig("joint", 8, 8),
+        ModelConfig("checkerboard", 8, 8),
+        ModelConfig("joint", 8, 12),
+        ModelConfig("joint", 12, 8),
+        ModelConfig("joint", 8, 8, 2),
+        ModelConfig("joint", 8, 8, integer_prior=True),
+        ModelConfig("channelwise", 8, 8),
+        ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}),
+        ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4, "max_support_slices": 2}),
+    ]
+    fingerprints = {config.fingerprint() for config in configs}
+    assert len(fingerprints) == len(configs)
+    assert all(len(f) == 8 for f in fingerprints)
+    # Options given in another order are the same model.
+    a = ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4, "max_support_slices": 2})
+    b = ModelConfig(
+        "channelwise", 8, 8, prior_options=(("max_support_slices", 2), ("num_slices", 4))
+    )
+    assert a == b and a.fingerprint() == b.fingerprint() and hash(a) == hash(b)
+
+
+def test_options_reach_the_latent_codec():
+    model = ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}).build()
+    codec = model.make_latent_codec()
+    assert codec.num_slices == 4 and len(codec.bounds) == 4
+    assert ModelConfig("channelwise", 8, 8).build().make_latent_codec().num_slices == 10 > 8
+
+
+def test_describe():
+    assert ModelConfig("joint", 192, 320).describe() == "joint N=192 M=320"
+    config = ModelConfig("mean_scale", 8, 8, 3, integer_prior=True)
+    assert config.describe() == "mean_scale N=8 M=8 K=3 integer prior"
+    assert all(ModelConfig(prior, 8, 8).describe().startswith(prior) for prior in PRIORS)
+
+
+def test_train_flags_carry_prior_options():
+    assert train.parse_prior_options(["num_slices=4", "max_support_slices=2"]) == (
+        ("max_support_slices", 2),
+        ("num_slices", 4),
+    )
+    assert train.parse_prior_options(["a=0.5", "b=true", "c=text"]) == (
+        ("a", 0.5),
+        ("b", True),
+        ("c", "text"),
+    )
+    for bad, message in (("num_slices", "not NAME=VALUE"), ("=4", "not NAME=VALUE")):
+        with pytest.raises(train.ConfigError, match=message):
+            train.parse_prior_options([bad])
+    with pytest.raises(train.ConfigError, match="given twice"):
+        train.parse_prior_options(["num_slices=4", "num_slices=5"])
+    config = train.TrainConfig(lmbda=0.01, prior="channelwise", prior_options=(("num_slices", 4),))
+    assert config.model_config == ModelConfig("channelwise", prior_options={"num_slices": 4})
+    with pytest.raises(train.ConfigError, match="prior 'joint' has no option num_slices"):
+        train.check_train_config(
+            train.TrainConfig(lmbda=0.01, prior_options=(("num_slices", 4),)), device_count=1
+        )
