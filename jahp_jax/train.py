@@ -569,54 +569,63 @@ def _write_summaries(writer, prefix: str, values: dict[str, float], step: int) -
 # --------------------------------------------------------------------------------------------
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
-flags.DEFINE_string("workdir", None, "Folder for checkpoints and summaries; rerun to resume.")
-flags.DEFINE_float("lmbda", None, "Rate-distortion trade-off (MSE: 0.0018 ... 0.18).")
-flags.DEFINE_string("prior", "joint", f"One of: {', '.join(PRIORS)}.")
-flags.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
-flags.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
-flags.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")
-flags.DEFINE_integer("mixture_components", 1, "K: Gaussian mixture components (1: Gaussian).")
-flags.DEFINE_multi_string("prior_option", [], "NAME=VALUE: an option of the prior (repeatable), "
+
+
+def define_flags() -> None:
+    """Register the training flags on absl's global FLAGS (the command line only; importing this
+    module registers nothing). Idempotent."""
+    if "lmbda" in flags.FLAGS:
+        return
+    d = flags
+    d.DEFINE_string("workdir", None, "Folder for checkpoints and summaries; rerun to resume.")
+    d.DEFINE_float("lmbda", None, "Rate-distortion trade-off (MSE: 0.0018 ... 0.18).")
+    d.DEFINE_string("prior", "joint", f"One of: {', '.join(PRIORS)}.")
+    d.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
+    d.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
+    d.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")
+    d.DEFINE_integer("mixture_components", 1, "K: Gaussian mixture components (1: Gaussian).")
+    d.DEFINE_multi_string("prior_option", [], "NAME=VALUE: an option of the prior (repeatable), "
                           "e.g. --prior_option=num_slices=5 for channelwise.")  # fmt: skip
-flags.DEFINE_bool("integer_prior", False, "Integer arithmetic in the prior path (portable files; "
-                  "see docs/portable_files.md).")  # fmt: skip
-flags.DEFINE_string("distortion", "mse", f"One of: {', '.join(DISTORTIONS)}.")
-flags.DEFINE_integer("batch_size", FIELDS["batch_size"].default, "Global batch size.")
-flags.DEFINE_integer("patch_size", FIELDS["patch_size"].default, "Square training crop side.")
-flags.DEFINE_integer("num_steps", FIELDS["num_steps"].default, "Total training steps.")
-flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of the main parameters.")
-flags.DEFINE_float("lr_drop_fraction", 0.9, "Fraction of --num_steps at which the rate drops.")
-flags.DEFINE_float("lr_drop_factor", 0.1, "Factor of the learning-rate drop.")
-flags.DEFINE_float("aux_learning_rate", 1e-3, "Adam learning rate of the density quantiles.")
-flags.DEFINE_float("clip_norm", 1.0, "Gradient clipping (global norm); 0 disables.")
-flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the noise and the data order.")
-flags.DEFINE_string("data_dir", None, "A local folder of training images.")
-flags.DEFINE_string("dataset", None, "A tfds data set name (split 'train'), instead of a folder.")
-flags.DEFINE_string("tfds_data_dir", None, "Where tfds keeps prepared data (default: tfds's).")
-flags.DEFINE_string("val_data_dir", None, "A local folder of validation images.")
-flags.DEFINE_string("val_split", "validation", "Validation split of --dataset (no val folder).")
-flags.DEFINE_integer("eval_every", 5000, "Validate every K steps; 0: never.")
-flags.DEFINE_integer("eval_images", 16, "Validation images (center crops), at most.")
-flags.DEFINE_integer("log_every", 100, "Console line and summaries every K steps.")
-flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every K steps (and at the end).")
-flags.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints to keep.")
-flags.DEFINE_string("init_from", None, "Fine-tune: start from the parameters of this checkpoint "
-                    "(workdir or step folder) of the same model; fresh optimiser, step 0. "
-                    "A --workdir that has checkpoints resumes instead.")  # fmt: skip
-flags.DEFINE_bool("multihost", False, "One process of a multi-process run (one per host or "
-                  "GPU): settings from the flags below, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/"
-                  "JAX_PROCESS_ID, or JAX's detection of Slurm, TPU VMs and Open MPI.")  # fmt: skip
-flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
+    d.DEFINE_bool("integer_prior", False, "Integer arithmetic in the prior path (portable "
+                  "files; see docs/portable_files.md).")  # fmt: skip
+    d.DEFINE_string("distortion", "mse", f"One of: {', '.join(DISTORTIONS)}.")
+    d.DEFINE_integer("batch_size", FIELDS["batch_size"].default, "Global batch size.")
+    d.DEFINE_integer("patch_size", FIELDS["patch_size"].default, "Square training crop side.")
+    d.DEFINE_integer("num_steps", FIELDS["num_steps"].default, "Total training steps.")
+    d.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of the main parameters.")
+    d.DEFINE_float("lr_drop_fraction", 0.9, "Fraction of --num_steps at which the rate drops.")
+    d.DEFINE_float("lr_drop_factor", 0.1, "Factor of the learning-rate drop.")
+    d.DEFINE_float("aux_learning_rate", 1e-3, "Adam learning rate of the density quantiles.")
+    d.DEFINE_float("clip_norm", 1.0, "Gradient clipping (global norm); 0 disables.")
+    d.DEFINE_integer("seed", 0, "Seed of the initialisation, the noise and the data order.")
+    d.DEFINE_string("data_dir", None, "A local folder of training images.")
+    d.DEFINE_string("dataset", None, "A tfds data set name (split 'train'), not a folder.")
+    d.DEFINE_string("tfds_data_dir", None, "Where tfds keeps prepared data (default: tfds's).")
+    d.DEFINE_string("val_data_dir", None, "A local folder of validation images.")
+    d.DEFINE_string("val_split", "validation", "Validation split of --dataset (no val folder).")
+    d.DEFINE_integer("eval_every", 5000, "Validate every K steps; 0: never.")
+    d.DEFINE_integer("eval_images", 16, "Validation images (center crops), at most.")
+    d.DEFINE_integer("log_every", 100, "Console line and summaries every K steps.")
+    d.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every K steps (and at the end).")
+    d.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints to keep.")
+    d.DEFINE_string("init_from", None, "Fine-tune: start from the parameters of this "
+                    "checkpoint (workdir or step folder) of the same model; fresh optimiser, "
+                    "step 0. A --workdir that has checkpoints resumes instead.")  # fmt: skip
+    d.DEFINE_bool("multihost", False, "One process of a multi-process run (one per host or "
+                  "GPU): settings from the flags below, JAX_COORDINATOR_ADDRESS/"
+                  "JAX_NUM_PROCESSES/JAX_PROCESS_ID, or JAX's detection of Slurm, TPU VMs and "
+                  "Open MPI.")  # fmt: skip
+    d.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
                     "(implies --multihost).")  # fmt: skip
-flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes "
+    d.DEFINE_integer("num_processes", None, "Multi-process: number of processes "
                      "(implies --multihost).")  # fmt: skip
-flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
+    d.DEFINE_integer("process_id", None, "Multi-process: this process's index "
                      "(implies --multihost).")  # fmt: skip
-flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for the "
+    d.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for the "
                      "coordinator and for every process to join.")  # fmt: skip
-flags.DEFINE_integer("heartbeat_timeout", 100, "Multi-process: seconds after which a process "
+    d.DEFINE_integer("heartbeat_timeout", 100, "Multi-process: seconds after which a process "
                      "that stopped responding ends the run on every process.")  # fmt: skip
-flags.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
+    d.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:
@@ -694,9 +703,11 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {error}")
 
 
-def cli() -> None:
-    """The `jahp-train` command (the same as `python -m jahp_jax.train`)."""
-    app.run(main)
+def cli(argv: list[str] | None = None) -> None:
+    """The `jahp-train` command (the same as `python -m jahp_jax.train`); argv[0] is the
+    program name (default: sys.argv)."""
+    define_flags()
+    app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

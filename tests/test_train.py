@@ -243,7 +243,6 @@ def test_four_devices_train_like_one(env):
 NAN_SCRIPT = """
 import sys
 import numpy as np
-from absl import app
 from jahp_jax import train
 
 real = train.train_batches
@@ -251,7 +250,7 @@ def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.
     for index, batch in enumerate(real(**kwargs), start=kwargs["start_step"]):
         yield np.full_like(batch, np.nan) if index == 2 else batch
 train.train_batches = poisoned
-app.run(train.main, argv=["train", *sys.argv[1:]])
+train.cli(["train", *sys.argv[1:]])
 """
 
 
