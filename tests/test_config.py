@@ -1,6 +1,8 @@
 """ModelConfig: validation, the prior's own options, JSON round trip and the header fingerprint."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +97,17 @@ def test_train_flags_carry_prior_options():
         train.check_train_config(
             train.TrainConfig(lmbda=0.01, prior_options=(("num_slices", 4),)), device_count=1
         )
+
+
+def test_importing_the_library_registers_no_flags():
+    """Library modules leave absl's FLAGS alone (the train command registers its own)."""
+    code = (
+        "import jahp_jax.codec, jahp_jax.evaluate, jahp_jax.train, jahp_jax.convert\n"
+        "from absl import flags\n"
+        "ours = [m for m in flags.FLAGS.flags_by_module_dict() if 'jahp_jax' in m]\n"
+        "assert not ours and 'lmbda' not in flags.FLAGS, ours\n"
+        "jahp_jax.train.define_flags()\n"
+        "assert 'lmbda' in flags.FLAGS\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
