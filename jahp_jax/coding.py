@@ -129,7 +129,12 @@ class TableSet:
 
     @classmethod
     def from_probabilities(cls, probabilities: list[np.ndarray], lows: np.ndarray) -> TableSet:
-        counts = [quantize_pmf(p) for p in probabilities]
+        return cls.from_counts([quantize_pmf(p) for p in probabilities], lows)
+
+    @classmethod
+    def from_counts(cls, counts: list[np.ndarray], lows: np.ndarray) -> TableSet:
+        """Tables from integer counts (each >= 1, summing to 2^PRECISION), e.g. stored ones."""
+        counts = [np.asarray(c, np.int64) for c in counts]
         models = [_model.Categorical(_constriction_probabilities(c), perfect=False) for c in counts]
         return cls(counts, np.asarray(lows, np.int64), models)
 
@@ -604,6 +609,17 @@ class LatentCoder:
             hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
         shape_y = (height, width, self.num_latents)
         return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]
+
+
+def make_latent_coder(model: CompressionModel, params: dict):
+    """The latent coder of a model: `LatentCoder` (float prior path), or for a model whose
+    config has `integer_prior` the `integer_prior.IntegerLatentCoder` (same API, integer
+    arithmetic from z_hat to every table index, decodable on any machine)."""
+    if model.config.integer_prior:
+        from jahp_jax.integer_prior import IntegerLatentCoder  # it imports this module
+
+        return IntegerLatentCoder(model, params)
+    return LatentCoder(model, params)
 
 
 # constriction raises AssertionError on data its range decoder cannot continue
