@@ -19,7 +19,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jahp_jax import integer_prior
 from jahp_jax.config import ModelConfig
+from jahp_jax.integer_prior import INTEGER_KEY
 from jahp_jax.models import CompressionModel, init_params
 
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -149,7 +151,7 @@ def restore_training_checkpoint(
 
 def abstract_params(model: CompressionModel) -> Any:
     """The parameter tree of `model` as `jax.ShapeDtypeStruct`s placed on this process's first
-    device.
+    device (with `params["integer_prior"]` for an integer-prior model).
 
     Restoring into explicit shardings is what makes a checkpoint independent of the device
     layout that wrote it: without them orbax re-creates the writer's shardings and refuses a
@@ -157,6 +159,8 @@ def abstract_params(model: CompressionModel) -> Any:
     """
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    if model.config.integer_prior:  # the converted prior path's integer arrays
+        shapes = {**shapes, INTEGER_KEY: integer_prior.abstract_arrays(model, shapes)}
     return jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), shapes
     )
@@ -184,13 +188,15 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
 
 
 def params_fingerprint(params: Any) -> bytes:
-    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values, float32 LE)."""
+    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
+    int32 LE for the integer arrays of an integer-prior model)."""
     digest = hashlib.sha256()
     for path, leaf in sorted(
         jax.tree_util.tree_flatten_with_path(params)[0],
         key=lambda item: jax.tree_util.keystr(item[0]),
     ):
-        array = np.asarray(leaf, dtype="<f4")
+        array = np.asarray(leaf)
+        array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(str(array.shape).encode())
         digest.update(array.tobytes())

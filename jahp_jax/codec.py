@@ -27,7 +27,7 @@ import numpy as np
 
 from jahp_jax import bitstream
 from jahp_jax.checkpoints import CheckpointError, load_model, params_fingerprint
-from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, decode_guard
+from jahp_jax.coding import CodecError, compiled_functions, decode_guard, make_latent_coder
 from jahp_jax.image_io import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models import CompressionModel
 from jahp_jax.runtime import enable_compilation_cache
@@ -91,7 +91,7 @@ class Codec:
         self.config = model.config
         self.arithmetic = "integer" if model.config.integer_prior else "float"
         self.fingerprint = params_fingerprint(params)
-        self.coder = LatentCoder(model, params)
+        self.coder = make_latent_coder(model, params)
         self._analysis = compiled_functions(model)["analysis"]
         self._synthesis = compiled_functions(model)["synthesis"]
 
@@ -134,8 +134,8 @@ class Codec:
     def _check_header(self, header: bitstream.Header) -> None:
         if header.arithmetic != self.arithmetic:
             raise CodecError(
-                f"file was made with a {header.arithmetic}-prior model; this is a "
-                f"{self.arithmetic}-prior model ({self.config.describe()}): decode it with the "
+                f"file was made by a model with the {header.arithmetic} prior path; this model "
+                f"({self.config.describe()}) has the {self.arithmetic} one: decode it with the "
                 "model that wrote it"
             )
         if header.model != self.config.fingerprint():

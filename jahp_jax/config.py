@@ -67,6 +67,10 @@ class ModelConfig:
                 f"prior '{self.prior}' has no option {', '.join(unknown)} (its options: {accepted})"
             )
         codec.check_options(self.options)
+        if self.integer_prior:
+            from jahp_jax.integer_prior import check_supported_config  # it imports this module
+
+            check_supported_config(self.prior, self.mixture_components)
 
     @property
     def options(self) -> dict[str, OptionValue]:

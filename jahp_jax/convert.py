@@ -1,6 +1,13 @@
-"""Convert CompressAI's pretrained models into jahp_jax checkpoints.
+"""Convert CompressAI's pretrained models into jahp_jax checkpoints, and float models into
+integer-prior models.
 
     python -m jahp_jax.convert --from=compressai --arch=mbt2018 mbt2018-3-22901978.pth.tar out_dir
+    python -m jahp_jax.convert --to=integer FLOAT_CHECKPOINT out_dir
+
+`--to=integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step folder)
+and writes, into the new folder out_dir, the same model with an integer prior path
+(`jahp_jax.integer_prior`): its files decode bit-exactly on any machine
+(docs/portable_files.md). The CompressAI conversion:
 
 reads a CompressAI `state_dict` (a `.pth`/`.pth.tar` file holding the bare state_dict or a training
 checkpoint with a `state_dict` entry, or an `.npz` of the same arrays, optionally prefixed
@@ -19,8 +26,11 @@ checked against the file's `*_reparam` buffers). The coder's tables (`_quantized
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import os
 import re
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +40,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from jahp_jax.checkpoints import checkpoint_root, save_model
+from jahp_jax import integer_prior
+from jahp_jax.checkpoints import (
+    checkpoint_root,
+    load_model,
+    params_fingerprint,
+    read_config,
+    resolve_checkpoint,
+    save_model,
+)
 from jahp_jax.config import ModelConfig
 from jahp_jax.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
 from jahp_jax.layers import REPARAM_PEDESTAL, causal_mask
@@ -371,6 +389,41 @@ def convert_file(
     return save_model(root, CONVERTED_STEP, config, params, extra=extra)
 
 
+def convert_to_integer(
+    source: str | Path, out_dir: str | Path, log: Callable[[str], None] = lambda _line: None
+) -> Path:
+    """Write the float model of checkpoint `source` with an integer prior path as a new workdir
+    `out_dir` (same step, `integer_prior=True`, params plus `params["integer_prior"]`); returns
+    the step folder written. All or nothing: written beside out_dir, then renamed."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConversionError(f"'{out_dir}' already exists; convert into a new folder")
+    if not out_dir.parent.is_dir():
+        raise ConversionError(f"folder '{out_dir.parent}' does not exist; create it first")
+    step_dir = resolve_checkpoint(source)
+    model, params, config = load_model(step_dir)
+    if config.integer_prior:
+        raise ConversionError(f"'{source}' already holds an integer-prior model")
+    try:
+        integer_config = dataclasses.replace(config, integer_prior=True)
+    except ValueError as error:
+        raise ConversionError(f"cannot convert '{source}': {error}") from None
+    _, extra = read_config(step_dir)
+    extra["integer_prior_source"] = {
+        "checkpoint": str(step_dir),
+        "params_fingerprint": params_fingerprint(params).hex(),
+    }
+    converted = integer_prior.convert_params(model, params)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    try:
+        save_model(checkpoint_root(partial), int(step_dir.name), integer_config, converted, extra)
+        partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log(f"{step_dir}: {config.describe()} -> {integer_config.describe()}")
+    return checkpoint_root(out_dir) / step_dir.name
+
+
 def _first_sentence(error: BaseException) -> str:
     """The first sentence of a library's error message (they append long explanations)."""
     text = str(error).strip()
@@ -386,12 +439,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["compressai"],
         help="the library the weights come from",
     )
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHS), help="CompressAI model")
-    parser.add_argument("input", help="state_dict file: .pth, .pth.tar or .npz")
+    parser.add_argument(
+        "--to",
+        choices=["integer"],
+        help="convert a jahp_jax float model (input: a checkpoint) to an integer-prior model",
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="CompressAI model (--from)")
+    parser.add_argument(
+        "input", help="state_dict file (.pth, .pth.tar or .npz); with --to: a checkpoint"
+    )
     parser.add_argument("out_dir", help="workdir for the checkpoint (out_dir/checkpoints)")
     args = parser.parse_args(argv)
+    if (args.to is None) == (args.arch is None):
+        parser.error("give --arch (a CompressAI file) or --to=integer (a jahp_jax checkpoint)")
     try:
-        step_dir = convert_file(args.input, args.arch, args.out_dir, log=print)
+        if args.to:
+            step_dir = convert_to_integer(args.input, args.out_dir, log=print)
+        else:
+            step_dir = convert_file(args.input, args.arch, args.out_dir, log=print)
     except (ValueError, OSError) as error:
         print(
             f"error: {(str(error).strip() or type(error).__name__).splitlines()[0]}",

@@ -127,6 +127,12 @@ def check_train_config(config: TrainConfig, device_count: int) -> None:
         model = config.model_config
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if model.integer_prior:
+        raise ConfigError(
+            "--integer_prior training (integer-aware fine-tuning) is not implemented yet: train "
+            "a float model and convert it with `python -m jahp_jax.convert --to=integer SRC DST` "
+            "(docs/portable_files.md)"
+        )
     if not config.lmbda > 0:
         raise ConfigError(f"--lmbda must be > 0, got {config.lmbda}")
     if config.distortion not in DISTORTIONS:

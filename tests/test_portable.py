@@ -1,0 +1,424 @@
+"""Portable files: the integer prior path decodes bit-exactly under other numerics, the float
+path does not (jahp_jax/integer_prior.py, docs/portable_files.md).
+
+The cross-arithmetic tests encode every supported prior here (this CPU's widest ISA, OpenBLAS's
+default kernels) and re-run the coder in subprocesses with other numerical set-ups: XLA CPU code
+limited to SSE4.2 or AVX (`--xla_cpu_max_isa`), another OpenBLAS kernel family
+(`OPENBLAS_CORETYPE`), two host devices; and in this process with the int64 numpy decoder
+(`matmul="int64"`: no BLAS, no XLA). They assert that each set-up perturbs the float path (its
+distribution parameters and its tables differ in some elements, so a float file from here fails
+its table check there) and that the integer path decodes every file bit-exactly in all of them.
+Models are tiny and randomly initialised (N = M = 16, 8 x 8 latents); run this file as a script
+with a folder argument to be the subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jahp_jax import bitstream, convert, integer_prior
+from jahp_jax.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
+from jahp_jax.codec import load_codec
+from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, scale_to_level
+from jahp_jax.config import ModelConfig
+from jahp_jax.image_io import read_image, write_png
+from jahp_jax.integer_prior import (
+    ONE,
+    SUPPORTED_PRIORS,
+    IntegerLatentCoder,
+    IntegerLayer,
+    IntegerPriorError,
+    LayerSpec,
+    rounding_divide,
+)
+from jahp_jax.models import create_model, init_params
+
+SIZE = 16  # N = M
+LATENT = (8, 8)
+SETUPS = {
+    "sse4_2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
+    "avx": {
+        "XLA_FLAGS": "--xla_cpu_max_isa=AVX --xla_force_host_platform_device_count=2",
+        "OPENBLAS_CORETYPE": "Sandybridge",
+    },
+}
+
+
+_ISAS = ("SSE4_2", "AVX", "AVX2", "AVX512")
+
+
+def _host_isa() -> str:
+    """The widest of _ISAS this CPU has (from /proc/cpuinfo; AVX512 where it cannot be read)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "AVX512"
+    for isa, flag in (("AVX512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx")):
+        if flag in flags:
+            return isa
+    return "SSE4_2"
+
+
+def _isa_below_host(setup: str) -> bool:
+    return _ISAS.index(setup.upper()) < _ISAS.index(_host_isa())
+
+
+def _blas_probe() -> np.ndarray:
+    """A float64 BLAS product of non-integer data: shows whether OpenBLAS's kernels changed."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 777)) @ rng.normal(size=(777, 96))
+
+
+def _model_and_params(prior: str):
+    model = create_model(prior, SIZE, SIZE)
+    params = jax.tree_util.tree_map(np.asarray, init_params(model, jax.random.key(3)))
+    return model, params
+
+
+def _latents() -> np.ndarray:
+    return (np.random.default_rng(1).normal(size=(*LATENT, SIZE)) * 3).astype(np.float32)
+
+
+def _run_coders(cases: dict) -> dict:
+    """What one numerical set-up computes for each prior: the float coder's table checksum,
+    distribution and streams (re-encoding the same y), its decode of the reference float file,
+    and the integer coder's checksum, decode of the reference integer file and re-encoding."""
+    results = {"blas_probe": _blas_probe()}
+    y = _latents()
+    for prior, case in cases.items():
+        model = create_model(prior, SIZE, SIZE)
+        float_coder = LatentCoder(model, case["float_params"])
+        float_coded = float_coder.encode(y)
+        try:
+            float_decoded = float_coder.decode(*case["float_streams"], LATENT)
+        except Exception as error:  # a perturbed float decoder may fail anywhere
+            float_decoded = repr(error)
+        integer_coder = IntegerLatentCoder(model, case["integer_params"])
+        integer_coded = integer_coder.encode(y)
+        z_tables = float_coder.density_tables.get("z")
+        results[prior] = {
+            "float_z_counts": None if z_tables is None else z_tables[0].counts,
+            "float_checksum": float_coder.table_checksum,
+            "float_distribution": float_coded.y_distribution,
+            "float_streams": (float_coded.z_stream, float_coded.y_stream),
+            "float_decoded": float_decoded,
+            "integer_checksum": integer_coder.table_checksum,
+            "integer_decoded": integer_coder.decode(*case["integer_streams"], LATENT),
+            "integer_streams": (integer_coded.z_stream, integer_coded.y_stream),
+        }
+    return results
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """Every supported prior encoded here: params, streams, y_hat and distributions."""
+    cases, coded = {}, {}
+    y = _latents()
+    for prior in SUPPORTED_PRIORS:
+        model, params = _model_and_params(prior)
+        integer_params = integer_prior.convert_params(model, params)
+        float_coded = LatentCoder(model, params).encode(y)
+        integer_coded = IntegerLatentCoder(model, integer_params).encode(y)
+        cases[prior] = {
+            "float_params": params,
+            "integer_params": integer_params,
+            "float_streams": (float_coded.z_stream, float_coded.y_stream),
+            "integer_streams": (integer_coded.z_stream, integer_coded.y_stream),
+        }
+        coded[prior] = {"float": float_coded, "integer": integer_coded, "model": model}
+    folder = tmp_path_factory.mktemp("portable")
+    (folder / "cases.pkl").write_bytes(pickle.dumps(cases))
+    return {"cases": cases, "coded": coded, "folder": folder, "here": _run_coders(cases)}
+
+
+@pytest.fixture(scope="module")
+def elsewhere(reference) -> dict:
+    """The same coders run in a subprocess per numerical set-up."""
+    results = {}
+    for name, variables in SETUPS.items():
+        out = reference["folder"] / f"{name}.pkl"
+        env = {**os.environ, **variables, "JAX_PLATFORMS": "cpu"}
+        subprocess.run(
+            [sys.executable, __file__, str(reference["folder"]), str(out)],
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        results[name] = pickle.loads(out.read_bytes())
+    return results
+
+
+def _differing(a: dict, b: dict) -> tuple[int, float]:
+    """(number of differing elements, max |difference|) over the distribution parameters."""
+    count, largest = 0, 0.0
+    for key in ("scales", "means"):
+        difference = np.abs(a[key].astype(np.float64) - b[key].astype(np.float64))
+        count += int((a[key] != b[key]).sum())
+        largest = max(largest, float(difference.max()))
+    return count, largest
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-arithmetic.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("setup", SETUPS)
+def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
+    """Each set-up changes float results: OpenBLAS's float64 products, the z tables of every
+    hyperprior (the learned density's probabilities, so the table checksum: the float file from
+    here is refused there) and the y distribution parameters of some priors."""
+    if not _isa_below_host(setup):
+        pytest.skip(f"this CPU's widest ISA is {_host_isa()}: the {setup} set-up is not different")
+    here, there = reference["here"], elsewhere[setup]
+    assert not np.array_equal(here["blas_probe"], there["blas_probe"])
+    perturbed_y = {}
+    for prior in SUPPORTED_PRIORS:
+        count, largest = _differing(
+            here[prior]["float_distribution"], there[prior]["float_distribution"]
+        )
+        perturbed_y[prior] = count
+        line = f"{setup} {prior}: {count} y parameters differ (max {largest:.3g})"
+        if here[prior]["float_z_counts"] is not None:
+            z_counts = zip(
+                here[prior]["float_z_counts"], there[prior]["float_z_counts"], strict=True
+            )
+            differing = sum(int((a != b).sum()) for a, b in z_counts)
+            line += f", {differing} z table entries differ"
+            assert differing > 0, prior
+            assert here[prior]["float_checksum"] != there[prior]["float_checksum"], prior
+        print(line)
+    assert any(perturbed_y.values()), perturbed_y
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup):
+    here, there = reference["here"], elsewhere[setup]
+    for prior in SUPPORTED_PRIORS:
+        coded = reference["coded"][prior]["integer"]
+        assert there[prior]["integer_checksum"] == here[prior]["integer_checksum"], prior
+        assert np.array_equal(there[prior]["integer_decoded"], coded.y_hat), prior
+        assert there[prior]["integer_streams"] == reference["cases"][prior]["integer_streams"]
+
+
+def test_the_int64_numpy_decoder_decodes_bit_exactly(reference):
+    """The reference decoder: numpy int64 sums (no BLAS, no XLA) give the float64-BLAS result."""
+    for prior in SUPPORTED_PRIORS:
+        case, coded = reference["cases"][prior], reference["coded"][prior]
+        coder = IntegerLatentCoder(coded["model"], case["integer_params"], matmul="int64")
+        decoded = coder.decode(*case["integer_streams"], LATENT)
+        assert np.array_equal(decoded, coded["integer"].y_hat), prior
+
+
+def test_integer_files_decode_here(reference):
+    for prior in SUPPORTED_PRIORS:
+        assert np.array_equal(
+            reference["here"][prior]["integer_decoded"], reference["coded"][prior]["integer"].y_hat
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The integer path against the float model it was converted from.
+# ---------------------------------------------------------------------------------------------
+def test_the_integer_path_follows_the_float_model(reference):
+    """Given the integer coder's own z_hat and y_hat, the float model's means are within a few
+    fixed-point steps of the integer means, and the table index is the float scale's level at
+    almost every latent."""
+    for prior in SUPPORTED_PRIORS:
+        model = reference["coded"][prior]["model"]
+        params = reference["cases"][prior]["float_params"]
+        coded = reference["coded"][prior]["integer"]
+
+        def distribution(module, z_hat, y_hat):
+            codec = module.latent_codec
+            hyper = None if z_hat is None else codec.hyper_synthesis(z_hat)
+            return codec.distribution(hyper, y_hat)
+
+        z_hat = None if coded.z_hat is None else coded.z_hat[None]
+        dist = model.apply({"params": params}, z_hat, coded.y_hat[None], method=distribution)
+        means = np.asarray(dist["means"])[0]
+        index = scale_to_level(np.asarray(dist["scales"])[0])
+        assert np.abs(means - coded.y_distribution["means"]).max() < 8 / ONE, prior
+        assert np.mean(index == coded.y_distribution["table_index"]) > 0.99, prior
+
+
+def test_the_integer_layers_match_float_convolutions():
+    """A converted deconv (5x5, stride 2) and conv (3x3) on fixed-point inputs give the float
+    layer's output to within a few 2^-12 steps."""
+    model, params = _model_and_params("mean_scale")
+    arrays = integer_prior.integer_arrays(model, params)
+    z = np.random.default_rng(2).integers(-4, 5, size=(3, 5, SIZE))
+    hyper = compiled_functions(model)["hyper_synthesis"](params, z[None].astype(np.float32))
+    codec = model.make_latent_codec()
+    prior = integer_prior.IntegerPrior(codec, arrays)
+    assert np.abs(prior.hyper(z) / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic details and bad input.
+# ---------------------------------------------------------------------------------------------
+def test_rounding_divide_rounds_half_up_for_any_sign():
+    values = np.array([-7, -6, -5, -4, 4, 5, 6, 7], np.int64)
+    assert rounding_divide(values, 4).tolist() == [-2, -1, -1, -1, 1, 1, 2, 2]
+    assert rounding_divide(values, 1).tolist() == values.tolist()
+
+
+def test_a_layer_whose_sums_could_pass_2_to_53_is_refused():
+    spec = LayerSpec("layers_0", "dense", "none")
+    kernel = np.full((1, 1, 2**15, 1), 2**15 - 1, np.int64)  # fan-in 32768 at the int16 limit
+    arrays = {"kernel": kernel, "bias": np.zeros(1, np.int64), "divisor": np.ones(1, np.int64)}
+    with pytest.raises(IntegerPriorError, match="2\\^53"):
+        IntegerLayer.from_arrays(spec, arrays)
+
+
+@pytest.mark.parametrize(
+    ("prior", "components", "message"),
+    [
+        ("factorized", 1, "'factorized' prior"),
+        ("channelwise", 1, "'channelwise' prior"),
+        ("mean_scale", 2, "K=2"),
+    ],
+)
+def test_unsupported_models_are_refused_in_one_line(prior, components, message):
+    model = create_model(prior, 10, 10, components)
+    with pytest.raises(IntegerPriorError, match=message) as error:
+        integer_prior.integer_arrays(model, {})
+    assert "\n" not in str(error.value)
+
+
+def test_an_integer_coder_needs_its_arrays_and_valid_tables(reference):
+    model = reference["coded"]["joint"]["model"]
+    params = reference["cases"]["joint"]["integer_params"]
+    with pytest.raises(IntegerPriorError, match="no integer arrays"):
+        IntegerLatentCoder(model, reference["cases"]["joint"]["float_params"])
+    broken = {**params, "integer_prior": {**params["integer_prior"]}}
+    tables = dict(broken["integer_prior"]["gaussian_tables"])
+    tables["counts"] = tables["counts"].copy()
+    tables["counts"][3, 0] += 1
+    broken["integer_prior"]["gaussian_tables"] = tables
+    with pytest.raises(IntegerPriorError, match="not a 24-bit PMF"):
+        IntegerLatentCoder(model, broken)
+    incomplete = {**params, "integer_prior": {**params["integer_prior"]}}
+    del incomplete["integer_prior"]["entropy_parameters"]
+    with pytest.raises(IntegerPriorError, match="incomplete"):
+        IntegerLatentCoder(model, incomplete)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, files and the command line.
+# ---------------------------------------------------------------------------------------------
+IMAGE = np.random.default_rng(4).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+
+
+def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory) -> dict[str, Path]:
+    """A float joint checkpoint (random weights, N = M = 16) and its `convert --to=integer`."""
+    root = tmp_path_factory.mktemp("models")
+    model, params = _model_and_params("joint")
+    params["g_a"]["layers_6"]["kernel"] = params["g_a"]["layers_6"]["kernel"] * 20  # y not all 0
+    save_model(checkpoint_root(root / "float"), 5, model.config, params)
+    assert convert.main(["--to=integer", str(root / "float"), str(root / "integer")]) == 0
+    return {"float": root / "float", "integer": root / "integer"}
+
+
+def test_a_converted_checkpoint_loads_as_an_integer_model(workdirs):
+    model, params, config = load_model(workdirs["integer"])
+    assert config.integer_prior and config.prior == "joint"
+    float_model, float_params, _ = load_model(workdirs["float"])
+    expected = integer_prior.convert_params(float_model, float_params)["integer_prior"]
+    loaded = jax.tree_util.tree_map(np.asarray, params["integer_prior"])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, loaded, expected))
+    assert params_fingerprint(params) != params_fingerprint(float_params)
+
+
+def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
+    float_codec, integer_codec = load_codec(workdirs["float"]), load_codec(workdirs["integer"])
+    data, stats = integer_codec.compress_with_stats(IMAGE)
+    assert bitstream.unpack(data)[0].arithmetic == "integer"
+    decoded, y_hat = integer_codec.decompress_with_latents(data)
+    assert np.array_equal(y_hat, stats.y_hat) and decoded.shape == IMAGE.shape
+    assert abs(stats.overhead) < 0.5  # the estimate is the integer tables' code length
+    float_data = float_codec.compress(IMAGE)
+    for codec, other in ((integer_codec, float_data), (float_codec, data)):
+        with pytest.raises(CodecError, match="prior path") as error:
+            codec.decompress(other)
+        assert "\n" not in str(error.value)
+
+
+def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(workdirs, tmp_path):
+    """The command line, end to end: files written here, decoded with XLA limited to SSE4.2."""
+    sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
+    write_png(tmp_path / "in.png", IMAGE)
+    for name in ("integer", "float"):
+        args = (f"--checkpoint={workdirs[name]}", str(tmp_path / "in.png"))
+        assert (
+            _cli("jahp_jax.codec", "compress", *args, str(tmp_path / f"{name}.jahp")).returncode
+            == 0
+        )
+    here = load_codec(workdirs["integer"]).decompress((tmp_path / "integer.jahp").read_bytes())
+    decompress = ("jahp_jax.codec", "decompress")
+    files = (str(tmp_path / "integer.jahp"), str(tmp_path / "integer.png"))
+    result = _cli(*decompress, f"--checkpoint={workdirs['integer']}", *files, env=sse)
+    assert result.returncode == 0, result.stderr
+    there = read_image(tmp_path / "integer.png")
+    assert np.abs(there.astype(int) - here.astype(int)).max() <= 2  # g_s is float
+    if _isa_below_host("sse4_2"):
+        files = (str(tmp_path / "float.jahp"), str(tmp_path / "float.png"))
+        result = _cli(*decompress, f"--checkpoint={workdirs['float']}", *files, env=sse)
+        assert result.returncode == 1 and "entropy tables" in result.stderr
+        assert not (tmp_path / "float.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("integer", "already holds an integer-prior model"),
+        ("factorized", "'factorized' prior"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_convert_to_integer_refuses_bad_input_in_one_line(
+    workdirs, tmp_path, capsys, source, message
+):
+    if source == "factorized":
+        model, params = _model_and_params("factorized")
+        save_model(checkpoint_root(tmp_path / source), 0, model.config, params)
+    path = workdirs.get(source, tmp_path / source)
+    assert convert.main(["--to=integer", str(path), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_convert_to_integer_refuses_an_existing_destination(workdirs, capsys):
+    assert convert.main(["--to=integer", str(workdirs["float"]), str(workdirs["integer"])]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_integer_prior_configs_of_unsupported_priors_are_refused():
+    with pytest.raises(ValueError, match="'channelwise' prior"):
+        ModelConfig("channelwise", 16, 16, integer_prior=True)
+    with pytest.raises(ValueError, match="K=2"):
+        ModelConfig("joint", 16, 16, 2, integer_prior=True)
+
+
+if __name__ == "__main__":  # the subprocess of the cross-arithmetic tests: FOLDER OUT
+    folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+    outcome = _run_coders(pickle.loads((folder / "cases.pkl").read_bytes()))
+    out.write_bytes(pickle.dumps(outcome))
