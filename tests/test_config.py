@@ -71,8 +71,9 @@ def test_options_reach_the_latent_codec():
 
 def test_describe():
     assert ModelConfig("joint", 192, 320).describe() == "joint N=192 M=320"
-    config = ModelConfig("mean_scale", 8, 8, 3, integer_prior=True)
-    assert config.describe() == "mean_scale N=8 M=8 K=3 integer prior"
+    assert ModelConfig("mean_scale", 8, 8, 3).describe() == "mean_scale N=8 M=8 K=3"
+    config = ModelConfig("mean_scale", 8, 8, integer_prior=True)  # the integer path needs K = 1
+    assert config.describe() == "mean_scale N=8 M=8 integer prior"
     assert all(ModelConfig(prior, 8, 8).describe().startswith(prior) for prior in PRIORS)
 
 
