@@ -7,8 +7,10 @@ Each setting runs in its own subprocess so its peak RSS (ru_maxrss) is its own. 
 `jahp_jax.train.train_step`, jitted as in training, on a random batch (the input pipeline is not
 timed). Printed beside each setting: the dense-matmul rate of this machine measured in the same
 run (`benchmarks.machine`), the step's FLOPs counted from the layer shapes (`benchmarks.flops`),
-the achieved GFLOP/s and fraction of that limit, and the ratio to CompressAI's s/step in the
-REFERENCE constants (figures of a reference run, not measured here). `--compare_stock` also
+the achieved GFLOP/s and fraction of that limit, and the ratio to CompressAI's s/step: measured
+on this machine by `benchmarks/reference_compressai.py` (in its own PyTorch environment; read
+from --reference when that file names this CPU), else the REFERENCE constants of issue 12's
+reference run on another machine (said so in the output). `--compare_stock` also
 times the step traced with XLA's stock conv ops (`layers.conv_implementation('stock')`), the
 repetitions interleaved with ours in one process (its peak RSS then covers both). Writes JSON
 to benchmarks/results/bench_train.json; the load average is recorded with the figures.
@@ -50,6 +52,8 @@ flags.DEFINE_integer("steps", 5, "Timed steps per setting (median reported).")
 flags.DEFINE_bool("compare_stock", False, "Also time the step with XLA's stock conv ops.")
 flags.DEFINE_string("worker", None, "Internal: run one setting and print its JSON.")
 flags.DEFINE_string("output", str(RESULTS), "Where the JSON goes.")
+flags.DEFINE_string("reference", str(RESULTS.parent / "reference_compressai.json"),
+                    "CompressAI timings from benchmarks/reference_compressai.py.")  # fmt: skip
 FLAGS = flags.FLAGS
 
 
@@ -110,6 +114,23 @@ def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
     return row
 
 
+def load_reference(path: str) -> dict[str, tuple[float, str]]:
+    """setting -> (CompressAI s/step, source): measured on this CPU if `path` says so, else the
+    REFERENCE constants."""
+    file = Path(path)
+    if file.is_file():
+        measured = json.loads(file.read_text())
+        if measured.get("cpu") == cpu_model():
+            source = (f"CompressAI {measured['compressai']}, torch {measured['torch']}, measured "
+                      f"here by benchmarks/reference_compressai.py")  # fmt: skip
+            return {row["setting"]: (row["s_per_step"], f"{source} (load {row['load_before']:.2f})")
+                    for row in measured["rows"]}  # fmt: skip
+        print(f"note: {file} was measured on {measured.get('cpu')}, not this CPU; using the "
+              "given constants")  # fmt: skip
+    return {name: (value, f"{source} (given constant)") for name, (value, source) in
+            REFERENCE.items()}  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.worker:
@@ -119,6 +140,7 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"error: unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
     limit = matmul_gflops()
+    reference = load_reference(FLAGS.reference)
     rows = []
     for name in FLAGS.settings:
         load_before = os.getloadavg()
@@ -136,8 +158,8 @@ def main(argv: list[str]) -> None:
         row["gflop_per_step"] = train_step_flops(n, batch, patch) / 1e9
         row["gflops"] = row["gflop_per_step"] / row["s_per_step"]
         row["fraction_of_limit"] = row["gflops"] / limit
-        if name in REFERENCE:
-            row["reference_s_per_step"], row["reference_source"] = REFERENCE[name]
+        if name in reference:
+            row["reference_s_per_step"], row["reference_source"] = reference[name]
             row["speedup_vs_reference"] = row["reference_s_per_step"] / row["s_per_step"]
         rows.append(row)
     print(f"CPU {cpu_model()}, {os.cpu_count()} cores; dense matmul 2048^3 (the limit): "
@@ -156,7 +178,7 @@ def main(argv: list[str]) -> None:
               f"{r['load_before'][0]:>5.2f}")  # fmt: skip
     for r in rows:
         if "reference_source" in r:
-            print(f"ref s ({r['setting']}): {r['reference_source']} (given constant)")
+            print(f"ref s ({r['setting']}): {r['reference_source']}")
     write_result(FLAGS.output, {"rows": rows, "matmul_gflops": limit})
 
 
