@@ -69,6 +69,7 @@ from jahp_jax.coding import (
     stream_bytes,
 )
 from jahp_jax.latent_codecs import LatentCodec
+from jahp_jax.latent_codecs.channelwise import ChannelwisePrior
 from jahp_jax.latent_codecs.checkerboard import ANCHOR, CheckerboardPrior
 from jahp_jax.latent_codecs.hyperprior import ScaleHyperprior
 from jahp_jax.latent_codecs.mean_scale import MeanScaleHyperprior
@@ -84,7 +85,8 @@ MAX_DIVISOR_BITS = 30
 EXACT_FLOAT64 = 1 << 53  # integers below this add and multiply exactly in float64
 LEAKY_DIVISOR = 100  # the leaky ReLU's negative slope 1/100
 BLAS_MIN_ROWS = 64  # smaller products are summed by numpy's einsum loops (`exact_matmul`)
-SUPPORTED_PRIORS = ("hyperprior", "mean_scale", "context", "joint", "checkerboard")
+SUPPORTED_PRIORS = ("hyperprior", "mean_scale", "context", "joint", "checkerboard", "channelwise")
+TANH_REACH = 8 * ONE  # the LRP's 0.5 tanh table covers |x| <= 8 (beyond: within 2^-23 of +-1/2)
 Z_TABLE_WIDTH = 2 * MAX_TABLE_HALF_WIDTH + 2  # stored z table columns: symbols + escape
 GAUSSIAN_TABLE_WIDTH = 2 * int(np.ceil(TAIL_SIGMAS * SCALE_MAX)) + 2
 
@@ -121,6 +123,12 @@ def _hyper_synthesis(last: str, between: str) -> tuple[LayerSpec, ...]:
 _SCALE_HYPER_SYNTHESIS = _hyper_synthesis("relu", "relu")
 _MEAN_SCALE_HYPER_SYNTHESIS = _hyper_synthesis("none", "leaky")
 _CONTEXT = (LayerSpec(None, "context", "none"),)
+_SLICE_TRANSFORM = (
+    LayerSpec("layers_0", "conv", "relu"),
+    LayerSpec("layers_2", "conv", "relu"),
+    LayerSpec("layers_4", "conv", "none"),
+)
+_SLICE_NETWORKS = ("cc_mean_transforms", "cc_scale_transforms", "lrp_transforms")
 _ENTROPY_PARAMETERS = (
     LayerSpec("layers_0", "dense", "leaky"),
     LayerSpec("layers_2", "dense", "leaky"),
@@ -144,12 +152,10 @@ def check_supported_config(name: str, mixture_components: int) -> None:
     """IntegerPriorError (one line) unless the integer path covers prior `name` with K
     components (`ModelConfig` calls it for `integer_prior=True`)."""
     if name not in SUPPORTED_PRIORS:
-        why = {
-            "factorized": "it has no hyper-synthesis or context network to convert",
-            "channelwise": "its slice transforms and LRP are not ported to integers yet",
-        }.get(name, "it is not ported")
+        why = {"factorized": "it has no hyper-synthesis or context network to convert"}
         raise IntegerPriorError(
-            f"the integer prior path does not support the '{name}' prior ({why}); "
+            f"the integer prior path does not support the '{name}' prior "
+            f"({why.get(name, 'it is not ported')}); "
             f"supported: {', '.join(SUPPORTED_PRIORS)}"
         )
     if mixture_components != 1:
@@ -165,6 +171,11 @@ def networks(codec: LatentCodec) -> dict[str, tuple[LayerSpec, ...]]:
         return {"h_s": _SCALE_HYPER_SYNTHESIS}
     if isinstance(codec, MeanScaleHyperprior):
         return {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS}
+    if isinstance(codec, ChannelwisePrior):
+        nets = {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS, "h_s_scales": _MEAN_SCALE_HYPER_SYNTHESIS}
+        for index in range(len(codec.bounds)):
+            nets.update({f"{name}_{index}": _SLICE_TRANSFORM for name in _SLICE_NETWORKS})
+        return nets
     nets = {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS} if codec.hyperprior else {}
     return {**nets, "context_prediction": _CONTEXT, "entropy_parameters": _ENTROPY_PARAMETERS}
 
@@ -366,6 +377,13 @@ def scale_thresholds() -> np.ndarray:
     return np.ceil(midpoints * ONE).astype(np.int32)
 
 
+def half_tanh_table() -> np.ndarray:
+    """(2 TANH_REACH + 1,) int32: round(2^12 tanh(x) / 2) at x = (i - TANH_REACH) / 2^12, the
+    latent residual prediction's nonlinearity as a lookup."""
+    x = (np.arange(2 * TANH_REACH + 1) - TANH_REACH) / ONE
+    return np.rint(0.5 * np.tanh(x) * ONE).astype(np.int32)
+
+
 def _z_tables(model, params: Mapping) -> dict[str, np.ndarray]:
     """The z density's tables around its integer (rounded) medians."""
     quantiles = np.array(params["z_density"]["quantiles"], np.float32)
@@ -394,6 +412,8 @@ def integer_arrays(model, params: Mapping) -> Arrays:
         arrays["z_tables"] = _z_tables(model, params)
     arrays["gaussian_tables"] = pack_tables(gaussian_tables(), GAUSSIAN_TABLE_WIDTH)
     arrays["scale_thresholds"] = scale_thresholds()
+    if isinstance(codec, ChannelwisePrior):
+        arrays["half_tanh"] = half_tanh_table()
     return arrays
 
 
@@ -439,6 +459,8 @@ def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
         **{k: struct(SCALE_LEVELS) for k in ("lows", "sizes")},
     }
     arrays["scale_thresholds"] = struct(SCALE_LEVELS - 1)
+    if isinstance(codec, ChannelwisePrior):
+        arrays["half_tanh"] = struct(2 * TANH_REACH + 1)
     return arrays
 
 
@@ -473,6 +495,13 @@ class IntegerPrior:
             self.gaussian_tables = unpack_tables(arrays["gaussian_tables"])
             self.thresholds = np.asarray(arrays["scale_thresholds"], np.int64)
             self.z_tables, self.z_medians = None, None
+            self.half_tanh = None
+            if isinstance(codec, ChannelwisePrior):
+                self.half_tanh = np.asarray(arrays["half_tanh"], np.int64)
+                if self.half_tanh.shape != (2 * TANH_REACH + 1,):
+                    raise IntegerPriorError(
+                        "the stored tanh table is invalid (corrupt checkpoint?)"
+                    )
             if codec.hyperprior:
                 self.z_tables = unpack_tables(arrays["z_tables"])
                 self.z_medians = np.asarray(arrays["z_tables"]["medians"], np.int64)
@@ -494,10 +523,33 @@ class IntegerPrior:
 
     def hyper(self, z_hat: np.ndarray) -> np.ndarray:
         """z_hat (h/4, w/4, N) int64 -> hyper features (h, w, C) int64 fixed-point."""
-        features = to_fixed(z_hat)
-        for layer in self.layers["h_s"]:
+        networks = ("h_s", "h_s_scales") if self.half_tanh is not None else ("h_s",)
+        return np.concatenate([self._map(name, to_fixed(z_hat)) for name in networks], axis=-1)
+
+    def _map(self, network: str, features: np.ndarray) -> np.ndarray:
+        """A network of conv layers on a map (h, w, C) int64."""
+        for layer in self.layers[network]:
             features = layer.apply_map(features, self.matmul)
         return features
+
+    def _slice_support(self, index: int, hyper: np.ndarray, decoded: np.ndarray):
+        """Channel-wise: (mean support, scale support) maps of slice `index`."""
+        codec = self.codec
+        mean_hyper, scale_hyper = np.split(hyper, 2, axis=-1)
+        support = decoded[..., : codec.bounds[min(index, codec.max_support_slices)][0]]
+        return (
+            np.concatenate([mean_hyper, support], axis=-1),
+            np.concatenate([scale_hyper, support], axis=-1),
+        )
+
+    def finalize(self, kind: int, values: np.ndarray, hyper: np.ndarray, decoded: np.ndarray):
+        """Channel-wise: the decoded slice `kind` (h w, width) fixed-point plus the latent
+        residual prediction round_table(0.5 tanh(lrp(mean support, slice)))."""
+        mean_support, _ = self._slice_support(kind, hyper, decoded)
+        slice_map = values.reshape(*decoded.shape[:2], -1)
+        lrp = self._map(f"lrp_transforms_{kind}", np.concatenate([mean_support, slice_map], -1))
+        residual = self.half_tanh[np.clip(lrp, -TANH_REACH, TANH_REACH) + TANH_REACH]
+        return values + residual.reshape(values.shape)
 
     def table_index(self, scales: np.ndarray) -> np.ndarray:
         """Fixed-point scales -> the Gaussian table index (number of thresholds <= scale)."""
@@ -519,6 +571,12 @@ class IntegerPrior:
         elif isinstance(codec, MeanScaleHyperprior):
             (hyper,) = inputs
             scales, means = np.split(hyper, 2, axis=-1)
+        elif isinstance(codec, ChannelwisePrior):
+            hyper, decoded = inputs
+            mean_support, scale_support = self._slice_support(kind, hyper, decoded)
+            means = self._map(f"cc_mean_transforms_{kind}", mean_support)
+            scales = self._map(f"cc_scale_transforms_{kind}", scale_support)
+            means, scales = means.reshape(-1, means.shape[-1]), scales.reshape(-1, scales.shape[-1])
         else:
             context_layer = self.layers["context_prediction"][0]
             if isinstance(codec, CheckerboardPrior):
@@ -608,21 +666,27 @@ class IntegerLatentCoder:
             n = step.count
             if n == 0:
                 continue
-            inputs = [v[:n] for v in self.codec.step_inputs(step, y_pad, hyper)]
+            channels = slice(*step.channels) if step.channels else slice(0, m)
+            inputs = self.codec.step_inputs(step, y_pad, hyper)
             index, means = self.prior.step(step.kind, *inputs)
+            index, means = index[:n], means[:n]
             rows, cols = step.rows[:n], step.cols[:n]
             if y is not None:
                 offset = means.astype(np.float64) / ONE
-                symbols = np.rint(y[rows, cols].astype(np.float64) - offset).astype(np.int64)
+                values = y[rows, cols, channels].astype(np.float64)
+                symbols = np.rint(values - offset).astype(np.int64)
                 encode_symbols(coder, symbols, index, tables)
                 bits += information_bits(symbols, index, tables)
             else:
-                symbols = decode_symbols(coder, index, tables).reshape(n, m)
+                symbols = decode_symbols(coder, index, tables).reshape(means.shape)
             values = symbols * ONE + means
-            y_fixed[rows, cols] = values
-            y_pad[rows + top, cols + left] = np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-            index_map[rows, cols] = index
-            mean_map[rows, cols] = means
+            if self.codec.finalizes:
+                values = self.prior.finalize(step.kind, values, *inputs)
+            y_fixed[rows, cols, channels] = values
+            clipped = np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+            y_pad[rows + top, cols + left, channels] = clipped
+            index_map[rows, cols, channels] = index
+            mean_map[rows, cols, channels] = means
         y_hat = (y_fixed.astype(np.float64) / ONE).astype(np.float32)
         return y_hat, index_map, mean_map, bits
 

@@ -29,7 +29,7 @@ from jahp_jax.checkpoints import checkpoint_root, load_model, params_fingerprint
 from jahp_jax.codec import load_codec
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, scale_to_level
 from jahp_jax.config import ModelConfig
-from jahp_jax.image_io import read_image, write_png
+from jahp_jax.image_io import read_image
 from jahp_jax.integer_prior import (
     ONE,
     SUPPORTED_PRIORS,
@@ -88,19 +88,15 @@ def _latents() -> np.ndarray:
 
 
 def _run_coders(cases: dict) -> dict:
-    """What one numerical set-up computes for each prior: the float coder's table checksum,
-    distribution and streams (re-encoding the same y), its decode of the reference float file,
-    and the integer coder's checksum, decode of the reference integer file and re-encoding."""
+    """What one numerical set-up computes for each prior: the float coder's z tables, table
+    checksum, distribution and streams (re-encoding the same y), and the integer coder's
+    checksum, decode of the reference integer file and re-encoding."""
     results = {"blas_probe": _blas_probe()}
     y = _latents()
     for prior, case in cases.items():
         model = create_model(prior, SIZE, SIZE)
         float_coder = LatentCoder(model, case["float_params"])
         float_coded = float_coder.encode(y)
-        try:
-            float_decoded = float_coder.decode(*case["float_streams"], LATENT)
-        except Exception as error:  # a perturbed float decoder may fail anywhere
-            float_decoded = repr(error)
         integer_coder = IntegerLatentCoder(model, case["integer_params"])
         integer_coded = integer_coder.encode(y)
         z_tables = float_coder.density_tables.get("z")
@@ -109,7 +105,6 @@ def _run_coders(cases: dict) -> dict:
             "float_checksum": float_coder.table_checksum,
             "float_distribution": float_coded.y_distribution,
             "float_streams": (float_coded.z_stream, float_coded.y_stream),
-            "float_decoded": float_decoded,
             "integer_checksum": integer_coder.table_checksum,
             "integer_decoded": integer_coder.decode(*case["integer_streams"], LATENT),
             "integer_streams": (integer_coded.z_stream, integer_coded.y_stream),
@@ -141,19 +136,16 @@ def reference(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def elsewhere(reference) -> dict:
-    """The same coders run in a subprocess per numerical set-up."""
-    results = {}
+    """The same coders run in a subprocess per numerical set-up (all at once)."""
+    runs = {}
     for name, variables in SETUPS.items():
         out = reference["folder"] / f"{name}.pkl"
         env = {**os.environ, **variables, "JAX_PLATFORMS": "cpu"}
-        subprocess.run(
-            [sys.executable, __file__, str(reference["folder"]), str(out)],
-            env=env,
-            check=True,
-            timeout=300,
-        )
-        results[name] = pickle.loads(out.read_bytes())
-    return results
+        command = [sys.executable, __file__, str(reference["folder"]), str(out)]
+        runs[name] = (subprocess.Popen(command, env=env), out)
+    for name, (process, _) in runs.items():
+        assert process.wait(timeout=300) == 0, f"the {name} subprocess failed"
+    return {name: pickle.loads(out.read_bytes()) for name, (_, out) in runs.items()}
 
 
 def _differing(a: dict, b: dict) -> tuple[int, float]:
@@ -281,7 +273,6 @@ def test_a_layer_whose_sums_could_pass_2_to_53_is_refused():
     ("prior", "components", "message"),
     [
         ("factorized", 1, "'factorized' prior"),
-        ("channelwise", 1, "'channelwise' prior"),
         ("mean_scale", 2, "K=2"),
     ],
 )
@@ -362,15 +353,10 @@ def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
 
 
 def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(workdirs, tmp_path):
-    """The command line, end to end: files written here, decoded with XLA limited to SSE4.2."""
+    """Files written here, decoded by the command line with XLA limited to SSE4.2."""
     sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
-    write_png(tmp_path / "in.png", IMAGE)
     for name in ("integer", "float"):
-        args = (f"--checkpoint={workdirs[name]}", str(tmp_path / "in.png"))
-        assert (
-            _cli("jahp_jax.codec", "compress", *args, str(tmp_path / f"{name}.jahp")).returncode
-            == 0
-        )
+        (tmp_path / f"{name}.jahp").write_bytes(load_codec(workdirs[name]).compress(IMAGE))
     here = load_codec(workdirs["integer"]).decompress((tmp_path / "integer.jahp").read_bytes())
     decompress = ("jahp_jax.codec", "decompress")
     files = (str(tmp_path / "integer.jahp"), str(tmp_path / "integer.png"))
@@ -412,8 +398,8 @@ def test_convert_to_integer_refuses_an_existing_destination(workdirs, capsys):
 
 
 def test_integer_prior_configs_of_unsupported_priors_are_refused():
-    with pytest.raises(ValueError, match="'channelwise' prior"):
-        ModelConfig("channelwise", 16, 16, integer_prior=True)
+    with pytest.raises(ValueError, match="'factorized' prior"):
+        ModelConfig("factorized", 16, 16, integer_prior=True)
     with pytest.raises(ValueError, match="K=2"):
         ModelConfig("joint", 16, 16, 2, integer_prior=True)
 
