@@ -4,8 +4,16 @@
 outputs) and else `tests/data/shared`, a few of the same files committed with the tests (see
 tests/data/README.md), so that a plain clone runs the suite offline. Tests that need what only
 the full folder has ask for the `kodak_dir` or `golden_dir` fixture, which skip with the reason.
+
+The whole run shares one persistent XLA compilation cache: this process and every subprocess a
+test starts (training runs, CLIs, Slurm tasks inherit the environment), so a program compiled by
+one test (a training step, a codec at one image shape) is loaded from disk by every later test and
+by the next run. The folder is the CLIs' own (`jahp_jax.runtime.compilation_cache_dir()`:
+`$JAHP_COMPILATION_CACHE`, else `$JAX_COMPILATION_CACHE_DIR`, which `./launch.sh test` sets to
+`.venv/jax-cache`, else `~/.cache/jahp_jax/xla`); `JAHP_COMPILATION_CACHE=off` runs without.
 """
 
+import os
 import socket
 from pathlib import Path
 
@@ -16,6 +24,21 @@ FULL_SHARED = REPO_ROOT.parent / "shared"
 COMMITTED_SHARED = REPO_ROOT / "tests" / "data" / "shared"
 SHARED = FULL_SHARED if FULL_SHARED.is_dir() else COMMITTED_SHARED
 KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
+
+
+def _share_one_compilation_cache() -> None:
+    """Before jax is imported: the cache folder and "cache every program" in the environment."""
+    from jahp_jax.runtime import compilation_cache_dir  # imports no jax
+
+    folder = compilation_cache_dir()
+    if folder is None:
+        return
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+_share_one_compilation_cache()
 
 
 def free_port() -> int:

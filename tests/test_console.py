@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,12 +16,16 @@ THIRD_PARTY_INFO = re.compile(r"^(\[(absl|orbax|jax|tensorflow)[^\]]*\] INFO|I\d
 
 
 def train(workdir) -> subprocess.CompletedProcess:
-    """A 3-step toy training run in a subprocess (stderr is a pipe: no bars, detail lines)."""
+    """A 4-step toy training run in a subprocess (stderr is a pipe: no bars, detail lines); the
+    model, lambda, steps and seed of test_train's runs, whose compiled programs it shares."""
+    images = workdir.parent / "images"  # 4 training images: a folder prepares in a second
+    images.mkdir()
+    for path in sorted((SHARED / "data" / "train" / "bsds500").glob("*.jpg"))[:4]:
+        shutil.copy(path, images / path.name)
     command = [sys.executable, "-m", "jahp_jax.train", f"--workdir={workdir}", "--lmbda=0.01",
                "--num_filters=8", "--num_latents=8", "--batch_size=2", "--patch_size=64",
-               "--num_steps=3", "--log_every=2", "--checkpoint_every=2",
-               f"--data_dir={SHARED / 'data' / 'train' / 'bsds500'}",
-               f"--tfds_data_dir={workdir.parent / 'tfds'}"]  # fmt: skip
+               "--num_steps=4", "--log_every=3", "--checkpoint_every=2", "--seed=3",
+               f"--data_dir={images}", f"--tfds_data_dir={workdir.parent / 'tfds'}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
@@ -32,12 +37,12 @@ def test_training_console_is_quiet_and_ends_with_a_summary_and_the_log_keeps_eve
     output = run.stdout + run.stderr
     assert not THIRD_PARTY_INFO.search(output), THIRD_PARTY_INFO.search(output).group(0)
     assert "oneDNN" not in output and "CheckpointManager" not in output
-    assert "step 2/3  loss" in output  # the detail lines, as no bar is drawn on a pipe
+    assert "step 3/4  loss" in output  # the detail lines, as no bar is drawn on a pipe
     summary = output.strip().splitlines()[-1]
-    assert re.match(r"done: 3 steps \(3 in this run, 0:\d\d:\d\d, [\d.]+ steps/s\); last 1 "
+    assert re.match(r"done: 4 steps \(4 in this run, 0:\d\d:\d\d, [\d.]+ steps/s\); last 1 "
                     r"steps: loss [\d.]+  bpp [\d.]+  PSNR [\d.]+ dB; checkpoints in ", summary)
     log = (tmp_path / "quiet" / console.LOG_FILE).read_text()
-    assert "CheckpointManager" in log and "step 2/3  loss" in log and "done: 3 steps" in log
+    assert "CheckpointManager" in log and "step 3/4  loss" in log and "done: 4 steps" in log
 
 
 def record(name: str, level: int, pathname: str = "/elsewhere/lib.py", **extra):

@@ -33,15 +33,9 @@ TINY = ["--prior=joint", "--lmbda=0.01", "--num_filters=8", "--num_latents=8",
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("jax_cache")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+def env() -> dict[str, str]:
+    """Subprocess environment: the repository importable, the run's compilation cache (conftest)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", *(f"JAX_{n}" for n in
                  ("COORDINATOR_ADDRESS", "NUM_PROCESSES", "PROCESS_ID"))):  # fmt: skip
         env.pop(name, None)

@@ -1,8 +1,8 @@
 """Tests for jahp_jax.train: resume after SIGKILL, data parallelism, non-finite losses, bad input.
 
 Training runs in subprocesses (a SIGKILL, XLA flags that must precede jax's start) with a tiny
-joint model (N=M=8, 64x64 crops, batch 2); they share a persistent compilation cache, so only
-the first run of a configuration compiles.
+joint model (N=M=8, 64x64 crops, batch 2); they share the run's persistent compilation cache
+(conftest), so only the first run of a configuration compiles.
 """
 
 import dataclasses
@@ -39,16 +39,9 @@ TINY = ["--prior=joint", "--lmbda=0.01", "--num_filters=8", "--num_latents=8",
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    """Subprocess environment: the repository importable, a shared compilation cache."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+def env() -> dict[str, str]:
+    """Subprocess environment: the repository importable, the run's compilation cache (conftest)."""
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +166,10 @@ def test_workdir_holding_a_model_without_training_state_is_refused(tmp_path):
     # A converted (step 0) or exported model: resuming it would silently start from scratch next
     # to it (step 0) or fail deep in orbax; the error points to --init_from instead.
     config = train.TrainConfig(lmbda=0.01, num_filters=8, num_latents=8)
+    params = init_params(config.model_config.build(), jax.random.key(0))
     for step in (0, 8000):
         workdir = tmp_path / f"model{step}"
-        save_model(checkpoint_root(workdir), step, config.model_config,
-                   init_params(config.model_config.build(), jax.random.key(0)))  # fmt: skip
+        save_model(checkpoint_root(workdir), step, config.model_config, params)
         with pytest.raises(train.ConfigError, match=f"step {step}: .*--init_from={workdir}"):
             train.check_workdir(config, workdir)
 
