@@ -32,6 +32,20 @@ def tfds_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
 
+@pytest.fixture(scope="module")
+def bsds(tmp_path_factory) -> dict[str, Path]:
+    """{'train', 'val'}: the first 8 images of each BSDS500 folder (a plain clone's stand-in has
+    fewer); preparing all of ../shared's (400 + 100 JPEGs) adds nothing to what is tested."""
+    root = tmp_path_factory.mktemp("bsds500")
+    folders = {}
+    for split, source in (("train", BSDS_TRAIN), ("val", BSDS_VAL)):
+        folders[split] = root / split
+        folders[split].mkdir()
+        for path in sorted(source.glob("*.jpg"))[:8]:
+            shutil.copy(path, folders[split] / path.name)
+    return folders
+
+
 def coordinate_image(height: int, width: int, image_id: int) -> np.ndarray:
     """uint8 (H, W, 3) whose pixel (y, x) is (x, y, 10 * image_id): a patch names its source."""
     y, x = np.mgrid[:height, :width]
@@ -192,10 +206,10 @@ def test_train_batches_are_true_windows_flipped_and_each_row_a_permutation_per_e
     assert len(offsets_of_largest) > 3  # Crops move.
 
 
-def test_train_batches_on_bsds500_shape_range_determinism_and_resume(tfds_dir):
+def test_train_batches_on_bsds500_shape_range_determinism_and_resume(bsds, tfds_dir):
     def run(**kwargs):
         return data.train_batches(
-            dataset=None, data_dir=str(BSDS_TRAIN), batch_size=4, patch_size=64,
+            dataset=None, data_dir=str(bsds["train"]), batch_size=4, patch_size=64,
             tfds_data_dir=tfds_dir, **kwargs,
         )
 
@@ -370,15 +384,15 @@ def test_kodak_manual_dir_must_be_complete_and_unaltered(tmp_path, kodak_dir):
         next(data.eval_images("kodak", str(copy), tfds_data_dir=str(tmp_path / "tfds")))
 
 
-def test_validation_batches_are_deterministic_center_crops(tfds_dir):
-    crops = data.validation_batches(dataset=None, data_dir=str(BSDS_VAL), patch_size=64,
+def test_validation_batches_are_deterministic_center_crops(bsds, tfds_dir):
+    crops = data.validation_batches(dataset=None, data_dir=str(bsds["val"]), patch_size=64,
                                     max_images=3, tfds_data_dir=tfds_dir)
     assert crops.shape == (3, 64, 64, 3) and crops.dtype == np.float32
-    first = data.read_image(sorted(BSDS_VAL.glob("*.jpg"))[0])
+    first = data.read_image(sorted(bsds["val"].glob("*.jpg"))[0])
     top, left = (first.shape[0] - 64) // 2, (first.shape[1] - 64) // 2
     expected = first[top : top + 64, left : left + 64] / np.float32(255)
     np.testing.assert_array_equal(crops[0], expected)
-    again = data.validation_batches(dataset=None, data_dir=str(BSDS_VAL), patch_size=64,
+    again = data.validation_batches(dataset=None, data_dir=str(bsds["val"]), patch_size=64,
                                     max_images=3, tfds_data_dir=tfds_dir)
     np.testing.assert_array_equal(again, crops)
 

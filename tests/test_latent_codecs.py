@@ -1,6 +1,8 @@
 """Every registered prior: the coder's per-step distribution parameters equal the differentiable
 pass's on the same y_hat, the round trip is exact, odd image sizes code; plus the schedules."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ def image() -> np.ndarray:
     return read_image(SHARED / "data" / "val" / "bsds500" / "101085.jpg")[:97, :131]
 
 
+@functools.cache  # one per configuration, shared by the tests below (a Codec holds no state)
 def _codec(prior: str, k: int) -> Codec:
     model = create_model(prior, N, M, k)
     return Codec(model, init_params(model, jax.random.key(0)))
