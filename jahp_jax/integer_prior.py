@@ -41,14 +41,17 @@ Supported priors: SUPPORTED_PRIORS, with one Gaussian (K = 1).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from jahp_jax.coding import (
     MAX_TABLE_HALF_WIDTH,
@@ -74,6 +77,7 @@ from jahp_jax.latent_codecs.checkerboard import ANCHOR, CheckerboardPrior
 from jahp_jax.latent_codecs.hyperprior import ScaleHyperprior
 from jahp_jax.latent_codecs.mean_scale import MeanScaleHyperprior
 from jahp_jax.latent_codecs.rasterscan import ContextPrior
+from jahp_jax.layers import Conv, ConvTranspose, MaskedConv, conv_transpose, strided_conv
 
 INTEGER_KEY = "integer_prior"  # the params subtree of the integer arrays
 FRACTION_BITS = 12
@@ -462,6 +466,69 @@ def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
     if isinstance(codec, ChannelwisePrior):
         arrays["half_tanh"] = struct(2 * TANH_REACH + 1)
     return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer-aware training: the float layers of the integer networks, fake-quantized.
+# ---------------------------------------------------------------------------------------------
+def _straight_through(x: jax.Array, quantized: jax.Array) -> jax.Array:
+    """`quantized` in the forward pass, the identity's gradient in the backward pass."""
+    return x + jax.lax.stop_gradient(quantized - x)
+
+
+def _fake_fixed(x: jax.Array) -> jax.Array:
+    """Values rounded to the 2^-12 grid and clipped like the integer activations (STE)."""
+    limit = ACTIVATION_LIMIT / ONE
+    return _straight_through(x, jnp.clip(jnp.round(x * ONE) / ONE, -limit, limit))
+
+
+def _fake_quantized_layer(module: nn.Module, x: jax.Array) -> jax.Array:
+    """What the converted layer computes, in float with straight-through gradients: input and
+    output on the 2^-12 grid, the kernel on its channel's 2^-e grid, the bias on 2^-(e + 12).
+    e is the weight-range exponent of `quantize_layer` (the conversion may lower it further for
+    a channel whose bias or sum bound needs it)."""
+    params = module.variables["params"]
+    kernel, bias = params["kernel"], params["bias"]
+    if isinstance(module, MaskedConv):
+        kernel = kernel * jnp.asarray(module.mask_fn(module.kernel_size))[:, :, None, None]
+    reduce = (0, 1, 3) if isinstance(module, ConvTranspose) else (0, 1, 2)
+    largest = jnp.max(jnp.abs(kernel), axis=reduce, keepdims=True)
+    exponent = jnp.floor(jnp.log2(WEIGHT_LIMIT / jnp.maximum(largest, 2.0**-40)))
+    scale = jax.lax.stop_gradient(2.0 ** jnp.clip(exponent, 0, MAX_DIVISOR_BITS))
+    kernel = _straight_through(kernel, jnp.round(kernel * scale) / scale)
+    bias_scale = scale.reshape(-1) * ONE
+    bias = _straight_through(bias, jnp.round(bias * bias_scale) / bias_scale)
+    x = _fake_fixed(x)
+    if isinstance(module, ConvTranspose):
+        y = conv_transpose(x, kernel.astype(x.dtype), module.stride)
+    else:
+        y = strided_conv(x, kernel.astype(x.dtype), getattr(module, "stride", 1))
+    return _fake_fixed(y + bias.astype(x.dtype))
+
+
+@contextlib.contextmanager
+def fake_quantization(codec: LatentCodec) -> Iterator[None]:
+    """While tracing inside the block, the conv layers of `codec`'s integer networks (h_s, the
+    context model, the entropy parameters, the slice transforms) compute as their integer
+    conversion will, with straight-through gradients (integer-aware training, Balle et al.
+    2019). The nonlinearities between them stay float: the next layer's input rounding puts
+    their output on the integer grid."""
+    check_supported(codec)
+    names = set(networks(codec))
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if (
+            context.method_name == "__call__"
+            and isinstance(module, Conv | ConvTranspose | MaskedConv)
+            and module.path
+            and module.path[0] in names
+        ):
+            return _fake_quantized_layer(module, *args)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
 
 
 def split_params(params: Mapping) -> tuple[dict[str, Any], Arrays | None]:

@@ -16,6 +16,7 @@ same command resumes from the latest one, including the data order. TensorBoard 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -35,7 +36,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import console, distributed, metrics, runtime
+from jahp_jax import console, distributed, integer_prior, metrics, runtime
 from jahp_jax.checkpoints import (
     CheckpointError,
     checkpoint_root,
@@ -127,12 +128,6 @@ def check_train_config(config: TrainConfig, device_count: int) -> None:
         model = config.model_config
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if model.integer_prior:
-        raise ConfigError(
-            "--integer_prior training (integer-aware fine-tuning) is not implemented yet: train "
-            "a float model and convert it with `python -m jahp_jax.convert --to=integer SRC DST` "
-            "(docs/portable_files.md)"
-        )
     if not config.lmbda > 0:
         raise ConfigError(f"--lmbda must be > 0, got {config.lmbda}")
     if config.distortion not in DISTORTIONS:
@@ -235,6 +230,24 @@ def create_train_state(
     return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
 
 
+def prior_arithmetic(model: CompressionModel) -> contextlib.AbstractContextManager:
+    """Where the model's forward pass is traced: an integer-prior model's prior path is
+    fake-quantized as its integer conversion computes (`integer_prior.fake_quantization`)."""
+    if model.config.integer_prior:
+        return integer_prior.fake_quantization(model.make_latent_codec())
+    return contextlib.nullcontext()
+
+
+def saved_params(model: CompressionModel, params: Any) -> Any:
+    """The params a checkpoint holds: for an integer-prior model the float params plus their
+    integer conversion (`integer_prior.convert_params`), so that every checkpoint of the run is
+    a model `codec` and `evaluate` load."""
+    if not model.config.integer_prior:
+        return params
+    local = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf.addressable_data(0)), params)
+    return integer_prior.convert_params(model, local)
+
+
 def train_step(
     state: TrainState,
     batch: Array,
@@ -252,7 +265,8 @@ def train_step(
     noise_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
-        outputs = model.apply({"params": params}, batch, train=True, rngs={"noise": noise_key})
+        with prior_arithmetic(model):
+            outputs = model.apply({"params": params}, batch, train=True, rngs={"noise": noise_key})
         loss, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
         aux_loss = model.apply({"params": params}, method="aux_loss")
         stats["aux_loss"] = aux_loss
@@ -277,7 +291,8 @@ def train_step(
 def eval_step(params: Any, batch: Array, *, model: CompressionModel, lmbda: float,
               distortion: str) -> dict[str, Array]:  # fmt: skip
     """Eval-mode (rounded) forward on (B, H, W, 3): estimated rate and distortion, batch means."""
-    outputs = model.apply({"params": params}, batch, train=False)
+    with prior_arithmetic(model):
+        outputs = model.apply({"params": params}, batch, train=False)
     _, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
     if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
         x_hat = jnp.clip(outputs["x_hat"], 0.0, 1.0)
@@ -332,16 +347,17 @@ def _checkpoint_extra(config: TrainConfig) -> dict[str, Any]:
 
 
 def pretrained_params(config: TrainConfig) -> Any:
-    """The parameters of `config.init_from` (a workdir, checkpoints folder or step folder), which
-    must hold the model this run trains; CheckpointError / ConfigError otherwise."""
+    """The (float) parameters of `config.init_from` (a workdir, checkpoints folder or step
+    folder), which must hold the model this run trains, with either arithmetic (a float model
+    fine-tunes into an integer-prior one); CheckpointError / ConfigError otherwise."""
     _, params, saved = load_model(config.init_from)
-    if saved != config.model_config:
-        wanted = config.model_config
+    wanted = config.model_config
+    if dataclasses.replace(saved, integer_prior=wanted.integer_prior) != wanted:
         raise ConfigError(
             f"--init_from '{config.init_from}' holds a {saved.describe()} model, not the "
             f"{wanted.describe()} this run trains"
         )
-    return params
+    return integer_prior.split_params(params)[0]
 
 
 def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
@@ -439,10 +455,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         logging.info("starting from the parameters of %s (fine-tuning)", config.init_from)
     manager = training_manager(workdir, config.keep_checkpoints)
     if start_step:
+        params_target = state.params
+        if model.config.integer_prior:  # the checkpoint also holds the integer arrays
+            arrays = integer_prior.abstract_arrays(model, state.params)
+            params_target = {**state.params, integer_prior.INTEGER_KEY: jax.tree_util.tree_map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+                arrays,
+            )}  # fmt: skip
         params, items = restore_training_checkpoint(
-            manager, start_step, state.params, state.checkpoint_items()
+            manager, start_step, params_target, state.checkpoint_items()
         )
-        state = TrainState(params=params, **items)
+        state = TrainState(params=integer_prior.split_params(params)[0], **items)
         logging.info("resuming from the step-%d checkpoint in %s", start_step, manager.directory)
     if start_step >= config.num_steps:
         logging.info("already trained %d >= --num_steps=%d steps", start_step, config.num_steps)
@@ -520,7 +543,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                 _write_summaries(writer, "validation", val, step)
             if step % config.checkpoint_every == 0 or last:
                 save_training_checkpoint(
-                    manager, step, config.model_config, state.params,
+                    manager, step, config.model_config, saved_params(model, state.params),
                     state.checkpoint_items(), _checkpoint_extra(config),
                 )  # fmt: skip
                 if step == config.sigkill_after_step:

@@ -23,8 +23,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import SHARED
 
-from jahp_jax import bitstream, convert, integer_prior
+from jahp_jax import bitstream, convert, integer_prior, train
 from jahp_jax.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
 from jahp_jax.codec import load_codec
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, scale_to_level
@@ -395,6 +396,31 @@ def test_convert_to_integer_refuses_bad_input_in_one_line(
 def test_convert_to_integer_refuses_an_existing_destination(workdirs, capsys):
     assert convert.main(["--to=integer", str(workdirs["float"]), str(workdirs["integer"])]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_integer_aware_fine_tuning_writes_integer_models_and_resumes(tmp_path):
+    """train --init_from=FLOAT --integer_prior: the prior path fake-quantized in the loss, the
+    checkpoint an integer-prior model that codes, and a rerun restores it (then stops: done)."""
+    model, params = _model_and_params("mean_scale")
+    save_model(checkpoint_root(tmp_path / "float"), 0, model.config, params)
+    bsds = SHARED / "data" / "train" / "bsds500"
+    config = train.TrainConfig(
+        lmbda=0.01, prior="mean_scale", num_filters=SIZE, num_latents=SIZE, integer_prior=True,
+        patch_size=64, batch_size=2, num_steps=1, eval_every=0, data_dir=str(bsds),
+        init_from=str(tmp_path / "float"),
+    )  # fmt: skip
+    trained = train.train_and_evaluate(config, tmp_path / "run")
+    resumed = train.train_and_evaluate(config, tmp_path / "run")
+    assert int(resumed.step) == 1
+    assert jax.tree_util.tree_all(
+        jax.tree_util.tree_map(np.array_equal, trained.params, resumed.params)
+    )
+    _, saved_params, saved = load_model(tmp_path / "run")
+    assert saved.integer_prior
+    kernel = saved_params["h_s"]["layers_0"]["kernel"]
+    assert not np.array_equal(np.asarray(kernel), params["h_s"]["layers_0"]["kernel"])
+    codec = load_codec(tmp_path / "run")
+    assert codec.decompress(codec.compress(IMAGE)).shape == IMAGE.shape
 
 
 def test_integer_prior_configs_of_unsupported_priors_are_refused():
