@@ -34,6 +34,13 @@ model reads the same integers on both sides. z is rounded around integer medians
 integer. Both table sets (per-channel z tables, the 64 Gaussian tables) are integer counts stored
 with the model, never rebuilt from floats when coding.
 
+The channel-wise prior's latent residual prediction 0.5 tanh(x) is a stored table of fixed-point
+values over |x| <= 8 (`half_tanh_table`).
+
+Training. `fake_quantization` makes the float layers of these networks compute as their
+conversion will (rounded inputs, outputs, kernels and biases, straight-through gradients): what
+`train --integer_prior` traces its loss with.
+
 Storage. A converted checkpoint's params hold, beside the float params, the subtree
 `params["integer_prior"]` (int32 arrays, `convert_params`); its config has `integer_prior=True`.
 Supported priors: SUPPORTED_PRIORS, with one Gaussian (K = 1).
@@ -71,7 +78,7 @@ from jahp_jax.coding import (
     scale_levels,
     stream_bytes,
 )
-from jahp_jax.latent_codecs import LatentCodec
+from jahp_jax.latent_codecs import PRIORS, LatentCodec
 from jahp_jax.latent_codecs.channelwise import ChannelwisePrior
 from jahp_jax.latent_codecs.checkerboard import ANCHOR, CheckerboardPrior
 from jahp_jax.latent_codecs.hyperprior import ScaleHyperprior
@@ -142,8 +149,6 @@ _ENTROPY_PARAMETERS = (
 
 def prior_name(codec: LatentCodec) -> str:
     """The registry name of a latent codec's prior."""
-    from jahp_jax.latent_codecs import PRIORS
-
     return next(name for name, cls in PRIORS.items() if type(codec) is cls)
 
 
@@ -156,10 +161,9 @@ def check_supported_config(name: str, mixture_components: int) -> None:
     """IntegerPriorError (one line) unless the integer path covers prior `name` with K
     components (`ModelConfig` calls it for `integer_prior=True`)."""
     if name not in SUPPORTED_PRIORS:
-        why = {"factorized": "it has no hyper-synthesis or context network to convert"}
+        why = " (it has no network to convert)" if name == "factorized" else ""
         raise IntegerPriorError(
-            f"the integer prior path does not support the '{name}' prior "
-            f"({why.get(name, 'it is not ported')}); "
+            f"the integer prior path does not support the '{name}' prior{why}; "
             f"supported: {', '.join(SUPPORTED_PRIORS)}"
         )
     if mixture_components != 1:
