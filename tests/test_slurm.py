@@ -21,8 +21,11 @@ from conftest import REPO_ROOT, SHARED, free_port
 
 BSDS = SHARED / "data" / "train" / "bsds500"
 KODAK = SHARED / "data" / "kodak"
-TINY = ["--num_filters=8", "--num_latents=8", "--patch_size=64", "--batch_size=2",
-        "--num_steps=2", "--checkpoint_every=2", "--eval_every=0", "--log_every=1"]  # fmt: skip
+# test_train's toy run (model, lambda 0.01, steps, seed): the tasks load its compiled programs.
+STEPS = 4
+TINY = ["--num_filters=8", "--num_latents=8", "--patch_size=64", "--batch_size=2", "--seed=3",
+        f"--num_steps={STEPS}", "--checkpoint_every=2", "--eval_every=0",
+        "--log_every=1"]  # fmt: skip
 SLURM_TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "munged", "munge")
 
 
@@ -162,11 +165,11 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     for workdir, text in logs.items():
         assert "jahp_jax.train" in text and "Traceback" not in text, text[-3000:]
         assert f"--workdir={workdir}" in text
-        assert (Path(workdir) / "checkpoints" / "2" / "params").is_dir(), text[-3000:]
+        assert (Path(workdir) / "checkpoints" / str(STEPS) / "params").is_dir(), text[-3000:]
 
     # Resubmitting the same sweep: every task resumes its own finished workdir, trains nothing.
     for text in wait_for(sweep(*command, env=env), env).values():
-        assert "already trained 2 >= --num_steps=2 steps" in text, text[-3000:]
+        assert f"already trained {STEPS} >= --num_steps={STEPS} steps" in text, text[-3000:]
 
     output = tmp_path / "eval" / "sweep.json"
     (tmp_path / "kodak").mkdir()
@@ -194,4 +197,4 @@ def test_a_slurm_task_can_be_one_multi_process_run(slurm_env, tmp_path):
     assert "on 2 device(s), 2 process(es)" in rank0, rank0[-3000:]
     rank1 = Path(submitted.stdout.split("  log: ")[1].split()[0].replace("_0_log", "_1_log"))
     assert "--multihost" in rank1.read_text() and "Traceback" not in rank1.read_text()
-    assert (Path(workdir) / "checkpoints" / "2" / "params").is_dir()
+    assert (Path(workdir) / "checkpoints" / str(STEPS) / "params").is_dir()
