@@ -1,5 +1,4 @@
-"""Convert CompressAI's pretrained models into jahp_jax checkpoints, and float models into
-integer-prior models.
+"""Convert CompressAI models to jahp_jax checkpoints, and float models to integer-prior ones.
 
     python -m jahp_jax.convert --from=compressai --arch=mbt2018 mbt2018-3-22901978.pth.tar out_dir
     python -m jahp_jax.convert --to=integer FLOAT_CHECKPOINT out_dir
