@@ -117,6 +117,17 @@ def verbosity_level(verbosity: str | int) -> int:
         ) from None
 
 
+def _is_basic_config_default(handler: logging.Handler) -> bool:
+    """The handler `logging.basicConfig()` installs: absl.logging calls it when a library logs
+    before any handler exists (e.g. orbax at import), which would print 'INFO:absl:...' lines."""
+    formatter = handler.formatter
+    return (
+        type(handler) is logging.StreamHandler
+        and formatter is not None
+        and formatter._fmt == logging.BASIC_FORMAT
+    )
+
+
 def setup(verbosity: str | int = "warning", log_file: str | os.PathLike | None = None) -> None:
     """Routes logging to the console (quiet third parties) and, optionally, to `log_file`.
 
@@ -128,7 +139,11 @@ def setup(verbosity: str | int = "warning", log_file: str | os.PathLike | None =
     level = verbosity_level(verbosity)
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "jahp_console", False) or handler is absl_logging.get_absl_handler():
+        if (
+            getattr(handler, "jahp_console", False)
+            or handler is absl_logging.get_absl_handler()
+            or _is_basic_config_default(handler)
+        ):
             root.removeHandler(handler)
             if isinstance(handler, logging.FileHandler):
                 handler.close()

@@ -106,3 +106,22 @@ def test_every_command_of_pyproject_is_a_callable_of_the_package():
     for command, target in scripts.items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), command
+
+
+def test_a_basic_config_handler_from_before_setup_is_dropped():
+    """absl.logging calls logging.basicConfig() when a library logs before any handler exists
+    (orbax does at import); setup() drops that default handler, or every later third-party INFO
+    line would reach the console as 'INFO:<logger>:...' and every warning twice."""
+    code = (
+        "import logging\n"
+        "from absl import logging as absl_logging\n"
+        "absl_logging.vlog(1, 'at import')\n"  # what orbax does: installs basicConfig's handler
+        "from jahp_jax import console\n"
+        "console.setup()\n"
+        "logging.getLogger('tensorflow_datasets').info('third-party info')\n"
+        "logging.getLogger('tensorflow_datasets').warning('third-party warning')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "third-party info" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("third-party warning") == 1, proc.stderr
