@@ -149,15 +149,15 @@ def restore_training_checkpoint(
     return restored["params"], restored["train_state"]
 
 
-def abstract_params(model: CompressionModel) -> Any:
-    """The parameter tree of `model` as `jax.ShapeDtypeStruct`s placed on this process's first
-    device (with `params["integer_prior"]` for an integer-prior model).
+def abstract_params(model: CompressionModel, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The parameter tree of `model` (with `params["integer_prior"]` for an integer-prior model)
+    as `jax.ShapeDtypeStruct`s placed by `sharding`, default this process's first device.
 
     Restoring into explicit shardings is what makes a checkpoint independent of the device
     layout that wrote it: without them orbax re-creates the writer's shardings and refuses a
     reader with another number of devices or processes ("Topology mismatch").
     """
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     if model.config.integer_prior:  # the converted prior path's integer arrays
         shapes = {**shapes, INTEGER_KEY: integer_prior.abstract_arrays(model, shapes)}

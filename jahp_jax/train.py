@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 from jahp_jax import console, distributed, integer_prior, metrics, runtime
 from jahp_jax.checkpoints import (
     CheckpointError,
+    abstract_params,
     checkpoint_root,
     load_model,
     read_config,
@@ -455,15 +456,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         logging.info("starting from the parameters of %s (fine-tuning)", config.init_from)
     manager = training_manager(workdir, config.keep_checkpoints)
     if start_step:
-        params_target = state.params
-        if model.config.integer_prior:  # the checkpoint also holds the integer arrays
-            arrays = integer_prior.abstract_arrays(model, state.params)
-            params_target = {**state.params, integer_prior.INTEGER_KEY: jax.tree_util.tree_map(
-                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-                arrays,
-            )}  # fmt: skip
-        params, items = restore_training_checkpoint(
-            manager, start_step, params_target, state.checkpoint_items()
+        params, items = restore_training_checkpoint(  # integer arrays too, for an integer prior
+            manager, start_step, abstract_params(model, replicated), state.checkpoint_items()
         )
         state = TrainState(params=integer_prior.split_params(params)[0], **items)
         logging.info("resuming from the step-%d checkpoint in %s", start_step, manager.directory)
