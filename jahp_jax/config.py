@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from jahp_jax.latent_codecs import PRIORS
+from jahp_jax.latent_codecs.base import check_positive_int
 
 if TYPE_CHECKING:
     from jahp_jax.models import CompressionModel
@@ -50,9 +51,7 @@ class ModelConfig:
         if self.prior not in PRIORS:
             raise ValueError(f"unknown prior '{self.prior}'; choose one of: {', '.join(PRIORS)}")
         for name in ("num_filters", "num_latents", "mixture_components"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         codec = PRIORS[self.prior]
         if self.mixture_components > 1 and not codec.supports_mixture:
             with_means = ", ".join(name for name, c in PRIORS.items() if c.supports_mixture)

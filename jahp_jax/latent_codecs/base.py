@@ -74,6 +74,13 @@ def gather_patches(
     return patches.reshape(rows.size, -1)
 
 
+def check_positive_int(name: str, value: object) -> None:
+    """ValueError (one line) unless `value` is an int >= 1 (a bool is not): for model sizes and
+    priors' integer options."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared parts (the published layer lists).
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from jahp_jax.entropy_models import (
 from jahp_jax.latent_codecs.base import (
     CodingStep,
     LatentCodec,
+    check_positive_int,
     full_grid_step,
     mean_scale_hyper_analysis,
     mean_scale_hyper_synthesis,
@@ -73,10 +74,7 @@ class ChannelwisePrior(LatentCodec):
     @classmethod
     def check_options(cls, options: dict) -> None:
         for name, value in options.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"channelwise option {name} must be an integer >= 1, got {value!r}"
-                )
+            check_positive_int(f"channelwise option {name}", value)
 
     @property
     def conditional(self) -> GaussianConditional:
