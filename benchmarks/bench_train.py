@@ -59,7 +59,6 @@ FLAGS = flags.FLAGS
 
 def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
     """Compile and time the jitted train step of one setting (in this process)."""
-    import functools
 
     import jax
     import numpy as np
@@ -73,31 +72,26 @@ def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
                                batch_size=batch, patch_size=patch)  # fmt: skip
     mesh = train.make_mesh()
     model = config.model_config.build()
-    tx = train.create_optimizer(config)
+    hparams = train.hyperparams(config)
     batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
     images = np.random.default_rng(0).random((batch, patch, patch, 3), np.float32)
     x = jax.device_put(images, batch_sharding)
     runs = {}
     for implementation in ("auto", "stock") if compare_stock else ("auto",):
-        state = train.create_train_state(model, tx, config.seed, mesh)
-        step_fn = jax.jit(
-            functools.partial(train.train_step, model=model, tx=tx, lmbda=config.lmbda,
-                              distortion="mse"),
-            in_shardings=(NamedSharding(mesh, P()), batch_sharding),
-            donate_argnums=0,
-        )  # fmt: skip
+        state = train.create_train_state(config, model, mesh)
+        step_fn = train.jit_train_step(config, model, mesh)
         start = time.perf_counter()
         with layers.conv_implementation(implementation):
-            compiled = step_fn.lower(state, x).compile()
+            compiled = step_fn.lower(state, x, hparams).compile()
         compile_s = time.perf_counter() - start
-        state, stats = compiled(state, x)  # Warm-up.
+        state, stats = compiled(state, x, hparams)  # Warm-up.
         jax.block_until_ready(stats)
         runs[implementation] = {"step": compiled, "state": state, "compile_s": compile_s,
                                 "times": []}  # fmt: skip
     for _ in range(steps):
         for run in runs.values():
             start = time.perf_counter()
-            run["state"], stats = run["step"](run["state"], x)
+            run["state"], stats = run["step"](run["state"], x, hparams)
             jax.block_until_ready(stats)
             run["times"].append(time.perf_counter() - start)
     row = {

@@ -180,11 +180,38 @@ class TrainState:
         return {"step": self.step, "opt_state": self.opt_state, "rng": self.rng}
 
 
-def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    """learning_rate, times lr_drop_factor from step round(lr_drop_fraction * num_steps) on."""
-    drop_step = round(config.lr_drop_fraction * config.num_steps)
-    return optax.piecewise_constant_schedule(
-        config.learning_rate, {drop_step: config.lr_drop_factor}
+@struct.dataclass
+class Hyperparams:
+    """The run's numbers that are arguments, not constants, of the compiled train and eval
+    steps: runs that differ only in these (a lambda sweep, another --num_steps or --seed) run
+    one XLA program and share its compilation-cache entry. float32 () each, lr_drop_step int32."""
+
+    lmbda: Array
+    learning_rate: Array
+    lr_drop_step: Array  # From this Adam step count on, the rate is ...
+    lr_drop_factor: Array  # ... learning_rate times this.
+    aux_learning_rate: Array
+    clip_norm: Array  # Used where config.clip_norm > 0 (which the program's structure depends on).
+
+
+def hyperparams(config: TrainConfig) -> Hyperparams:
+    """The `Hyperparams` of `config`, as host scalars."""
+    return Hyperparams(
+        lmbda=np.float32(config.lmbda),
+        learning_rate=np.float32(config.learning_rate),
+        lr_drop_step=np.int32(round(config.lr_drop_fraction * config.num_steps)),
+        lr_drop_factor=np.float32(config.lr_drop_factor),
+        aux_learning_rate=np.float32(config.aux_learning_rate),
+        clip_norm=np.float32(config.clip_norm),
+    )
+
+
+def learning_rate_schedule(hparams: Hyperparams) -> optax.Schedule:
+    """learning_rate, times lr_drop_factor from Adam step lr_drop_step on."""
+    return lambda count: jnp.where(
+        count < hparams.lr_drop_step,
+        hparams.learning_rate,
+        hparams.learning_rate * hparams.lr_drop_factor,
     )
 
 
@@ -195,13 +222,15 @@ def _param_labels(params: Any) -> Any:
     )
 
 
-def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Clipped Adam on the main parameters, a separate Adam on the quantiles."""
-    main = [optax.adam(learning_rate_schedule(config))]
-    if config.clip_norm > 0:
-        main.insert(0, optax.clip_by_global_norm(config.clip_norm))
+def create_optimizer(hparams: Hyperparams, clip_gradients: bool) -> optax.GradientTransformation:
+    """Adam (clipped to global norm hparams.clip_norm where `clip_gradients`) on the main
+    parameters, a separate Adam on the quantiles. Its state's structure depends only on
+    `clip_gradients`, so it is built from traced `hparams` inside the step."""
+    main = [optax.adam(learning_rate_schedule(hparams))]
+    if clip_gradients:
+        main.insert(0, optax.clip_by_global_norm(hparams.clip_norm))
     return optax.multi_transform(
-        {"main": optax.chain(*main), "aux": optax.adam(config.aux_learning_rate)}, _param_labels
+        {"main": optax.chain(*main), "aux": optax.adam(hparams.aux_learning_rate)}, _param_labels
     )
 
 
@@ -214,11 +243,13 @@ def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
 
 
 def create_train_state(
-    model: CompressionModel, tx: optax.GradientTransformation, seed: int, mesh: jax.sharding.Mesh
+    config: TrainConfig, model: CompressionModel, mesh: jax.sharding.Mesh
 ) -> TrainState:
-    """Fresh parameters and optimiser state from `seed`, replicated over `mesh`."""
+    """Fresh parameters and optimiser state from config.seed, replicated over `mesh`. The seed
+    is an argument of the compiled init, so runs with other seeds reuse its program."""
+    tx = create_optimizer(hyperparams(config), config.clip_norm > 0)
 
-    def init() -> TrainState:
+    def init(seed: Array) -> TrainState:
         init_key, noise_key = jax.random.split(jax.random.key(seed))
         params = init_params(model, init_key)
         return TrainState(
@@ -228,7 +259,8 @@ def create_train_state(
             rng=jax.random.key_data(noise_key),
         )
 
-    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(init, out_shardings=replicated)(replicate(np.uint32(config.seed), replicated))
 
 
 def prior_arithmetic(model: CompressionModel) -> contextlib.AbstractContextManager:
@@ -252,11 +284,11 @@ def saved_params(model: CompressionModel, params: Any) -> Any:
 def train_step(
     state: TrainState,
     batch: Array,
+    hparams: Hyperparams,
     *,
     model: CompressionModel,
-    tx: optax.GradientTransformation,
-    lmbda: float,
     distortion: str,
+    clip_gradients: bool,
 ) -> tuple[TrainState, dict[str, Array]]:
     """One step on the global batch (B, H, W, 3) in [0, 1].
 
@@ -268,7 +300,7 @@ def train_step(
     def loss_fn(params):
         with prior_arithmetic(model):
             outputs = model.apply({"params": params}, batch, train=True, rngs={"noise": noise_key})
-        loss, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
+        loss, stats = rate_distortion_loss(batch, outputs, hparams.lmbda, distortion)
         aux_loss = model.apply({"params": params}, method="aux_loss")
         stats["aux_loss"] = aux_loss
         if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
@@ -277,6 +309,7 @@ def train_step(
         return loss + aux_loss, stats
 
     grads, stats = jax.grad(loss_fn, has_aux=True)(state.params)
+    tx = create_optimizer(hparams, clip_gradients)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
@@ -289,7 +322,7 @@ def train_step(
     return new_state, {**stats, "grad_norm": grad_norm, "finite": finite}
 
 
-def eval_step(params: Any, batch: Array, *, model: CompressionModel, lmbda: float,
+def eval_step(params: Any, batch: Array, lmbda: Array, *, model: CompressionModel,
               distortion: str) -> dict[str, Array]:  # fmt: skip
     """Eval-mode (rounded) forward on (B, H, W, 3): estimated rate and distortion, batch means."""
     with prior_arithmetic(model):
@@ -299,6 +332,24 @@ def eval_step(params: Any, batch: Array, *, model: CompressionModel, lmbda: floa
         x_hat = jnp.clip(outputs["x_hat"], 0.0, 1.0)
         stats["ms_ssim"] = jnp.mean(metrics.ms_ssim(batch, x_hat))
     return stats
+
+
+StepFn = Callable[[TrainState, Array, Hyperparams], tuple[TrainState, dict[str, Array]]]
+
+
+def jit_train_step(config: TrainConfig, model: CompressionModel, mesh: jax.sharding.Mesh
+                   ) -> StepFn:  # fmt: skip
+    """`train_step` compiled for `mesh`: state and hparams replicated, the batch sharded over
+    'data', the old state donated. Call it as step(state, batch, hparams)."""
+    replicated = NamedSharding(mesh, P())
+    step = functools.partial(train_step, model=model, distortion=config.distortion,
+                             clip_gradients=config.clip_norm > 0)  # fmt: skip
+    return jax.jit(
+        step,
+        in_shardings=(replicated, NamedSharding(mesh, P(DATA_AXIS)), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
 
 
 def replicate(tree: Any, sharding: NamedSharding) -> Any:
@@ -318,15 +369,16 @@ def global_batch(local_batch: np.ndarray, sharding: NamedSharding) -> Array:
 
 
 def evaluate(
-    eval_fn: Callable[[Any, Array], dict[str, Array]],
+    eval_fn: Callable[[Any, Array, Array], dict[str, Array]],
     params: Any,
+    lmbda: Array,
     chunks: list[np.ndarray],
     sharding: NamedSharding,
 ) -> dict[str, float]:
     """Mean eval stats over equal-sized chunks of validation crops (this process's rows)."""
     totals: dict[str, float] = {}
     for chunk in chunks:
-        stats = jax.device_get(eval_fn(params, global_batch(chunk, sharding)))
+        stats = jax.device_get(eval_fn(params, global_batch(chunk, sharding), lmbda))
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + float(value) / len(chunks)
     return totals
@@ -446,11 +498,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
 
     model = config.model_config.build()
-    tx = create_optimizer(config)
-    schedule = learning_rate_schedule(config)
+    schedule = learning_rate_schedule(hyperparams(config))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
-    state = create_train_state(model, tx, config.seed, mesh)
+    state = create_train_state(config, model, mesh)
     if initial_params is not None:
         state = state.replace(params=replicate(initial_params, replicated))
         logging.info("starting from the parameters of %s (fine-tuning)", config.init_from)
@@ -466,14 +517,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         manager.close()
         return state
 
-    losses = {"model": model, "lmbda": config.lmbda, "distortion": config.distortion}
-    p_train_step = jax.jit(
-        functools.partial(train_step, tx=tx, **losses),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
+    hparams = replicate(hyperparams(config), replicated)
+    p_train_step = jit_train_step(config, model, mesh)
+    p_eval_step = jax.jit(
+        functools.partial(eval_step, model=model, distortion=config.distortion),
+        out_shardings=replicated,
     )
-    p_eval_step = jax.jit(functools.partial(eval_step, **losses), out_shardings=replicated)
     is_chief = jax.process_index() == 0
     writer = _summary_writer(workdir) if is_chief else None
     logging.info(
@@ -488,12 +537,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     means: dict[str, float] = {}  # of the last logged window of steps
     window_size = 0
     trained_from = time.perf_counter()
-    bar = console.progress(
-        total=config.num_steps, initial=start_step, desc="training", unit="step"
-    )
+    bar = console.progress(total=config.num_steps, initial=start_step, desc="training", unit="step")
     try:
         for step in range(start_step + 1, config.num_steps + 1):
-            state, stats = p_train_step(state, global_batch(next(batches), batch_sharding))
+            state, stats = p_train_step(state, global_batch(next(batches), batch_sharding), hparams)
             stats = jax.device_get(stats)
             if not stats.pop("finite"):
                 manager.wait_until_finished()
@@ -529,7 +576,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                 _write_summaries(writer, "train", means, step)
                 window, window_start, window_first_step = [], time.perf_counter(), step
             if val_chunks and (step % config.eval_every == 0 or last):
-                val = evaluate(p_eval_step, state.params, val_chunks, batch_sharding)
+                val = evaluate(p_eval_step, state.params, hparams.lmbda, val_chunks, batch_sharding)
                 logging.info(
                     "validation at step %d: loss %.4f  bpp %.4f  PSNR %.2f dB",
                     step, val["loss"], val["bpp"], val["psnr"],

@@ -183,32 +183,31 @@ from jahp_jax import train
 config = train.TrainConfig(lmbda=0.01, prior="factorized", num_filters=8, num_latents=8,
                            patch_size=32, batch_size=4)
 model = config.model_config.build()
-tx = train.create_optimizer(config)
+hparams = train.hyperparams(config)
 batches = np.random.default_rng(0).random((3, 4, 32, 32, 3), np.float32)
 result = {"device_count": jax.device_count()}
 for count in (1, 4):
     mesh = train.make_mesh(jax.devices()[:count])
     batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, lmbda=config.lmbda,
-                                     distortion="mse"),
-                   in_shardings=(NamedSharding(mesh, P()), batch_sharding))
-    state = train.create_train_state(model, tx, config.seed, mesh)
+    step = train.jit_train_step(config, model, mesh)
+    state = train.create_train_state(config, model, mesh)
     for batch in batches:
         x = train.global_batch(batch, batch_sharding)
         result[f"batch_devices_{count}"] = len(x.sharding.device_set)
-        state, stats = step(state, x)
+        state, stats = step(state, x, hparams)
     result[f"params_{count}"] = jax.tree_util.tree_map(lambda p: np.asarray(p).tolist(),
                                                        state.params)
     result[f"param_devices_{count}"] = len(
         jax.tree_util.tree_leaves(state.params)[0].sharding.device_set)
     if count == 4:  # A non-finite loss leaves the state as it was.
         bad = train.global_batch(np.full_like(batches[0], np.nan), batch_sharding)
-        after, stats = step(state, bad)
+        before = jax.device_get(state.params)  # The step donates `state`.
+        after, stats = step(state, bad, hparams)
         result["nan_finite"] = bool(stats["finite"])
         result["nan_changed"] = max(
             float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
             for a, b in zip(jax.tree_util.tree_leaves(after.params),
-                            jax.tree_util.tree_leaves(state.params)))
+                            jax.tree_util.tree_leaves(before)))
 print("RESULT " + json.dumps(result))
 """
 
@@ -231,6 +230,43 @@ def test_four_devices_train_like_one(env):
     assert result["param_devices_4"] == 4  # Replicated.
     assert_params_close(result["params_1"], result["params_4"], atol=1e-5)
     assert result["nan_finite"] is False and result["nan_changed"] == 0.0
+
+
+ONE_PROGRAM_SCRIPT = """
+import sys
+from pathlib import Path
+import jax, numpy as np
+cache = Path(sys.argv[1])
+jax.config.update("jax_compilation_cache_dir", str(cache))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from jahp_jax import train
+entries = []
+for lmbda, seed, num_steps in ((0.01, 0, 100), (0.05, 7, 3000)):
+    config = train.TrainConfig(lmbda=lmbda, seed=seed, num_steps=num_steps, prior="hyperprior",
+                               num_filters=4, num_latents=4, patch_size=64, batch_size=2)
+    mesh = train.make_mesh()
+    model = config.model_config.build()
+    state = train.create_train_state(config, model, mesh)
+    step = train.jit_train_step(config, model, mesh)
+    state, stats = step(state, np.zeros((2, 64, 64, 3), np.float32), train.hyperparams(config))
+    jax.block_until_ready(stats)
+    entries.append(sorted(path.name for path in cache.iterdir()))
+print("RESULT", len(entries[0]), entries[0] == entries[1])
+"""
+
+
+def test_runs_differing_in_lambda_seed_or_steps_share_one_program(env, tmp_path):
+    """Another --lmbda, --seed and --num_steps compile no new init or train step: they are
+    arguments of the programs, so the second run only reads the compilation cache."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ONE_PROGRAM_SCRIPT, str(tmp_path / "cache")],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    _, count, same = line.split()
+    assert int(count) >= 2 and same == "True", line  # init + step, nothing more the second time
 
 
 NAN_SCRIPT = """
@@ -332,9 +368,9 @@ def test_optimizer_partitions_quantiles_to_the_aux_adam():
     assert labels["z_density"]["quantiles"] == "aux"
     assert labels["z_density"]["matrices_0"] == "main"
     assert labels["g_a"]["layers_0"]["kernel"] == "main"
-    schedule = train.learning_rate_schedule(
+    schedule = train.learning_rate_schedule(train.hyperparams(
         train.TrainConfig(lmbda=0.01, num_steps=100, lr_drop_fraction=0.8, lr_drop_factor=0.1)
-    )
+    ))  # fmt: skip
     assert float(schedule(79)) == pytest.approx(1e-4) and float(schedule(80)) == pytest.approx(1e-5)
 
 
