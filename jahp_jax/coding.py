@@ -490,7 +490,7 @@ def compiled_functions(model: CompressionModel) -> dict[str, Callable]:
         return method(lambda m, *a: getattr(_latent_codec(m), name)(*a))
 
     functions = {name: method(name) for name in ("analysis", "synthesis")}
-    for name in ("hyper_analysis", "hyper_synthesis", "y_likelihood"):
+    for name in ("hyper_analysis", "hyper_synthesis", "y_likelihood", "coding_constants"):
         functions[name] = codec_method(name)
     for name, function in (("step", _step), ("finalize", _finalize)):
         functions[name] = jax.jit(
@@ -518,6 +518,7 @@ class LatentCoder:
         self.codec = model.make_latent_codec()
         self.num_latents = model.config.num_latents
         self.functions = compiled_functions(model)
+        self.constants = self.functions["coding_constants"](params)  # once, for every step
         quantiles = model.apply({"params": params}, method=_density_quantiles)
         self.density_tables = {}
         for name in ("z", "y"):  # a fixed order for the checksum
@@ -557,7 +558,7 @@ class LatentCoder:
                 continue
             channels = slice(*step.channels) if step.channels else slice(0, m)
             inputs = self.codec.step_inputs(step, y_pad, hyper)
-            dist, offset = self.functions["step"](self.params, step.kind, *inputs)
+            dist, offset = self.functions["step"](self.params, step.kind, *self.constants, *inputs)
             n = step.count
             dist = {k: np.asarray(v)[:n] for k, v in dist.items()}
             rows, cols = step.rows[:n], step.cols[:n]
@@ -571,7 +572,9 @@ class LatentCoder:
             )
             if self.codec.finalizes:
                 y_coded[rows, cols, channels] = values
-                values = self.functions["finalize"](self.params, step.kind, values, *inputs)
+                values = self.functions["finalize"](
+                    self.params, step.kind, values, *self.constants, *inputs
+                )
             y_hat[rows, cols, channels] = np.asarray(values)
             for k, v in dist.items():
                 if k not in dist_maps:

@@ -254,20 +254,23 @@ class IntegerLayer:
                 "fan-in): its float64 arithmetic would not be exact"
             )
 
-    def output(self, patches: np.ndarray, matmul: str, rows: slice | None = None) -> np.ndarray:
-        """patches (P, fan-in) int64 -> (P, O) int64 activations. `rows` (context layers) selects
-        the kernel rows the windows cover."""
-        accumulated = exact_matmul(patches, self._matrix(rows, matmul), matmul) + self.bias
+    def output(
+        self, patches: np.ndarray, matmul: str, taps: np.ndarray | None = None
+    ) -> np.ndarray:
+        """patches (P, fan-in) int64 -> (P, O) int64 activations. `taps` (context layers): the
+        flat kernel taps the windows hold (`ContextCodec.context_taps`)."""
+        accumulated = exact_matmul(patches, self._matrix(taps, matmul), matmul) + self.bias
         return activate(rounding_divide(accumulated, self.divisor), self.spec.activation)
 
-    def _matrix(self, rows: slice | None, matmul: str) -> np.ndarray:
-        """The kernel rows `rows` (all: None) as a (fan-in, O) matrix of the matmul's dtype."""
-        key = (None if rows is None else (rows.start, rows.stop), matmul)
+    def _matrix(self, taps: np.ndarray | None, matmul: str) -> np.ndarray:
+        """The kernel at the flat taps `taps` (all: None) as a (fan-in, O) matrix of the
+        matmul's dtype."""
+        key = (None if taps is None else tuple(taps), matmul)
         if key not in self._matrices:
             matrix = self.matrix
-            if rows is not None:
+            if taps is not None:
                 k, outputs = self.kernel_size, matrix.shape[-1]
-                matrix = matrix.reshape(k, -1, outputs)[rows].reshape(-1, outputs)
+                matrix = matrix.reshape(k * k, -1, outputs)[taps].reshape(-1, outputs)
             dtype = np.float64 if matmul == "float64" else np.int64
             self._matrices[key] = np.ascontiguousarray(matrix, dtype)
         return self._matrices[key]
@@ -655,11 +658,11 @@ class IntegerPrior:
                 if kind == ANCHOR:
                     context = np.zeros((hyper.shape[0], 2 * codec.num_latents), np.int64)
                 else:
-                    context = context_layer.output(patches[0], self.matmul, slice(0, 5))
+                    context = context_layer.output(patches[0], self.matmul, codec.context_taps)
             elif isinstance(codec, ContextPrior):
                 patches, *hyper = inputs
                 hyper = hyper[0] if hyper else None
-                context = context_layer.output(patches, self.matmul, slice(0, 3))
+                context = context_layer.output(patches, self.matmul, codec.context_taps)
             else:  # a ContextCodec subclass added later must say how it reads its context
                 raise IntegerPriorError(f"no integer step for {type(codec).__name__}")
             features = context if hyper is None else np.concatenate([hyper, context], axis=-1)

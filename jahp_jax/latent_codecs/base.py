@@ -8,10 +8,11 @@ A `LatentCodec` is a Flax module with two faces:
   (teacher forcing: what the context models see at training time);
 * a **static coding schedule** `schedule(height, width)`: a list of `CodingStep`s, each a set of
   positions (and channels) coded together, whose distribution parameters come from one jitted
-  call `step_distribution(kind, *step_inputs(step, y_pad, hyper))` on what earlier steps
-  decoded. `jahp_jax.coding.LatentCoder` runs any schedule with one loop and picks the table
-  family from `conditional` (a Gaussian, a Gaussian mixture, or None for a learned factorized
-  density).
+  call `step_distribution(kind, *coding_constants(), *step_inputs(step, y_pad, hyper))` on
+  what earlier steps decoded (`coding_constants`: arrays derived from the parameters once per
+  coder, such as the context model's masked kernel). `jahp_jax.coding.LatentCoder` runs any
+  schedule with one loop and picks the table family from `conditional` (a Gaussian, a Gaussian
+  mixture, or None for a learned factorized density).
 
 The coder's per-step parameters must equal `distribution(hyper, y_hat_decoded)` at the step's
 positions (tests/test_latent_codecs.py checks it for every registered prior). Parameter names are
@@ -64,13 +65,13 @@ def full_grid_step(height: int, width: int, kind: int = 0) -> CodingStep:
 
 
 def gather_patches(
-    y_pad: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_rows: int, patch_cols: int
+    y_pad: np.ndarray, rows: np.ndarray, cols: np.ndarray, taps: np.ndarray, window_cols: int
 ) -> np.ndarray:
-    """y_pad (H', W', M) -> (P, patch_rows * patch_cols * M): the windows whose top-left corners
-    are (rows, cols) in y_pad's coordinates (row-major over the window, then channels)."""
-    window_rows = np.arange(patch_rows)[None, :, None]
-    window_cols = np.arange(patch_cols)[None, None, :]
-    patches = y_pad[rows[:, None, None] + window_rows, cols[:, None, None] + window_cols]
+    """y_pad (H', W', M) -> (P, T * M): at the T window taps `taps` (flat row-major indices into
+    a window `window_cols` wide) of the windows whose top-left corners are (rows, cols) in
+    y_pad's coordinates; taps in the order given, then channels."""
+    tap_rows, tap_cols = np.divmod(taps, window_cols)
+    patches = y_pad[rows[:, None] + tap_rows[None], cols[:, None] + tap_cols[None]]
     return patches.reshape(rows.size, -1)
 
 
@@ -219,6 +220,11 @@ class LatentCodec(nn.Module):
         return sum((d.aux_loss() for d in densities), jnp.zeros((), jnp.float32))
 
     # --- the coding schedule ------------------------------------------------------------------
+    def coding_constants(self) -> tuple[Array, ...]:
+        """Arrays computed from the parameters once per coder (jitted) and passed to every
+        `step_distribution` and `step_finalize` before the step's inputs; here none."""
+        return ()
+
     def schedule(self, height: int, width: int) -> list[CodingStep]:
         """The steps that code an h x w latent (host side, no parameters)."""
         return [full_grid_step(height, width)]
@@ -249,8 +255,9 @@ class ContextCodec(LatentCodec):
     hyperprior (h_s -> 2M features), both read by the entropy parameters (1x1 convs) -> the
     distribution of y. Subclasses choose the context model, its mask and the schedule.
 
-    On the coding side a step's context is a matmul of the decoded windows around its positions
-    with the masked kernel: `context_from_patches`.
+    On the coding side a step's context is a matmul of the decoded values at the kernel taps the
+    mask keeps around its positions (`context_windows`) with those taps of the kernel, taken out
+    once per coder (`coding_constants`): `context_from_windows`.
     """
 
     context_mask: ClassVar[np.ndarray]  # (5, 5): the kernel taps the context model reads
@@ -275,13 +282,26 @@ class ContextCodec(LatentCodec):
         features = context if hyper is None else jnp.concatenate([hyper, context], axis=-1)
         return self.conditional.split(self.entropy_parameters(features))
 
-    def context_from_patches(self, patches: Array, window_rows: slice) -> Array:
-        """patches (P, R * 5 * M) of decoded y_hat, the kernel rows `window_rows` (R of them)
-        -> context features (P, 2M), equal to the context model's output at those positions."""
-        variables = self.context_prediction.variables["params"]
-        kernel = variables["kernel"] * jnp.asarray(self.context_mask)[:, :, None, None]
-        kernel = kernel[window_rows]
-        return patches @ kernel.reshape(-1, kernel.shape[-1]) + variables["bias"]
+    @property
+    def context_taps(self) -> np.ndarray:
+        """The T taps the context mask keeps, as flat row-major indices into the 5x5 kernel."""
+        return np.flatnonzero(self.context_mask)
+
+    def coding_constants(self) -> tuple[Array, ...]:
+        """(the context kernel at `context_taps`, (T M, 2M),)."""
+        kernel = self.context_prediction.variables["params"]["kernel"]
+        taps = kernel.reshape(-1, *kernel.shape[2:])[self.context_taps]
+        return (taps.reshape(-1, kernel.shape[-1]),)
+
+    def context_windows(self, y_pad: np.ndarray, step: CodingStep) -> np.ndarray:
+        """(P, T M): the decoded y_hat at `context_taps` around the step's positions (y_pad is
+        padded by 2 rows and columns before, so a window's top-left corner is (row, col))."""
+        return gather_patches(y_pad, step.rows, step.cols, self.context_taps, 5)
+
+    def context_from_windows(self, windows: Array, kernel_taps: Array) -> Array:
+        """windows (P, T M) (`context_windows`), kernel_taps (`coding_constants`) -> context
+        features (P, 2M), equal to the context model's output at those positions."""
+        return windows @ kernel_taps + self.context_prediction.variables["params"]["bias"]
 
     def step_parameters(self, hyper: Array | None, context: Array) -> dict[str, Array]:
         """(P, 2M) features of one step -> its distribution parameters (P, [K,] M)."""

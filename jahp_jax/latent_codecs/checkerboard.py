@@ -13,7 +13,7 @@ import numpy as np
 from flax import linen as nn
 
 from jahp_jax.entropy_models import quantize
-from jahp_jax.latent_codecs.base import CodingStep, ContextCodec, gather_patches
+from jahp_jax.latent_codecs.base import CodingStep, ContextCodec
 from jahp_jax.layers import MaskedConv
 
 Array = jax.Array
@@ -68,16 +68,17 @@ class CheckerboardPrior(ContextCodec):
         return steps
 
     def step_inputs(self, step, y_pad, hyper):
-        """Anchors: (hyper (P, 2M),); the rest: (hyper, 5x5 windows of the anchors (P, 25 M))."""
+        """Anchors: (hyper (P, 2M),); the rest: (hyper, the 12 anchors of their 5x5 windows
+        (P, 12 M))."""
         features = hyper[step.rows, step.cols]
         if step.kind == ANCHOR:
             return (features,)
-        return features, gather_patches(y_pad, step.rows, step.cols, 5, 5)
+        return features, self.context_windows(y_pad, step)
 
     def step_distribution(self, kind: int, *inputs: Array) -> dict[str, Array]:
-        hyper, *patches = inputs
+        kernel_taps, hyper, *windows = inputs
         if kind == ANCHOR:
             context = jnp.zeros((hyper.shape[0], 2 * self.num_latents), hyper.dtype)
         else:
-            context = self.context_from_patches(patches[0], slice(0, 5))
+            context = self.context_from_windows(windows[0], kernel_taps)
         return self.step_parameters(hyper, context)

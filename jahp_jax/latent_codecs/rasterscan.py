@@ -4,7 +4,8 @@ alone or with the mean-scale hyperprior, coded in wavefronts.
 Positions on the wavefront 3 r + c = t depend only on earlier wavefronts (the mask-A kernel reaches
 rows r-2..r-1, cols c-2..c+2 and row r, cols c-2..c-1, all with 3 r' + c' <= 3 r + c - 1), so an
 h x w latent takes 3 (h - 1) + w steps, each one jitted call on the 3x5 causal windows of its
-positions (a (P, 15 M) x (15 M, 2M) matmul) plus the entropy-parameter 1x1 convs.
+positions (a (P, 12 M) x (12 M, 2M) matmul over the 12 taps the mask keeps) plus the
+entropy-parameter 1x1 convs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from flax import linen as nn
 
 from jahp_jax.entropy_models import quantize
-from jahp_jax.latent_codecs.base import CodingStep, ContextCodec, gather_patches
+from jahp_jax.latent_codecs.base import CodingStep, ContextCodec
 from jahp_jax.layers import MaskedConv, causal_mask
 
 Array = jax.Array
@@ -65,13 +66,14 @@ class ContextPrior(ContextCodec):
         return [CodingStep(r, c, int(n)) for r, c, n in zip(rows, cols, counts, strict=True)]
 
     def step_inputs(self, step, y_pad, hyper):
-        """(P, 15 M) causal windows (rows r-2..r, cols c-2..c+2) [, hyper features (P, 2M)]."""
-        patches = gather_patches(y_pad, step.rows, step.cols, 3, 5)
-        return (patches,) if hyper is None else (patches, hyper[step.rows, step.cols])
+        """(P, 12 M) causal windows (the decoded taps of rows r-2..r, cols c-2..c+2) [, hyper
+        features (P, 2M)]."""
+        windows = self.context_windows(y_pad, step)
+        return (windows,) if hyper is None else (windows, hyper[step.rows, step.cols])
 
     def step_distribution(self, kind: int, *inputs: Array) -> dict[str, Array]:
-        patches, *hyper = inputs
-        context = self.context_from_patches(patches, slice(0, 3))
+        kernel_taps, windows, *hyper = inputs
+        context = self.context_from_windows(windows, kernel_taps)
         return self.step_parameters(hyper[0] if hyper else None, context)
 
 
