@@ -8,9 +8,10 @@ compress + decompress (compile included), then the best of --repeats steady-stat
 that the round trip is exact (decoded y_hat == encoder's y_hat). Also times g_s alone on the
 decoded y_hat, traced with our convs and with XLA's stock ones (`layers.conv_implementation`),
 interleaved, and prints the dense-matmul limit measured in the same run, g_s's FLOPs (from the
-layer shapes), its achieved fraction of the limit, and the decode time's ratio to CompressAI's
-in REFERENCE_DECODE_S (given constants of a reference run, not measured here). Writes
-benchmarks/results/bench_codec.json.
+layer shapes), its achieved fraction of the limit, and the decode time's ratio to CompressAI's:
+measured on this machine by `benchmarks/reference_compressai.py --codecs=mean_scale,joint` when
+--reference names this CPU, else REFERENCE_DECODE_S (given constants of a reference run on
+another machine, said so). Writes benchmarks/results/bench_codec.json.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import jax
 import numpy as np
 
 from benchmarks.flops import synthesis_flops
-from benchmarks.machine import cpu_model, matmul_gflops, write_result
+from benchmarks.machine import (
+    REFERENCE_FILE,
+    cpu_model,
+    matmul_gflops,
+    reference_figures,
+    write_result,
+)
 from jahp_jax import layers
 from jahp_jax.codec import Codec, pad_image
 from jahp_jax.image_io import read_image
@@ -35,8 +42,10 @@ KODAK = REPO.parent / "shared" / "data" / "kodak"
 # Given constants of a reference run, not measured here: CompressAI 1.2.8 on PyTorch 2.13 decoding
 # one Kodak image on the 2-core AMD EPYC (AVX2) machine of issue 12 (its mean-scale model is
 # N=128/M=192, ours N=M=192).
-REFERENCE_DECODE_S = {"mean_scale": 0.91, "joint": 13.26}
-REFERENCE_SOURCE = "CompressAI 1.2.8 reference run, issue 12"
+REFERENCE_DECODE_S = {
+    "mean_scale": (0.91, "CompressAI 1.2.8 reference run, issue 12"),
+    "joint": (13.26, "CompressAI 1.2.8 reference run, issue 12"),
+}
 
 
 def _timed(function, *args):
@@ -112,19 +121,23 @@ def main() -> None:
     parser.add_argument(
         "--output", default=str(REPO / "benchmarks" / "results" / "bench_codec.json")
     )
+    parser.add_argument(
+        "--reference", default=str(REFERENCE_FILE), help="from benchmarks/reference_compressai.py"
+    )
     args = parser.parse_args()
     image = read_image(KODAK / f"{args.image}.png")
     load_before = os.getloadavg()
     limit = matmul_gflops()
     print(f"CPU {cpu_model()}, {os.cpu_count()} cores; dense matmul 2048^3 (the limit): "
           f"{limit:.1f} GFLOP/s")  # fmt: skip
+    reference = reference_figures(args.reference, "codecs", "prior", "decode_s", REFERENCE_DECODE_S)
     rows = []
     for prior in args.priors.split(","):
         row = bench_prior(prior, image, args.repeats, args.size)
         row["synthesis_fraction_of_limit"] = row["synthesis_gflop"] / row["synthesis_s"] / limit
-        if prior in REFERENCE_DECODE_S and args.size == 192:  # the reference's size
-            row["reference_decode_s"] = REFERENCE_DECODE_S[prior]
-            row["decode_vs_reference"] = row["decode_s"] / REFERENCE_DECODE_S[prior]
+        if prior in reference and args.size == 192:  # the reference's size
+            row["reference_decode_s"], row["reference_source"] = reference[prior]
+            row["decode_vs_reference"] = row["decode_s"] / row["reference_decode_s"]
         rows.append(row)
         print(
             f"{prior:>11}: encode {row['encode_s']:.3f} s, decode {row['decode_s']:.3f} s "
@@ -134,8 +147,8 @@ def main() -> None:
             flush=True,
         )
         reference = (
-            f"; decode / CompressAI's {row['reference_decode_s']:.2f} s (given constant, "
-            f"{REFERENCE_SOURCE}) = {row['decode_vs_reference']:.2f}"
+            f"; decode / CompressAI's {row['reference_decode_s']:.2f} s "
+            f"({row['reference_source']}) = {row['decode_vs_reference']:.2f}"
             if "reference_decode_s" in row
             else ""
         )
@@ -151,7 +164,6 @@ def main() -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "matmul_gflops": limit,
-        "reference_source": REFERENCE_SOURCE,
         "rows": rows,
     }
     print(f"load average (1, 5, 15 min): before {load_before}, after {result['loadavg_after']}")

@@ -30,7 +30,13 @@ from pathlib import Path
 from absl import app, flags
 
 from benchmarks.flops import train_step_flops
-from benchmarks.machine import cpu_model, matmul_gflops, write_result
+from benchmarks.machine import (
+    REFERENCE_FILE,
+    cpu_model,
+    matmul_gflops,
+    reference_figures,
+    write_result,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_train.json"
 # name -> (prior, N, M, batch, patch)
@@ -52,7 +58,7 @@ flags.DEFINE_integer("steps", 5, "Timed steps per setting (median reported).")
 flags.DEFINE_bool("compare_stock", False, "Also time the step with XLA's stock conv ops.")
 flags.DEFINE_string("worker", None, "Internal: run one setting and print its JSON.")
 flags.DEFINE_string("output", str(RESULTS), "Where the JSON goes.")
-flags.DEFINE_string("reference", str(RESULTS.parent / "reference_compressai.json"),
+flags.DEFINE_string("reference", str(REFERENCE_FILE),
                     "CompressAI timings from benchmarks/reference_compressai.py.")  # fmt: skip
 FLAGS = flags.FLAGS
 
@@ -108,23 +114,6 @@ def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
     return row
 
 
-def load_reference(path: str) -> dict[str, tuple[float, str]]:
-    """setting -> (CompressAI s/step, source): measured on this CPU if `path` says so, else the
-    REFERENCE constants."""
-    file = Path(path)
-    if file.is_file():
-        measured = json.loads(file.read_text())
-        if measured.get("cpu") == cpu_model():
-            source = (f"CompressAI {measured['compressai']}, torch {measured['torch']}, measured "
-                      f"here by benchmarks/reference_compressai.py")  # fmt: skip
-            return {row["setting"]: (row["s_per_step"], f"{source} (load {row['load_before']:.2f})")
-                    for row in measured["rows"]}  # fmt: skip
-        print(f"note: {file} was measured on {measured.get('cpu')}, not this CPU; using the "
-              "given constants")  # fmt: skip
-    return {name: (value, f"{source} (given constant)") for name, (value, source) in
-            REFERENCE.items()}  # fmt: skip
-
-
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.worker:
@@ -134,7 +123,7 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"error: unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
     limit = matmul_gflops()
-    reference = load_reference(FLAGS.reference)
+    reference = reference_figures(FLAGS.reference, "rows", "setting", "s_per_step", REFERENCE)
     rows = []
     for name in FLAGS.settings:
         load_before = os.getloadavg()

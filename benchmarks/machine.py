@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 MATMUL_SIDE = 2048
+REFERENCE_FILE = Path(__file__).resolve().parent / "results" / "reference_compressai.json"
 
 
 def cpu_model() -> str:
@@ -60,3 +61,24 @@ def write_result(path: str | Path, result: dict[str, Any]) -> None:
     tmp.write_text(json.dumps({**machine, **result}, indent=2) + "\n")
     os.replace(tmp, output)
     print(f"wrote {output}")
+
+
+def reference_figures(
+    path: str | Path, section: str, key: str, value: str, given: dict[str, tuple[float, str]]
+) -> dict[str, tuple[float, str]]:
+    """name -> (CompressAI seconds, where they come from): from the `section` rows of the JSON of
+    `benchmarks/reference_compressai.py` at `path` (rows named by `key`, seconds in `value`)
+    when that file was measured on this CPU, else the `given` constants (said so)."""
+    file = Path(path)
+    if file.is_file():
+        measured = json.loads(file.read_text())
+        rows = measured.get(section, [])
+        if measured.get("cpu") == cpu_model() and rows:
+            source = (f"CompressAI {measured['compressai']}, torch {measured['torch']}, measured "
+                      f"here by benchmarks/reference_compressai.py")  # fmt: skip
+            return {row[key]: (row[value], f"{source} (load {row['load_before']:.2f})")
+                    for row in rows}  # fmt: skip
+        print(f"note: {file} holds no '{section}' measured on this CPU ({cpu_model()}); using "
+              "the given constants")  # fmt: skip
+    return {name: (seconds, f"{source} (given constant)") for name, (seconds, source) in
+            given.items()}  # fmt: skip
