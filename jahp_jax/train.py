@@ -498,7 +498,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
 
     model = config.model_config.build()
-    schedule = learning_rate_schedule(hyperparams(config))
+    host_hparams = hyperparams(config)
+    schedule = learning_rate_schedule(host_hparams)  # for the logged learning rate
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
     state = create_train_state(config, model, mesh)
@@ -517,7 +518,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         manager.close()
         return state
 
-    hparams = replicate(hyperparams(config), replicated)
+    hparams = replicate(host_hparams, replicated)
     p_train_step = jit_train_step(config, model, mesh)
     p_eval_step = jax.jit(
         functools.partial(eval_step, model=model, distortion=config.distortion),

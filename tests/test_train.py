@@ -175,7 +175,7 @@ def test_workdir_holding_a_model_without_training_state_is_refused(tmp_path):
 
 
 MULTI_DEVICE_SCRIPT = """
-import functools, json
+import json
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jahp_jax import train
