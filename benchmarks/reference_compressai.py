@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
+    if args.codecs and not Path(args.image).is_file():  # before any timing
+        raise SystemExit(f"error: no image {args.image}; give --image=PNG (or --codecs='')")
     output = Path(args.output)
     earlier = json.loads(output.read_text()) if output.is_file() else {}
     if earlier.get("cpu") != cpu_model():
