@@ -58,17 +58,23 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # (docs/performance.md, benchmarks/bench_conv.py, bench_train --compare_stock). On CPU,
 # `strided_conv` therefore carries a custom VJP whose input gradient is the phase-decomposed
 # (sub-pixel) transposed conv below: stride^2 stride-1 convs with the kernel's polyphase
-# components, interleaved. `conv_transpose` uses the same function as its forward pass. On GPU
-# and TPU the stock ops are used.
+# components, interleaved. `conv_transpose` uses the same function as its forward pass.
+# A conv whose input has few channels (g_a's first layer reads the 3 image channels, g_s's last
+# writes them) gives those kernels a contraction of only k*k*3: on CPU it is an im2col matmul
+# instead (`_patch_conv`: the k*k shifted views of the input side by side, times the kernel as a
+# (k*k*I, O) matrix), with its transpose and weight gradient the matching matmuls. On GPU and TPU
+# the stock ops are used.
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
+FEW_CHANNELS = 16  # convs reading at most this many channels go through `_patch_conv` on CPU
 _conv_implementation = "auto"
 
 
 @contextlib.contextmanager
 def conv_implementation(name: str) -> Iterator[None]:
     """Trace the convs inside the block with `name`: 'stock' (XLA's conv ops and their autodiff),
-    'phase' (the phase-decomposed transposed conv) or 'auto' (phase on CPU, stock elsewhere).
+    'phase' (the phase-decomposed transposed conv, and im2col matmuls for convs reading at most
+    `FEW_CHANNELS` channels) or 'auto' (phase on CPU, stock elsewhere).
 
     The choice is read when a function is traced, so jit a fresh function inside the block; the
     benchmarks use it to time both on the same machine in one run. Both give the same result to
@@ -160,10 +166,73 @@ def _phase_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, 
 
 def _weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int) -> Array:
     """dL/dkernel of `strided_conv(x, kernel, stride)` for the output cotangent g: (k, k, I, O)."""
+    if _use_patch_conv(kernel_shape):
+        columns = _patches(x, kernel_shape[0], stride)
+        flat = columns.reshape(-1, columns.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+        return flat.reshape(kernel_shape)
     _, pullback = jax.vjp(
         lambda kernel: _stock_conv(x, kernel, stride), jnp.zeros(kernel_shape, x.dtype)
     )
     return pullback(g)[0]
+
+
+def _use_patch_conv(kernel_shape: tuple[int, ...]) -> bool:
+    """Whether the conv with this (k, k, I, O) kernel runs as an im2col matmul here."""
+    return _use_phase_convs() and kernel_shape[2] <= FEW_CHANNELS
+
+
+def _patches(x: Array, k: int, stride: int) -> Array:
+    """im2col: (B, H, W, I) -> (B, ceil(H / s), ceil(W / s), k * k * I), taps in (row, col, I)
+    order (the HWIO kernel's order), zero padding k // 2 as `strided_conv`."""
+    pad = k // 2
+    _, height, width, _ = x.shape
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    padded = jnp.pad(
+        x,
+        ((0, 0), (pad, pad + stride * out_h - height), (pad, pad + stride * out_w - width), (0, 0)),
+    )
+    views = [
+        padded[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
+        for i in range(k)
+        for j in range(k)
+    ]
+    return jnp.concatenate(views, axis=-1)
+
+
+def _patch_matmul(x: Array, kernel: Array, stride: int) -> Array:
+    """`strided_conv` as one matmul of the im2col columns with the (k * k * I, O) kernel."""
+    return _patches(x, kernel.shape[0], stride) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _patch_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, int]) -> Array:
+    """Adjoint of `_patch_matmul` on (B, H, W, I) inputs: g @ kernel^T, the columns added back
+    onto the pixels they were read from (col2im). g: (B, ceil(H / s), ceil(W / s), O)."""
+    k, _, channels, _ = kernel.shape
+    shape = jax.ShapeDtypeStruct((g.shape[0], *in_shape, channels), g.dtype)
+    (x,) = jax.linear_transpose(lambda u: _patches(u, k, stride), shape)(
+        g @ kernel.reshape(-1, kernel.shape[-1]).T
+    )
+    return x
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _patch_conv(x: Array, kernel: Array, stride: int) -> Array:
+    return _patch_matmul(x, kernel, stride)
+
+
+def _patch_conv_fwd(x: Array, kernel: Array, stride: int):
+    return _patch_matmul(x, kernel, stride), (x, kernel)
+
+
+def _patch_conv_bwd(stride: int, residual, g: Array):
+    # The weight gradient as one (k*k*I, B*H*W) x (B*H*W, O) matmul: autodiff of the forward
+    # matmul lays it out 2-4x slower on XLA:CPU (benchmarks/bench_conv.py).
+    x, kernel = residual
+    grad_x = _patch_transpose(g, kernel, stride, x.shape[1:3])
+    return grad_x, _weight_grad(x, g, kernel.shape, stride)
+
+
+_patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -186,6 +255,8 @@ _phase_conv.defvjp(_phase_conv_fwd, _phase_conv_bwd)
 
 def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
     """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
+    if _use_patch_conv(kernel.shape):
+        return _patch_conv(x, kernel, stride)
     if _use_phase_convs():
         return _phase_conv(x, kernel, stride)
     return _stock_conv(x, kernel, stride)
@@ -208,9 +279,11 @@ def conv_transpose(x: Array, kernel: Array, stride: int) -> Array:
 
 def _conv_transpose_forward(x: Array, kernel: Array, stride: int) -> Array:
     batch, height, width, _ = x.shape
-    if _use_phase_convs():
-        return _phase_transpose(x, kernel, stride, (stride * height, stride * width))
     out_shape = (batch, stride * height, stride * width, kernel.shape[2])
+    if _use_patch_conv(kernel.shape):
+        return _patch_transpose(x, kernel, stride, out_shape[1:3])
+    if _use_phase_convs():
+        return _phase_transpose(x, kernel, stride, out_shape[1:3])
     (y,) = jax.linear_transpose(
         lambda u: _stock_conv(u, kernel, stride), jax.ShapeDtypeStruct(out_shape, x.dtype)
     )(x)
@@ -225,7 +298,12 @@ def _conv_transpose_bwd(stride: int, residual, g: Array):
     x, kernel = residual
     # y = S_k^T x  =>  dL/dx = S_k g, and <g, S_k^T x> = <S_k g, x> gives dL/dk as the weight
     # gradient of the strided conv S_k(g) against the cotangent x.
-    return _stock_conv(g, kernel, stride), _weight_grad(g, x, kernel.shape, stride)
+    grad_x = (
+        _patch_matmul(g, kernel, stride)
+        if _use_patch_conv(kernel.shape)
+        else _stock_conv(g, kernel, stride)
+    )
+    return grad_x, _weight_grad(g, x, kernel.shape, stride)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)

@@ -143,13 +143,17 @@ def _lax_conv(x, kernel, stride):
     )
 
 
+# 3 input channels take the im2col path (`layers.FEW_CHANNELS`), 20 the phase-decomposed one.
+@pytest.mark.parametrize("channels", [3, 20])
 @pytest.mark.parametrize(
     "height, width, kernel_size, stride",
     [(16, 20, 5, 2), (15, 9, 5, 2), (16, 16, 3, 2), (9, 7, 5, 1), (8, 8, 3, 1), (7, 5, 1, 1)],
 )
-def test_phase_conv_gradients_equal_lax_to_float32_rounding(height, width, kernel_size, stride):
-    x = _rand(0, (2, height, width, 3))
-    kernel = _rand(1, (kernel_size, kernel_size, 3, 4))
+def test_phase_conv_gradients_equal_lax_to_float32_rounding(
+    height, width, kernel_size, stride, channels
+):
+    x = _rand(0, (2, height, width, channels))
+    kernel = _rand(1, (kernel_size, kernel_size, channels, 4)) / channels**0.5
     g = _rand(2, _lax_conv(x, kernel, stride).shape)
     _, reference_pullback = jax.vjp(lambda x, k: _lax_conv(x, k, stride), x, kernel)
     with layers.conv_implementation("phase"):
@@ -160,16 +164,29 @@ def test_phase_conv_gradients_equal_lax_to_float32_rounding(height, width, kerne
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("out_channels", [6, 20])
 @pytest.mark.parametrize("implementation", ["phase", "stock"])
-def test_conv_transpose_implementations_agree(implementation):
-    kernel = _rand(0, (5, 5, 6, 4))
+def test_conv_transpose_implementations_agree(implementation, out_channels):
+    kernel = _rand(0, (5, 5, out_channels, 4))
     v = _rand(2, (2, 6, 10, 4))
+    target = _rand(3, (2, 12, 20, out_channels))
+    shape = jax.ShapeDtypeStruct((2, 12, 20, out_channels), jnp.float32)
+
+    def reference(v, k):
+        (out,) = jax.linear_transpose(lambda u: _lax_conv(u, k, 2), shape)(v)
+        return out
+
     with layers.conv_implementation(implementation):
         got = jax.jit(lambda v, k: layers.conv_transpose(v, k, 2))(v, kernel)
-    (want,) = jax.linear_transpose(
-        lambda u: _lax_conv(u, kernel, 2), jax.ShapeDtypeStruct((2, 12, 20, 6), jnp.float32)
-    )(v)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        got_grads = jax.jit(
+            jax.grad(lambda v, k: jnp.sum(jnp.sin(layers.conv_transpose(v, k, 2)) * target), (0, 1))
+        )(v, kernel)
+    want_grads = jax.grad(lambda v, k: jnp.sum(jnp.sin(reference(v, k)) * target), (0, 1))(
+        v, kernel
+    )
+    np.testing.assert_allclose(got, reference(v, kernel), rtol=1e-5, atol=1e-5)
+    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=5e-5)
 
 
 def test_conv_implementation_is_chosen_per_backend():
