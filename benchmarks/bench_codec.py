@@ -1,6 +1,7 @@
 """Encode/decode speed and rate overhead of the .jahp codec, one Kodak image, every prior.
 
-    .venv/bin/python -m benchmarks.bench_codec [--image=kodim23] [--priors=joint,mean_scale]
+    .venv/bin/python -m benchmarks.bench_codec [--image=kodim23] [--kodak_dir=DIR]
+        [--priors=joint,mean_scale]
 
 Models are N=M=192 with random-init weights, g_a's last conv kernel scaled x20 so that y is not
 all zeros (timing only: the rates are those of an untrained model). Per prior: the first
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from benchmarks.machine import (
 )
 from jahp_jax import layers
 from jahp_jax.codec import Codec, pad_image
-from jahp_jax.image_io import read_image
+from jahp_jax.image_io import ImageError, read_image
 from jahp_jax.models import PRIORS, create_model, init_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +126,15 @@ def main() -> None:
     parser.add_argument(
         "--reference", default=str(REFERENCE_FILE), help="from benchmarks/reference_compressai.py"
     )
+    parser.add_argument("--kodak_dir", default=str(KODAK), help="folder of the Kodak PNGs")
     args = parser.parse_args()
-    image = read_image(KODAK / f"{args.image}.png")
+    unknown = sorted(set(args.priors.split(",")) - set(PRIORS))
+    if unknown:
+        sys.exit(f"error: unknown prior(s) {unknown}; choose from {list(PRIORS)}")
+    try:
+        image = read_image(Path(args.kodak_dir) / f"{args.image}.png")
+    except ImageError as error:
+        sys.exit(f"error: {error}; pass --kodak_dir=DIR (a folder of kodimNN.png) or --image=NAME")
     load_before = os.getloadavg()
     limit = matmul_gflops()
     print(f"CPU {cpu_model()}, {os.cpu_count()} cores; dense matmul 2048^3 (the limit): "
