@@ -59,22 +59,22 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # `strided_conv` therefore carries a custom VJP whose input gradient is the phase-decomposed
 # (sub-pixel) transposed conv below: stride^2 stride-1 convs with the kernel's polyphase
 # components, interleaved. `conv_transpose` uses the same function as its forward pass.
-# A conv whose input has few channels (g_a's first layer reads the 3 image channels, g_s's last
+# A conv from few channels to many (g_a's first layer reads the 3 image channels, g_s's last
 # writes them) gives those kernels a contraction of only k*k*3: on CPU it is an im2col matmul
 # instead (`_patch_conv`: the k*k shifted views of the input side by side, times the kernel as a
 # (k*k*I, O) matrix), with its transpose and weight gradient the matching matmuls. On GPU and TPU
 # the stock ops are used.
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
-FEW_CHANNELS = 16  # convs reading at most this many channels go through `_patch_conv` on CPU
+FEW_CHANNELS = 16  # convs from at most this many channels to more go through `_patch_conv` on CPU
 _conv_implementation = "auto"
 
 
 @contextlib.contextmanager
 def conv_implementation(name: str) -> Iterator[None]:
     """Trace the convs inside the block with `name`: 'stock' (XLA's conv ops and their autodiff),
-    'phase' (the phase-decomposed transposed conv, and im2col matmuls for convs reading at most
-    `FEW_CHANNELS` channels) or 'auto' (phase on CPU, stock elsewhere).
+    'phase' (the phase-decomposed transposed conv, and im2col matmuls for convs from at most
+    `FEW_CHANNELS` channels to more) or 'auto' (phase on CPU, stock elsewhere).
 
     The choice is read when a function is traced, so jit a fresh function inside the block; the
     benchmarks use it to time both on the same machine in one run. Both give the same result to
@@ -177,8 +177,9 @@ def _weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int)
 
 
 def _use_patch_conv(kernel_shape: tuple[int, ...]) -> bool:
-    """Whether the conv with this (k, k, I, O) kernel runs as an im2col matmul here."""
-    return _use_phase_convs() and kernel_shape[2] <= FEW_CHANNELS
+    """Whether the conv with this (k, k, I, O) kernel runs as an im2col matmul here: few input
+    channels widened to many (I <= FEW_CHANNELS < O), as at the image side of g_a and g_s."""
+    return _use_phase_convs() and kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3]
 
 
 def _patches(x: Array, k: int, stride: int) -> Array:

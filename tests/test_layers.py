@@ -143,7 +143,7 @@ def _lax_conv(x, kernel, stride):
     )
 
 
-# 3 input channels take the im2col path (`layers.FEW_CHANNELS`), 20 the phase-decomposed one.
+# 3 -> 24 channels take the im2col path (`layers.FEW_CHANNELS`), 20 -> 24 the phase-decomposed one.
 @pytest.mark.parametrize("channels", [3, 20])
 @pytest.mark.parametrize(
     "height, width, kernel_size, stride",
@@ -153,7 +153,7 @@ def test_phase_conv_gradients_equal_lax_to_float32_rounding(
     height, width, kernel_size, stride, channels
 ):
     x = _rand(0, (2, height, width, channels))
-    kernel = _rand(1, (kernel_size, kernel_size, channels, 4)) / channels**0.5
+    kernel = _rand(1, (kernel_size, kernel_size, channels, 24)) / channels**0.5
     g = _rand(2, _lax_conv(x, kernel, stride).shape)
     _, reference_pullback = jax.vjp(lambda x, k: _lax_conv(x, k, stride), x, kernel)
     with layers.conv_implementation("phase"):
@@ -167,8 +167,8 @@ def test_phase_conv_gradients_equal_lax_to_float32_rounding(
 @pytest.mark.parametrize("out_channels", [6, 20])
 @pytest.mark.parametrize("implementation", ["phase", "stock"])
 def test_conv_transpose_implementations_agree(implementation, out_channels):
-    kernel = _rand(0, (5, 5, out_channels, 4))
-    v = _rand(2, (2, 6, 10, 4))
+    kernel = _rand(0, (5, 5, out_channels, 24)) / 24**0.5  # 24 -> 6: im2col, 24 -> 20: phase
+    v = _rand(2, (2, 6, 10, 24))
     target = _rand(3, (2, 12, 20, out_channels))
     shape = jax.ShapeDtypeStruct((2, 12, 20, out_channels), jnp.float32)
 
