@@ -216,42 +216,30 @@ def _patch_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, 
     return x
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _patch_conv(x: Array, kernel: Array, stride: int) -> Array:
-    return _patch_matmul(x, kernel, stride)
+def _conv_with_vjp(forward: Callable, transpose: Callable) -> Callable:
+    """`strided_conv` computed by `forward(x, kernel, stride)`, with a custom VJP: the input
+    gradient `transpose(g, kernel, stride, (H, W))`, the kernel gradient `_weight_grad`."""
+
+    @partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def conv(x: Array, kernel: Array, stride: int) -> Array:
+        return forward(x, kernel, stride)
+
+    def conv_fwd(x: Array, kernel: Array, stride: int):
+        return forward(x, kernel, stride), (x, kernel)
+
+    def conv_bwd(stride: int, residual, g: Array):
+        x, kernel = residual
+        grad_x = transpose(g, kernel, stride, x.shape[1:3])
+        return grad_x, _weight_grad(x, g, kernel.shape, stride)
+
+    conv.defvjp(conv_fwd, conv_bwd)
+    return conv
 
 
-def _patch_conv_fwd(x: Array, kernel: Array, stride: int):
-    return _patch_matmul(x, kernel, stride), (x, kernel)
-
-
-def _patch_conv_bwd(stride: int, residual, g: Array):
-    # The weight gradient as one (k*k*I, B*H*W) x (B*H*W, O) matmul: autodiff of the forward
-    # matmul lays it out 2-4x slower on XLA:CPU (benchmarks/bench_conv.py).
-    x, kernel = residual
-    grad_x = _patch_transpose(g, kernel, stride, x.shape[1:3])
-    return grad_x, _weight_grad(x, g, kernel.shape, stride)
-
-
-_patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _phase_conv(x: Array, kernel: Array, stride: int) -> Array:
-    return _stock_conv(x, kernel, stride)
-
-
-def _phase_conv_fwd(x: Array, kernel: Array, stride: int):
-    return _stock_conv(x, kernel, stride), (x, kernel)
-
-
-def _phase_conv_bwd(stride: int, residual, g: Array):
-    x, kernel = residual
-    grad_x = _phase_transpose(g, kernel, stride, x.shape[1:3])
-    return grad_x, _weight_grad(x, g, kernel.shape, stride)
-
-
-_phase_conv.defvjp(_phase_conv_fwd, _phase_conv_bwd)
+# The im2col conv's weight gradient is one (k*k*I, B*H*W) x (B*H*W, O) matmul (`_weight_grad`):
+# autodiff of the forward matmul lays it out 2-4x slower on XLA:CPU (benchmarks/bench_conv.py).
+_patch_conv = _conv_with_vjp(_patch_matmul, _patch_transpose)
+_phase_conv = _conv_with_vjp(_stock_conv, _phase_transpose)
 
 
 def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
