@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,12 +62,13 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # components, interleaved. `conv_transpose` uses the same function as its forward pass.
 # A conv from few channels to many (g_a's first layer reads the 3 image channels, g_s's last
 # writes them) gives those kernels a contraction of only k*k*3: on CPU it is an im2col matmul
-# instead (`_patch_conv`: the k*k shifted views of the input side by side, times the kernel as a
+# instead (`_PATCH`: the k*k shifted views of the input side by side, times the kernel as a
 # (k*k*I, O) matrix), with its transpose and weight gradient the matching matmuls. On GPU and TPU
-# the stock ops are used.
+# the stock ops are used. Each way is a `_ConvPath` (forward, transpose, weight gradient) that
+# `_conv_path` picks per kernel when a function is traced.
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
-FEW_CHANNELS = 16  # convs from at most this many channels to more go through `_patch_conv` on CPU
+FEW_CHANNELS = 16  # convs from at most this many channels to more take `_PATCH` on CPU
 _conv_implementation = "auto"
 
 
@@ -164,22 +166,21 @@ def _phase_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, 
     return out[:, :in_h, :in_w]
 
 
-def _weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int) -> Array:
-    """dL/dkernel of `strided_conv(x, kernel, stride)` for the output cotangent g: (k, k, I, O)."""
-    if _use_patch_conv(kernel_shape):
-        columns = _patches(x, kernel_shape[0], stride)
-        flat = columns.reshape(-1, columns.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-        return flat.reshape(kernel_shape)
+def _autodiff_weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int) -> Array:
+    """dL/dkernel of `strided_conv(x, kernel, stride)` for the output cotangent g: (k, k, I, O),
+    by XLA's own weight-gradient conv."""
     _, pullback = jax.vjp(
         lambda kernel: _stock_conv(x, kernel, stride), jnp.zeros(kernel_shape, x.dtype)
     )
     return pullback(g)[0]
 
 
-def _use_patch_conv(kernel_shape: tuple[int, ...]) -> bool:
-    """Whether the conv with this (k, k, I, O) kernel runs as an im2col matmul here: few input
-    channels widened to many (I <= FEW_CHANNELS < O), as at the image side of g_a and g_s."""
-    return _use_phase_convs() and kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3]
+def _stock_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, int]) -> Array:
+    """Adjoint of `strided_conv(., kernel, stride)` on (B, H, W, I) inputs, by XLA's autodiff
+    (an lhs-dilated conv). g: (B, ceil(H / s), ceil(W / s), O); in_shape (H, W)."""
+    shape = jax.ShapeDtypeStruct((g.shape[0], *in_shape, kernel.shape[2]), g.dtype)
+    (x,) = jax.linear_transpose(lambda u: _stock_conv(u, kernel, stride), shape)(g)
+    return x
 
 
 def _patches(x: Array, k: int, stride: int) -> Array:
@@ -216,39 +217,65 @@ def _patch_transpose(g: Array, kernel: Array, stride: int, in_shape: tuple[int, 
     return x
 
 
-def _conv_with_vjp(forward: Callable, transpose: Callable) -> Callable:
-    """`strided_conv` computed by `forward(x, kernel, stride)`, with a custom VJP: the input
-    gradient `transpose(g, kernel, stride, (H, W))`, the kernel gradient `_weight_grad`."""
+def _patch_weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], stride: int) -> Array:
+    """dL/dkernel of `_patch_matmul(x, kernel, stride)`: one (k*k*I, B*H*W) x (B*H*W, O) matmul
+    (autodiff of the forward matmul lays it out 2-4x slower on XLA:CPU, benchmarks/bench_conv)."""
+    columns = _patches(x, kernel_shape[0], stride)
+    flat = columns.reshape(-1, columns.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+    return flat.reshape(kernel_shape)
+
+
+class _ConvPath(NamedTuple):
+    """One way to compute a strided conv and its two adjoints (NHWC inputs, HWIO kernels)."""
+
+    forward: Callable  # (x, kernel, stride) -> y
+    transpose: Callable  # (g, kernel, stride, (H, W)) -> dL/dx
+    weight_grad: Callable  # (x, g, kernel_shape, stride) -> dL/dkernel
+
+
+_STOCK = _ConvPath(_stock_conv, _stock_transpose, _autodiff_weight_grad)
+_PHASE = _ConvPath(_stock_conv, _phase_transpose, _autodiff_weight_grad)
+_PATCH = _ConvPath(_patch_matmul, _patch_transpose, _patch_weight_grad)
+
+
+def _conv_path(kernel_shape: tuple[int, ...]) -> _ConvPath:
+    """The path of the conv with this (k, k, I, O) kernel, chosen when it is traced: stock ops
+    off CPU; on CPU, im2col for few input channels widened to many (I <= FEW_CHANNELS < O, as at
+    the image side of g_a and g_s), else the phase-decomposed transpose."""
+    if not _use_phase_convs():
+        return _STOCK
+    return _PATCH if kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3] else _PHASE
+
+
+def _conv_with_vjp(path: _ConvPath) -> Callable:
+    """`strided_conv` by `path.forward`, with a custom VJP by `path.transpose` (dL/dx) and
+    `path.weight_grad` (dL/dkernel)."""
 
     @partial(jax.custom_vjp, nondiff_argnums=(2,))
     def conv(x: Array, kernel: Array, stride: int) -> Array:
-        return forward(x, kernel, stride)
+        return path.forward(x, kernel, stride)
 
     def conv_fwd(x: Array, kernel: Array, stride: int):
-        return forward(x, kernel, stride), (x, kernel)
+        return path.forward(x, kernel, stride), (x, kernel)
 
     def conv_bwd(stride: int, residual, g: Array):
         x, kernel = residual
-        grad_x = transpose(g, kernel, stride, x.shape[1:3])
-        return grad_x, _weight_grad(x, g, kernel.shape, stride)
+        grad_x = path.transpose(g, kernel, stride, x.shape[1:3])
+        return grad_x, path.weight_grad(x, g, kernel.shape, stride)
 
     conv.defvjp(conv_fwd, conv_bwd)
     return conv
 
 
-# The im2col conv's weight gradient is one (k*k*I, B*H*W) x (B*H*W, O) matmul (`_weight_grad`):
-# autodiff of the forward matmul lays it out 2-4x slower on XLA:CPU (benchmarks/bench_conv.py).
-_patch_conv = _conv_with_vjp(_patch_matmul, _patch_transpose)
-_phase_conv = _conv_with_vjp(_stock_conv, _phase_transpose)
+_CUSTOM_VJP_CONVS = {path: _conv_with_vjp(path) for path in (_PHASE, _PATCH)}
 
 
 def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
     """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
-    if _use_patch_conv(kernel.shape):
-        return _patch_conv(x, kernel, stride)
-    if _use_phase_convs():
-        return _phase_conv(x, kernel, stride)
-    return _stock_conv(x, kernel, stride)
+    path = _conv_path(kernel.shape)
+    if path is _STOCK:  # XLA's conv and its own autodiff
+        return _stock_conv(x, kernel, stride)
+    return _CUSTOM_VJP_CONVS[path](x, kernel, stride)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -267,16 +294,8 @@ def conv_transpose(x: Array, kernel: Array, stride: int) -> Array:
 
 
 def _conv_transpose_forward(x: Array, kernel: Array, stride: int) -> Array:
-    batch, height, width, _ = x.shape
-    out_shape = (batch, stride * height, stride * width, kernel.shape[2])
-    if _use_patch_conv(kernel.shape):
-        return _patch_transpose(x, kernel, stride, out_shape[1:3])
-    if _use_phase_convs():
-        return _phase_transpose(x, kernel, stride, out_shape[1:3])
-    (y,) = jax.linear_transpose(
-        lambda u: _stock_conv(u, kernel, stride), jax.ShapeDtypeStruct(out_shape, x.dtype)
-    )(x)
-    return y
+    _, height, width, _ = x.shape
+    return _conv_path(kernel.shape).transpose(x, kernel, stride, (stride * height, stride * width))
 
 
 def _conv_transpose_fwd(x: Array, kernel: Array, stride: int):
@@ -287,12 +306,8 @@ def _conv_transpose_bwd(stride: int, residual, g: Array):
     x, kernel = residual
     # y = S_k^T x  =>  dL/dx = S_k g, and <g, S_k^T x> = <S_k g, x> gives dL/dk as the weight
     # gradient of the strided conv S_k(g) against the cotangent x.
-    grad_x = (
-        _patch_matmul(g, kernel, stride)
-        if _use_patch_conv(kernel.shape)
-        else _stock_conv(g, kernel, stride)
-    )
-    return grad_x, _weight_grad(g, x, kernel.shape, stride)
+    path = _conv_path(kernel.shape)
+    return path.forward(g, kernel, stride), path.weight_grad(g, x, kernel.shape, stride)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
