@@ -1,5 +1,7 @@
-"""benchmarks/: bad arguments are refused in one line before any timing starts."""
+"""benchmarks/: bad arguments are refused in one line before any timing starts; the profile
+finds every conv and dot of a train step."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,22 +10,41 @@ import pytest
 from conftest import REPO_ROOT
 
 
+def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *flags],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
         (["bench_codec", "--priors=joint,bogus"], "unknown prior(s) ['bogus']"),
         (["bench_codec", "--kodak_dir=/nonexistent"], "/nonexistent/kodim23.png: no such file"),
         (["bench_train", "--settings=joint128,bogus"], "unknown setting(s)"),
+        (["profile_step", "--patch=40"], "--patch a multiple of 16"),
     ],
 )
 def test_bad_arguments_get_one_line(arguments, message):
-    module, *flags = arguments
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", *flags],
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
+    proc = _run(*arguments)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
     assert lines and lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_profile_counts_the_flops_of_the_layer_shapes(tmp_path):
+    """The FLOPs of the traced ops (counted from the HLO) are those of the model's layers
+    (`benchmarks.flops`, counted from the layer shapes): no conv or dot is missed or doubled."""
+    from benchmarks.flops import train_step_flops
+
+    output = tmp_path / "profile.json"
+    proc = _run("profile_step", "--size=8", "--batch=2", "--patch=64", "--steps=1",
+                f"--output={output}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    profile = json.loads(output.read_text())
+    assert profile["gflop"] == pytest.approx(train_step_flops(8, 2, 64) / 1e9, rel=0.02)
+    assert {"conv", "conv dW", "dot", "elementwise"} <= set(profile["kinds"])
+    assert profile["ops"][0]["thread_ms"] >= profile["ops"][-1]["thread_ms"] > 0
