@@ -59,6 +59,8 @@ DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOWNLOAD = "download"  # as a data root: use the tfds downloads even where local data exists
 # Hosts the tfds downloads of these data sets need, checked before tfds retries for minutes.
 DOWNLOAD_HOSTS = {"kodak": (KODAK_HOST, 80), "tf_flowers": ("storage.googleapis.com", 443)}
+# A process decodes its training images once when their pixels fit in this (`train_batches`).
+DECODED_BUDGET_BYTES = 2**30
 
 
 class DatasetError(ValueError):
@@ -432,6 +434,7 @@ def train_batches(
     process_count: int = 1,
     split: str = "train",
     tfds_data_dir: str | None = None,
+    decoded_budget_bytes: int = DECODED_BUDGET_BYTES,
 ) -> Iterator[np.ndarray]:
     """Endless float32 [0, 1] batches (batch_size // process_count, patch, patch, 3).
 
@@ -446,7 +449,10 @@ def train_batches(
     process_count, and reads only their images (disjoint shards); `start_step=s` yields exactly
     what an uninterrupted run yields from step s on. Images smaller than the patch in either side
     are skipped with a warning and a count. `split` applies to named tfds data sets; a folder is
-    one split. The encoded images of the shard are held in memory.
+    one split. The encoded images of the shard are held in memory; when their decoded pixels take
+    at most `decoded_budget_bytes` (BSDS500's 400 training images: 185 MB) they are decoded once,
+    here, and every patch is cut from memory, else each patch decodes its image again. Both give
+    the same batches.
 
     Raises:
       DatasetError: bad arguments, no source, Kodak (evaluation only), or no image large enough.
@@ -472,29 +478,35 @@ def train_batches(
     _check_split(prepared, whole, label)
     local_batch = batch_size // process_count
     rows = range(process_index * local_batch, (process_index + 1) * local_batch)
-    streams, read, skipped = [], 0, 0
+    shards, read, skipped = [], 0, 0
     for row in rows:
         names, encoded = _read_encoded(prepared, _stratum(prepared, whole, row, batch_size, label))
-        large = [data for data in encoded if min(_image_size(data)) >= patch_size]
+        sizes = [_image_size(data) for data in encoded]
+        large = [(data, size) for data, size in zip(encoded, sizes, strict=True)
+                 if min(size) >= patch_size]  # fmt: skip
         read, skipped = read + len(names), skipped + len(names) - len(large)
         if not large:
             raise DatasetError(
                 f"no image of {label} for batch row {row} (images {names[0]} ... {names[-1]}) "
                 f"is at least {patch_size}x{patch_size}; use a smaller --patch_size"
             )
-        streams.append(
-            _patch_stream(
-                tf.constant(large),
-                patch_size=patch_size,
-                seed=(seed, row),
-                first_element=start_step,
-            )  # fmt: skip
-        )
+        shards.append(large)
     if skipped:
         log.warning(
             "%d of %d images of %s (batch rows %d-%d) are smaller than %dx%d and are skipped",
             skipped, read, label, rows[0], rows[-1], patch_size, patch_size,
         )  # fmt: skip
+    decoded_bytes = sum(3 * h * w for shard in shards for _, (h, w) in shard)
+    images = _decoded_images if decoded_bytes <= decoded_budget_bytes else _encoded_images
+    streams = [
+        _patch_stream(
+            images([data for data, _ in shard]),
+            patch_size=patch_size,
+            seed=(seed, row),
+            first_element=start_step,
+        )
+        for row, shard in zip(rows, shards, strict=True)
+    ]
     batches = tf.data.Dataset.zip(tuple(streams)).map(
         lambda *patches: tf.stack(patches), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
@@ -513,8 +525,35 @@ def _stratum(prepared: PreparedDataset, split: str, row: int, batch_size: int, l
     return f"{split}[{row * count // batch_size}:{(row + 1) * count // batch_size}]"
 
 
+# The n images of a batch row, and a graph function from an index in [0, n) to the uint8 image.
+ImageTable = tuple[int, Callable[[tf.Tensor], tf.Tensor]]
+
+
+def _encoded_images(encoded: list[bytes]) -> ImageTable:
+    """Images decoded again at every read."""
+    table = tf.constant(encoded)
+    return len(encoded), lambda index: _decode(tf.gather(table, index))
+
+
+def _decoded_images(encoded: list[bytes]) -> ImageTable:
+    """Images decoded once (in parallel, by `_decode`) into one flat uint8 buffer."""
+    decoded = tf.data.Dataset.from_tensor_slices(encoded).map(
+        _decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    images = list(tfds.as_numpy(decoded))
+    pixels = tf.constant(np.concatenate([image.reshape(-1) for image in images]))
+    starts = tf.constant(np.cumsum([0] + [image.size for image in images[:-1]]), tf.int64)
+    shapes = tf.constant([image.shape for image in images], tf.int64)
+
+    def read(index: tf.Tensor) -> tf.Tensor:
+        shape = tf.gather(shapes, index)
+        return tf.reshape(tf.slice(pixels, [starts[index]], [tf.reduce_prod(shape)]), shape)
+
+    return len(images), read
+
+
 def _patch_stream(
-    encoded: tf.Tensor, *, patch_size: int, seed: tuple[int, int], first_element: int
+    images: ImageTable, *, patch_size: int, seed: tuple[int, int], first_element: int
 ) -> tf.data.Dataset:
     """Element i >= first_element: a float32 (patch, patch, 3) crop of a shuffled image.
 
@@ -522,13 +561,13 @@ def _patch_stream(
     picks image index_shuffle(i mod n); the other, folded with i, seeds the crop and the flip.
     Nothing before first_element is computed.
     """
-    count = int(encoded.shape[0])
+    count, read = images
     order_seed, element_seed = tf.unstack(tf.random.split(tf.constant(seed, tf.int64), num=2))
 
     def element(index: tf.Tensor) -> tf.Tensor:
         epoch_seed = tf.random.fold_in(order_seed, index // count)
         image_index = tf.random.experimental.index_shuffle(index % count, epoch_seed, count - 1)
-        image = _decode(tf.gather(encoded, image_index))
+        image = read(image_index)
         crop_seed, flip_seed = tf.unstack(
             tf.random.split(tf.random.fold_in(element_seed, index), num=2)
         )

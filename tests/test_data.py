@@ -224,6 +224,17 @@ def test_train_batches_on_bsds500_shape_range_determinism_and_resume(bsds, tfds_
     assert not np.array_equal(take(run(seed=8), 1)[0], first[0])
 
 
+def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(bsds, tfds_dir):
+    def run(budget):
+        return data.train_batches(
+            dataset=None, data_dir=str(bsds["train"]), batch_size=4, patch_size=64, seed=3,
+            start_step=2, tfds_data_dir=tfds_dir, decoded_budget_bytes=budget,
+        )  # fmt: skip
+
+    in_memory, per_patch = take(run(2**30), 6), take(run(0), 6)
+    np.testing.assert_array_equal(np.stack(in_memory), np.stack(per_patch))
+
+
 def test_train_batches_hosts_read_disjoint_shards(coordinate_dir, tmp_path):
     tfds_dir = str(tmp_path / "tfds")
     seen = []
@@ -497,7 +508,7 @@ def test_train_batches_on_a_tfds_jpeg_source_are_read_image_crops(tmp_path):
     full = data.read_image(path)
     size = min(full.shape[:2])
     batch = data._patch_stream(
-        tf.constant([path.read_bytes()]), patch_size=size, seed=(0, 0), first_element=0
+        data._encoded_images([path.read_bytes()]), patch_size=size, seed=(0, 0), first_element=0
     ).take(1)
     patch = np.rint(next(iter(tfds.as_numpy(batch))) * 255.0).astype(np.uint8)
     height, width = full.shape[:2]
