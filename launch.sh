@@ -58,7 +58,12 @@ case "$cmd" in
     install_slurm
     export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$VENV/jax-cache}"  # reruns skip compiles
     "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
-    exec "$VENV/bin/python" -m pytest -q -rs "$@"
+    # One pytest-xdist worker per core, at most 4 (each holds ~6 GB of compiled programs at its
+    # peak); a test file stays on one worker, so its module fixtures are built once.
+    # JAHP_TEST_WORKERS=0 runs in this process; -n on the command line also wins.
+    workers=${JAHP_TEST_WORKERS:-$(nproc)}
+    (( workers > 4 )) && workers=4
+    exec "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile "$@"
     ;;
   train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
   quickstart) setup; exec "$VENV/bin/python" -m experiments.quickstart "$@" ;;

@@ -11,6 +11,9 @@ one test (a training step, a codec at one image shape) is loaded from disk by ev
 by the next run. The folder is the CLIs' own (`jahp_jax.runtime.compilation_cache_dir()`:
 `$JAHP_COMPILATION_CACHE`, else `$JAX_COMPILATION_CACHE_DIR`, which `./launch.sh test` sets to
 `.venv/jax-cache`, else `~/.cache/jahp_jax/xla`); `JAHP_COMPILATION_CACHE=off` runs without.
+The test workers (`./launch.sh test` runs pytest-xdist) share it too: JAX writes an entry in
+place, and a worker that reads one while another writes it gets a read error, which JAX turns
+into a warning and a compile.
 """
 
 import os
@@ -46,6 +49,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         return probe.getsockname()[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files holding a `slow` (end-to-end, process-starting) test run first: `./launch.sh
+    test`'s workers start on them, and the many short files fill the end of the run evenly."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 def pytest_report_header() -> str:

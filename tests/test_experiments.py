@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT, SHARED
 
 from experiments import ablation, quickstart
@@ -23,6 +24,7 @@ def git(folder, *args: str) -> str:
                           check=True).stdout  # fmt: skip
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
     tmp_path, capsys, monkeypatch
 ):
@@ -92,6 +94,7 @@ def test_quickstart_offline_without_local_data_stops_with_one_line(
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_ablation_end_to_end(tmp_path):
     out = tmp_path / "out"
     lmbdas = ["0.001", "0.01", "0.1", "1.0"]

@@ -86,6 +86,7 @@ def four_devices(tmp_path_factory, env, data_args) -> Path:
     return workdir
 
 
+@pytest.mark.slow
 def test_resume_on_two_devices_from_a_four_device_checkpoint(four_devices, tmp_path, env,
                                                             data_args):  # fmt: skip
     command = train_command(tmp_path / "run", data_args, f"--testonly_sigkill_after_step={EVERY}")
@@ -99,6 +100,7 @@ def test_resume_on_two_devices_from_a_four_device_checkpoint(four_devices, tmp_p
                         what="resumed on 2 devices vs 4 devices throughout")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devices(
     four_devices, tmp_path, env
 ):
@@ -153,6 +155,7 @@ def finish(procs: list[subprocess.Popen], timeout: float = 900) -> list[tuple[in
     return [(proc.wait(timeout), proc.communicate()[1]) for proc in procs]
 
 
+@pytest.mark.slow
 def test_two_processes_fine_tune_from_a_checkpoint(four_devices, tmp_path, env, data_args):
     workdir = tmp_path / "fine_tuned"
     init = {i: [f"--init_from={four_devices}", "--num_steps=1", "--seed=6"] for i in (0, 1)}
@@ -168,6 +171,7 @@ def test_two_processes_fine_tune_from_a_checkpoint(four_devices, tmp_path, env, 
     assert_params_close(pretrained, fine_tuned, atol=2e-4, what="one fine-tuning step")
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_survive_a_kill_and_resume(four_devices, tmp_path, env,
                                                                data_args):  # fmt: skip
     """Process 1 is SIGKILLed after the step-2 checkpoint; rerunning both commands finishes the

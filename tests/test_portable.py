@@ -162,6 +162,7 @@ def _differing(a: dict, b: dict) -> tuple[int, float]:
 # ---------------------------------------------------------------------------------------------
 # Cross-arithmetic.
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", SETUPS)
 def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
     """Each set-up changes float results: OpenBLAS's float64 products, the z tables of every
@@ -398,6 +399,7 @@ def test_convert_to_integer_refuses_an_existing_destination(workdirs, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_integer_aware_fine_tuning_writes_integer_models_and_resumes(tmp_path):
     """train --init_from=FLOAT --integer_prior: the prior path fake-quantized in the loss, the
     checkpoint an integer-prior model that codes, and a rerun restores it (then stops: done)."""

@@ -154,6 +154,7 @@ def job_inputs(tmp_path: Path, slurm_env: dict[str, str]) -> tuple[Path, dict[st
     return images, env
 
 
+@pytest.mark.slow
 def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_env, tmp_path):
     images, env = job_inputs(tmp_path, slurm_env)
     root = tmp_path / "sweep"
@@ -184,6 +185,7 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     assert len(results["bpp"]) == 2 and all(bpp > 0 for bpp in results["bpp"])
 
 
+@pytest.mark.slow
 def test_a_slurm_task_can_be_one_multi_process_run(slurm_env, tmp_path):
     """--processes_per_node=2: srun starts 2 training processes with --multihost, which find each
     other through JAX's Slurm detection (no address given) and train one model on 2 devices."""

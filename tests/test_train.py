@@ -94,6 +94,7 @@ def runs(tmp_path_factory, env, data_args) -> dict[str, Path]:
     return {"straight": root / "straight", "resumed": root / "resumed", "log": straight.stderr}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_parameters(runs):
     _, straight, config = load_model(runs["straight"])
     _, resumed, resumed_config = load_model(runs["resumed"])
@@ -105,6 +106,7 @@ def test_resume_after_sigkill_gives_the_same_parameters(runs):
         assert_params_close(straight, initial, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_init_from_fine_tunes_a_trained_checkpoint(runs, tmp_path, env, data_args):
     _, trained, _ = load_model(runs["straight"])
     args = [*TINY, *data_args, "--num_steps=1", "--eval_every=0", "--seed=5"]
@@ -212,6 +214,7 @@ print("RESULT " + json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one(env):
     """3 steps with the batch sharded over 4 (host-platform) devices == 3 steps on 1 device.
 
