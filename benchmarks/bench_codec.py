@@ -34,6 +34,7 @@ from benchmarks.machine import (
     reference_figures,
     write_result,
 )
+from benchmarks.programs import compiled_synthesis
 from jahp_jax import layers
 from jahp_jax.codec import Codec, pad_image
 from jahp_jax.image_io import ImageError, read_image
@@ -61,11 +62,7 @@ def synthesis_seconds(model, params, y_hat: np.ndarray, repeats: int) -> dict[st
     functions = {}
     for implementation in ("auto", "stock"):
         with layers.conv_implementation(implementation):
-            functions[implementation] = (
-                jax.jit(lambda p, y: model.apply({"params": p}, y, method="synthesis"))
-                .lower(params, y_hat[None])
-                .compile()
-            )
+            functions[implementation] = compiled_synthesis(model, params, y_hat[None])
     times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():

@@ -67,21 +67,12 @@ def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
     """Compile and time the jitted train step of one setting (in this process)."""
 
     import jax
-    import numpy as np
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
+    from benchmarks.programs import train_step_setup
     from jahp_jax import layers, train
 
     prior, n, m, batch, patch = SETTINGS[name]
-    config = train.TrainConfig(lmbda=0.0067, prior=prior, num_filters=n, num_latents=m,
-                               batch_size=batch, patch_size=patch)  # fmt: skip
-    mesh = train.make_mesh()
-    model = config.model_config.build()
-    hparams = train.hyperparams(config)
-    batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
-    images = np.random.default_rng(0).random((batch, patch, patch, 3), np.float32)
-    x = jax.device_put(images, batch_sharding)
+    config, model, mesh, hparams, x = train_step_setup(prior, n, m, batch, patch)
     runs = {}
     for implementation in ("auto", "stock") if compare_stock else ("auto",):
         state = train.create_train_state(config, model, mesh)

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from benchmarks.machine import cpu_model, load_average, matmul_gflops, write_result
+from benchmarks.programs import compiled_synthesis, train_step_setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Thread-pool bookkeeping events, not ops.
@@ -168,20 +169,9 @@ def _events(trace_dir: Path) -> tuple[dict[str, float], dict[str, float], float]
 def _program(what: str, size: int, batch: int, patch: int):
     """(compiled function, a call running it once) for the train step or g_s."""
     if what == "train":
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
         from jahp_jax import train
 
-        config = train.TrainConfig(
-            lmbda=0.0067, prior="joint", num_filters=size, num_latents=size, batch_size=batch,
-            patch_size=patch,
-        )
-        mesh = train.make_mesh()
-        model = config.model_config.build()
-        hparams = train.hyperparams(config)
-        images = np.random.default_rng(0).random((batch, patch, patch, 3), np.float32)
-        x = jax.device_put(images, NamedSharding(mesh, P(train.DATA_AXIS)))
+        config, model, mesh, hparams, x = train_step_setup("joint", size, size, batch, patch)
         state = train.create_train_state(config, model, mesh)
         compiled = train.jit_train_step(config, model, mesh).lower(state, x, hparams).compile()
         holder = {"state": state}
@@ -196,11 +186,7 @@ def _program(what: str, size: int, batch: int, patch: int):
     model = create_model("mean_scale", size, size)
     params = init_params(model, jax.random.key(0))
     y_hat = np.zeros((1, 512 // 16, 768 // 16, size), np.float32)
-    compiled = (
-        jax.jit(lambda p, y: model.apply({"params": p}, y, method="synthesis"))
-        .lower(params, y_hat)
-        .compile()
-    )
+    compiled = compiled_synthesis(model, params, y_hat)
     return compiled, lambda: jax.block_until_ready(compiled(params, y_hat))
 
 
