@@ -54,15 +54,19 @@ cmd=${1:-help}
 case "$cmd" in
   setup) setup ;;
   test)
-    setup
-    install_slurm
-    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$VENV/jax-cache}"  # reruns skip compiles
-    "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
     # One pytest-xdist worker per core, at most 4 (each holds ~6 GB of compiled programs at its
     # peak); a test file stays on one worker, so its module fixtures are built once.
     # JAHP_TEST_WORKERS=0 runs in this process; -n on the command line also wins.
     workers=${JAHP_TEST_WORKERS:-$(nproc)}
-    (( workers > 4 )) && workers=4
+    if [[ ! $workers =~ ^[0-9]+$ ]]; then
+      echo "launch.sh: JAHP_TEST_WORKERS='$workers' is not a whole number; use e.g. 2, or 0 for one process" >&2
+      exit 2
+    fi
+    workers=$((10#$workers)); (( workers > 4 )) && workers=4
+    setup
+    install_slurm
+    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$VENV/jax-cache}"  # reruns skip compiles
+    "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
     exec "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile "$@"
     ;;
   train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
