@@ -59,7 +59,8 @@ DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOWNLOAD = "download"  # as a data root: use the tfds downloads even where local data exists
 # Hosts the tfds downloads of these data sets need, checked before tfds retries for minutes.
 DOWNLOAD_HOSTS = {"kodak": (KODAK_HOST, 80), "tf_flowers": ("storage.googleapis.com", 443)}
-# A process decodes its training images once when their pixels fit in this (`train_batches`).
+# A process decodes its training images once when their pixels fit in this and the run reads at
+# least one crop per image (`train_batches`).
 DECODED_BUDGET_BYTES = 2**30
 
 
@@ -435,6 +436,7 @@ def train_batches(
     split: str = "train",
     tfds_data_dir: str | None = None,
     decoded_budget_bytes: int = DECODED_BUDGET_BYTES,
+    expected_batches: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Endless float32 [0, 1] batches (batch_size // process_count, patch, patch, 3).
 
@@ -450,9 +452,11 @@ def train_batches(
     what an uninterrupted run yields from step s on. Images smaller than the patch in either side
     are skipped with a warning and a count. `split` applies to named tfds data sets; a folder is
     one split. The encoded images of the shard are held in memory; when their decoded pixels take
-    at most `decoded_budget_bytes` (BSDS500's 400 training images: 185 MB) they are decoded once,
-    here, and every patch is cut from memory, else each patch decodes its image again. Both give
-    the same batches.
+    at most `decoded_budget_bytes` (BSDS500's 400 training images: 185 MB) and the caller reads
+    at least one crop per image (`expected_batches`, the batches it will take; None: unknown,
+    taken as many) they are decoded once, here, and every patch is cut from memory, else each
+    patch decodes its image again (a short run, e.g. a test, skips decoding hundreds of images
+    it would never read). Both give the same batches.
 
     Raises:
       DatasetError: bad arguments, no source, Kodak (evaluation only), or no image large enough.
@@ -497,7 +501,9 @@ def train_batches(
             skipped, read, label, rows[0], rows[-1], patch_size, patch_size,
         )  # fmt: skip
     decoded_bytes = sum(3 * h * w for shard in shards for _, (h, w) in shard)
-    images = _decoded_images if decoded_bytes <= decoded_budget_bytes else _encoded_images
+    crops_per_row = float("inf") if expected_batches is None else expected_batches
+    decode_once = decoded_bytes <= decoded_budget_bytes and crops_per_row >= max(map(len, shards))
+    images = _decoded_images if decode_once else _encoded_images
     streams = [
         _patch_stream(
             images([data for data, _ in shard]),

@@ -492,6 +492,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         tfds_data_dir=config.tfds_data_dir,
+        expected_batches=config.num_steps - start_step,
     )
     val_chunks = _validation_chunks(config) if config.validates else []
     if not config.validates:

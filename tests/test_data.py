@@ -224,15 +224,32 @@ def test_train_batches_on_bsds500_shape_range_determinism_and_resume(bsds, tfds_
     assert not np.array_equal(take(run(seed=8), 1)[0], first[0])
 
 
-def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(bsds, tfds_dir):
-    def run(budget):
-        return data.train_batches(
+def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(
+    bsds, tfds_dir, monkeypatch
+):
+    """Decoded once when they fit the budget and the run reads a crop per image (2 per batch
+    row here), else per crop: the same batches either way."""
+    decoded_at_start = []
+    decode_all = data._decoded_images
+    monkeypatch.setattr(
+        data, "_decoded_images", lambda encoded: decoded_at_start.append(len(encoded))
+        or decode_all(encoded),
+    )  # fmt: skip
+
+    def run(budget, expected_batches=None):
+        return take(data.train_batches(
             dataset=None, data_dir=str(bsds["train"]), batch_size=4, patch_size=64, seed=3,
             start_step=2, tfds_data_dir=tfds_dir, decoded_budget_bytes=budget,
-        )  # fmt: skip
+            expected_batches=expected_batches,
+        ), 6)  # fmt: skip
 
-    in_memory, per_patch = take(run(2**30), 6), take(run(0), 6)
-    np.testing.assert_array_equal(np.stack(in_memory), np.stack(per_patch))
+    in_memory = run(2**30)
+    assert decoded_at_start == [2, 2, 2, 2]
+    for per_patch in (run(0), run(2**30, expected_batches=1)):
+        np.testing.assert_array_equal(np.stack(in_memory), np.stack(per_patch))
+    assert decoded_at_start == [2, 2, 2, 2]
+    run(2**30, expected_batches=2)
+    assert decoded_at_start == [2, 2, 2, 2] * 2
 
 
 def test_train_batches_hosts_read_disjoint_shards(coordinate_dir, tmp_path):
