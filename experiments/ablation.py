@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             for lmbda in lmbdas:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
-                high = args.high_rate_min_lmbda is not None and lmbda >= args.high_rate_min_lmbda
-                latents = args.high_rate_num_latents if high else None
-                config = train_config(args, sources, prior, lmbda, latents)
+                config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda))
                 run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
                 training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
@@ -146,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
+
+
+def num_latents(args: argparse.Namespace, lmbda: float) -> int | None:
+    """M of the run at `lmbda`: --high_rate_num_latents from --high_rate_min_lmbda on, else
+    None (the --num_latents of every other run)."""
+    high = args.high_rate_min_lmbda is not None and lmbda >= args.high_rate_min_lmbda
+    return args.high_rate_num_latents if high else None
 
 
 def points_table(curves: list) -> str:

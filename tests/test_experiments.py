@@ -94,17 +94,24 @@ def test_quickstart_offline_without_local_data_stops_with_one_line(
     assert not (tmp_path / "w").exists()
 
 
+def test_ablation_trains_high_rates_with_more_latents():
+    args = ablation.parse_args(["--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12"])
+    assert [ablation.num_latents(args, lmbda) for lmbda in (0.01, 0.1, 1.0)] == [None, 12, 12]
+    assert ablation.num_latents(ablation.parse_args([]), 1.0) is None
+    config = train_config(args, resolve_data(args), "joint", 0.1, ablation.num_latents(args, 0.1))
+    assert config.num_latents == 12
+
+
 @pytest.mark.slow
 def test_ablation_end_to_end(tmp_path):
+    """One model shape per prior (the high-rate latents are tested above without training)."""
     out = tmp_path / "out"
     lmbdas = ["0.001", "0.01", "0.1", "1.0"]
     argv = [*TOY, "--priors=factorized,hyperprior", f"--lmbdas={','.join(lmbdas)}",
-            "--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12",
             f"--root={tmp_path / 'runs'}", f"--output_dir={out}"]  # fmt: skip
     assert ablation.main(argv) == 0
-    for lmbda, latents in (("0.01", 8), ("0.1", 12), ("1.0", 12)):
-        config, _ = read_config(resolve_checkpoint(tmp_path / "runs" / f"hyperprior_lmbda{lmbda}"))
-        assert config.num_latents == latents
+    config, _ = read_config(resolve_checkpoint(tmp_path / "runs" / "hyperprior_lmbda1.0"))
+    assert config.num_latents == 8
     for prior in ("factorized", "hyperprior"):
         results = json.loads((out / f"{prior}.json").read_text())["results"]
         assert len(results["bpp"]) == 4
