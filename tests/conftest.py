@@ -44,6 +44,42 @@ def _share_one_compilation_cache() -> None:
 _share_one_compilation_cache()
 
 
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+DEFAULT_CODEGEN_ENV = "JAHP_TEST_DEFAULT_CODEGEN"  # "1": a subprocess that must compile as users do
+
+
+def _compile_quickly() -> None:
+    """Before jax is imported: XLA:CPU's LLVM backend at optimisation level 0 for this process
+    and the subprocesses that inherit its environment, unless XLA_FLAGS already sets a level.
+
+    The suite's time is compiling many small programs: level 0 halves it (a toy joint train
+    step: 32 -> 16 CPU-s from a cold start) and changes the results only to float rounding
+    (the convs and dots are library kernels either way). The benchmarks, the quickstart and
+    every command a user runs keep XLA's default level; so do the tests whose point is the
+    float rounding of a user's run on this CPU (they run it in a `default_codegen` subprocess).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get(DEFAULT_CODEGEN_ENV) == "1" or "--xla_backend_optimization_level" in flags:
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE_FLAG}".strip()
+
+
+_compile_quickly()
+
+
+def suite_xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a test's subprocess: `flags` and the suite's FAST_COMPILE_FLAG (if on)."""
+    fast = [FAST_COMPILE_FLAG] if FAST_COMPILE_FLAG in os.environ.get("XLA_FLAGS", "") else []
+    return " ".join([*flags, *fast])
+
+
+def default_codegen(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a subprocess that compiles as a user's run does (XLA's default optimisation
+    level), even where it imports this file: XLA_FLAGS without FAST_COMPILE_FLAG."""
+    flags = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()
+    return {**env, "XLA_FLAGS": flags, DEFAULT_CODEGEN_ENV: "1"}
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on now (for test servers and coordinators)."""
     with socket.socket() as probe:

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED, free_port
+from conftest import REPO_ROOT, SHARED, free_port, suite_xla_flags
 
 from jahp_jax.checkpoints import load_model, resolve_checkpoint
 
@@ -34,9 +34,11 @@ TINY = ["--prior=joint", "--lmbda=0.01", "--num_filters=8", "--num_latents=8",
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    """Subprocess environment: the repository importable, the run's compilation cache (conftest)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for name in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", *(f"JAX_{n}" for n in
+    """Subprocess environment: the repository importable, the run's compilation cache and XLA
+    flags (conftest), no device count or cluster of the calling shell."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "XLA_FLAGS": suite_xla_flags()}  # fmt: skip
+    for name in ("JAX_NUM_CPU_DEVICES", *(f"JAX_{n}" for n in
                  ("COORDINATOR_ADDRESS", "NUM_PROCESSES", "PROCESS_ID"))):  # fmt: skip
         env.pop(name, None)
     return env

@@ -1,8 +1,10 @@
 """Portable files: the integer prior path decodes bit-exactly under other numerics, the float
 path does not (jahp_jax/integer_prior.py, docs/portable_files.md).
 
-The cross-arithmetic tests encode every supported prior here (this CPU's widest ISA, OpenBLAS's
-default kernels) and re-run the coder in subprocesses with other numerical set-ups: XLA CPU code
+The cross-arithmetic tests encode every supported prior here and re-run the coder in
+subprocesses: one with this CPU's default set-up (its widest ISA, OpenBLAS's default kernels,
+XLA's default optimisation level rather than the test suite's), and others with other numerical
+set-ups: XLA CPU code
 limited to SSE4.2 or AVX (`--xla_cpu_max_isa`), another OpenBLAS kernel family
 (`OPENBLAS_CORETYPE`), two host devices; and in this process with the int64 numpy decoder
 (`matmul="int64"`: no BLAS, no XLA). They assert that each set-up perturbs the float path (its
@@ -23,14 +25,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, default_codegen
 
 from jahp_jax import bitstream, convert, integer_prior, train
 from jahp_jax.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
 from jahp_jax.codec import load_codec
 from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, scale_to_level
 from jahp_jax.config import ModelConfig
-from jahp_jax.image_io import read_image
+from jahp_jax.image_io import read_image, write_png
 from jahp_jax.integer_prior import (
     ONE,
     SUPPORTED_PRIORS,
@@ -132,16 +134,18 @@ def reference(tmp_path_factory) -> dict:
         coded[prior] = {"float": float_coded, "integer": integer_coded, "model": model}
     folder = tmp_path_factory.mktemp("portable")
     (folder / "cases.pkl").write_bytes(pickle.dumps(cases))
-    return {"cases": cases, "coded": coded, "folder": folder, "here": _run_coders(cases)}
+    return {"cases": cases, "coded": coded, "folder": folder}
 
 
 @pytest.fixture(scope="module")
 def elsewhere(reference) -> dict:
-    """The same coders run in a subprocess per numerical set-up (all at once)."""
+    """The same coders run in a subprocess per numerical set-up (all at once), and in one with
+    this CPU's default set-up ('host'), compiled as a user's run is (conftest.default_codegen):
+    the float rounding compared is a user's, not the test suite's."""
     runs = {}
-    for name, variables in SETUPS.items():
+    for name, variables in {"host": {}, **SETUPS}.items():
         out = reference["folder"] / f"{name}.pkl"
-        env = {**os.environ, **variables, "JAX_PLATFORMS": "cpu"}
+        env = {**default_codegen(dict(os.environ)), **variables, "JAX_PLATFORMS": "cpu"}
         command = [sys.executable, __file__, str(reference["folder"]), str(out)]
         runs[name] = (subprocess.Popen(command, env=env), out)
     for name, (process, _) in runs.items():
@@ -170,7 +174,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
     here is refused there) and the y distribution parameters of some priors."""
     if not _isa_below_host(setup):
         pytest.skip(f"this CPU's widest ISA is {_host_isa()}: the {setup} set-up is not different")
-    here, there = reference["here"], elsewhere[setup]
+    here, there = elsewhere["host"], elsewhere[setup]
     assert not np.array_equal(here["blas_probe"], there["blas_probe"])
     perturbed_y = {}
     for prior in SUPPORTED_PRIORS:
@@ -193,7 +197,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
 
 @pytest.mark.parametrize("setup", SETUPS)
 def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup):
-    here, there = reference["here"], elsewhere[setup]
+    here, there = elsewhere["host"], elsewhere[setup]
     for prior in SUPPORTED_PRIORS:
         coded = reference["coded"][prior]["integer"]
         assert there[prior]["integer_checksum"] == here[prior]["integer_checksum"], prior
@@ -210,11 +214,15 @@ def test_the_int64_numpy_decoder_decodes_bit_exactly(reference):
         assert np.array_equal(decoded, coded["integer"].y_hat), prior
 
 
-def test_integer_files_decode_here(reference):
+def test_integer_files_decode_here(reference, elsewhere):
+    """In this process (the suite's XLA flags) and in the host subprocess (a user's)."""
     for prior in SUPPORTED_PRIORS:
-        assert np.array_equal(
-            reference["here"][prior]["integer_decoded"], reference["coded"][prior]["integer"].y_hat
+        case, coded = reference["cases"][prior], reference["coded"][prior]
+        decoded = IntegerLatentCoder(coded["model"], case["integer_params"]).decode(
+            *case["integer_streams"], LATENT
         )
+        assert np.array_equal(decoded, coded["integer"].y_hat), prior
+        assert np.array_equal(elsewhere["host"][prior]["integer_decoded"], coded["integer"].y_hat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,10 +363,15 @@ def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
 
 
 def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(workdirs, tmp_path):
-    """Files written here, decoded by the command line with XLA limited to SSE4.2."""
+    """Files written here by the command line (as a user's run compiles), decoded by the command
+    line with XLA limited to SSE4.2."""
     sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
+    write_png(tmp_path / "image.png", IMAGE)
     for name in ("integer", "float"):
-        (tmp_path / f"{name}.jahp").write_bytes(load_codec(workdirs[name]).compress(IMAGE))
+        result = _cli("jahp_jax.codec", "compress", f"--checkpoint={workdirs[name]}",
+                      str(tmp_path / "image.png"), str(tmp_path / f"{name}.jahp"),
+                      env=default_codegen(dict(os.environ)))  # fmt: skip
+        assert result.returncode == 0, result.stderr
     here = load_codec(workdirs["integer"]).decompress((tmp_path / "integer.jahp").read_bytes())
     decompress = ("jahp_jax.codec", "decompress")
     files = (str(tmp_path / "integer.jahp"), str(tmp_path / "integer.png"))

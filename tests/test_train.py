@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED
+from conftest import SHARED, suite_xla_flags
 
 from jahp_jax import train
 from jahp_jax.checkpoints import (
@@ -222,7 +222,7 @@ def test_four_devices_train_like_one(env):
     y density's quantiles exercise the aux optimiser."""
     proc = subprocess.run(
         [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
-        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env={**env, "XLA_FLAGS": suite_xla_flags("--xla_force_host_platform_device_count=4")},
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
