@@ -48,7 +48,6 @@ from jahp_jax.checkpoints import (
     training_manager,
 )
 from jahp_jax.config import ModelConfig
-from jahp_jax.data import DatasetError, train_batches, validation_batches
 from jahp_jax.losses import DISTORTIONS, rate_distortion_loss
 from jahp_jax.models import PRESETS, PRIORS, CompressionModel, init_params
 
@@ -123,8 +122,9 @@ class TrainConfig:
         return self.eval_every > 0 and (self.val_data_dir is not None or self.dataset is not None)
 
 
-def check_train_config(config: TrainConfig, device_count: int) -> None:
-    """Raise ConfigError (one clear line) for a configuration that cannot train."""
+def check_train_config(config: TrainConfig, device_count: int | None) -> None:
+    """Raise ConfigError (one clear line) for a configuration that cannot train; device_count
+    None checks all but the batch's split over the devices (before jax.distributed is up)."""
     try:
         model = config.model_config
     except ValueError as error:
@@ -140,7 +140,7 @@ def check_train_config(config: TrainConfig, device_count: int) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(config, name)}")
-    if config.batch_size % device_count:
+    if device_count is not None and config.batch_size % device_count:
         raise ConfigError(
             f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
             f"use a multiple of {device_count}"
@@ -447,6 +447,8 @@ def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
 
 def _validation_chunks(config: TrainConfig) -> list[np.ndarray]:
     """This process's rows of each global-batch-sized chunk of validation crops."""
+    from jahp_jax.data import DatasetError, validation_batches  # TensorFlow: see `main`
+
     crops = validation_batches(
         dataset=None if config.val_data_dir else config.dataset,
         data_dir=config.val_data_dir,
@@ -476,13 +478,15 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
       ConfigError, DatasetError, CheckpointError: before any compute, for bad input.
       TrainingError: a non-finite loss; the last checkpoint is kept as it was.
     """
+    from jahp_jax import data  # TensorFlow: see `main`
+
     workdir = Path(workdir)
     mesh = make_mesh()
     check_train_config(config, jax.device_count())
     start_step = check_workdir(config, workdir) or 0
     # A resumed run continues from its own checkpoint; --init_from only seeds a fresh one.
     initial_params = pretrained_params(config) if config.init_from and not start_step else None
-    batches: Iterator[np.ndarray] = train_batches(
+    batches: Iterator[np.ndarray] = data.train_batches(
         dataset=config.dataset,
         data_dir=config.data_dir,
         batch_size=config.batch_size,
@@ -755,6 +759,14 @@ def main(argv: list[str]) -> None:
         if flag_values.workdir is None:
             raise ConfigError("--workdir is required (checkpoints and summaries go there)")
         config = config_from_flags(flag_values)
+        check_train_config(config, None)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+    # The data pipelines import TensorFlow (~5 s on 2 cores): only once the flags are valid, so
+    # that --help and a mistyped flag answer in the time of importing jax.
+    from jahp_jax.data import DatasetError
+
+    try:
         # absl's own --verbosity (0: info, 1: debug) brings third-party INFO back.
         verbosity = flag_values.verbosity if flag_values["verbosity"].present else "warning"
         console.setup(verbosity, Path(flag_values.workdir) / console.LOG_FILE)

@@ -112,3 +112,19 @@ def test_importing_the_library_registers_no_flags():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_commands_import_tensorflow_only_to_read_data(tmp_path):
+    """TensorFlow (seconds to import) waits for the data pipelines: importing the commands' modules
+    leaves it out, and `jahp-train` refuses a bad flag without it."""
+    code = (
+        "import atexit, sys, jahp_jax.codec, jahp_jax.evaluate, jahp_jax.train, jahp_jax.convert\n"
+        "atexit.register(lambda: print('tensorflow' in sys.modules))\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "jahp_jax.train.cli(['train', '--lmbda=1', '--prior=bogus', '--workdir=' + sys.argv[1]])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown prior 'bogus'")
+    assert proc.stdout.strip() == "False"

@@ -275,13 +275,13 @@ def test_runs_differing_in_lambda_seed_or_steps_share_one_program(env, tmp_path)
 NAN_SCRIPT = """
 import sys
 import numpy as np
-from jahp_jax import train
+from jahp_jax import data, train
 
-real = train.train_batches
+real = data.train_batches
 def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.
     for index, batch in enumerate(real(**kwargs), start=kwargs["start_step"]):
         yield np.full_like(batch, np.nan) if index == 2 else batch
-train.train_batches = poisoned
+data.train_batches = poisoned
 train.cli(["train", *sys.argv[1:]])
 """
 
