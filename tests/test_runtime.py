@@ -59,3 +59,22 @@ def test_a_compiled_program_is_written_to_the_cache(tmp_path):
         )
         assert result.stdout.split()[0] == str(cache)
         assert any(cache.iterdir()), "nothing was cached"
+
+
+def test_convs_go_to_onednn_unless_the_user_chose(monkeypatch, capsys):
+    """`select_cpu_conv_kernels` (run by `import jahp_jax`) only edits XLA_FLAGS."""
+    monkeypatch.delenv(runtime.CPU_CONVS_ENV, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX")
+    runtime.select_cpu_conv_kernels()
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_max_isa=AVX", *runtime.CPU_CONV_FLAGS]
+    runtime.select_cpu_conv_kernels()  # once only
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_max_isa=AVX", *runtime.CPU_CONV_FLAGS]
+    own = "--xla_cpu_experimental_ynn_fusion_type=default"
+    for setting, flags in (("xla", ""), ("onednn", own), ("bogus", "")):
+        monkeypatch.setenv(runtime.CPU_CONVS_ENV, setting)
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        runtime.select_cpu_conv_kernels()
+        assert os.environ["XLA_FLAGS"] == flags, setting
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert warning == [f"warning: {runtime.CPU_CONVS_ENV}='bogus' is not 'onednn' or 'xla'; using "
+                       "XLA's own conv kernels"]  # fmt: skip
