@@ -501,8 +501,8 @@ def train_batches(
             skipped, read, label, rows[0], rows[-1], patch_size, patch_size,
         )  # fmt: skip
     decoded_bytes = sum(3 * h * w for shard in shards for _, (h, w) in shard)
-    crops_per_row = float("inf") if expected_batches is None else expected_batches
-    decode_once = decoded_bytes <= decoded_budget_bytes and crops_per_row >= max(map(len, shards))
+    reads_every_image = expected_batches is None or expected_batches >= max(map(len, shards))
+    decode_once = decoded_bytes <= decoded_budget_bytes and reads_every_image
     images = _decoded_images if decode_once else _encoded_images
     streams = [
         _patch_stream(

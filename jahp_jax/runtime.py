@@ -47,10 +47,17 @@ def select_cpu_conv_kernels() -> None:
         print(f"warning: {CPU_CONVS_ENV}='{choice}' is not 'onednn' or 'xla'; using XLA's "
               "own conv kernels", file=sys.stderr)  # fmt: skip
         return
-    flags = os.environ.get("XLA_FLAGS", "")
-    if choice == "xla" or any(flag.split("=")[0] in flags for flag in CPU_CONV_FLAGS):
+    if choice == "onednn":
+        add_xla_flags(*CPU_CONV_FLAGS)
+
+
+def add_xla_flags(*flags: str) -> None:
+    """Append `flags` ("--name=value") to `XLA_FLAGS` unless it already sets any of their names:
+    a choice of the user's (or of the calling process) wins over ours."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if any(flag.split("=")[0] in current for flag in flags):
         return
-    os.environ["XLA_FLAGS"] = " ".join([flags, *CPU_CONV_FLAGS]).strip()
+    os.environ["XLA_FLAGS"] = " ".join([current, *flags]).strip()
 
 
 def compilation_cache_dir() -> Path | None:
