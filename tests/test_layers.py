@@ -143,12 +143,16 @@ def _lax_conv(x, kernel, stride):
     )
 
 
-# 3 -> 24 channels take the im2col path (`layers.FEW_CHANNELS`), 20 -> 24 the phase-decomposed one.
+# 3 -> 24 channels take the im2col path (`layers.FEW_CHANNELS`), 20 -> 24 the phase-decomposed one;
+# 1x1 kernels a matmul.
 @pytest.mark.parametrize("channels", [3, 20])
 @pytest.mark.parametrize(
     "height, width, kernel_size, stride",
-    [(16, 20, 5, 2), (15, 9, 5, 2), (16, 16, 3, 2), (9, 7, 5, 1), (8, 8, 3, 1), (7, 5, 1, 1)],
-)
+    [
+        (16, 20, 5, 2), (15, 9, 5, 2), (16, 16, 3, 2), (9, 7, 5, 1), (8, 8, 3, 1), (7, 5, 1, 1),
+        (7, 5, 1, 2),
+    ],
+)  # fmt: skip
 def test_phase_conv_gradients_equal_lax_to_float32_rounding(
     height, width, kernel_size, stride, channels
 ):
@@ -164,10 +168,11 @@ def test_phase_conv_gradients_equal_lax_to_float32_rounding(
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("out_channels", [6, 20])
+@pytest.mark.parametrize("kernel_size, out_channels", [(5, 6), (5, 20), (1, 20)])
 @pytest.mark.parametrize("implementation", ["phase", "stock"])
-def test_conv_transpose_implementations_agree(implementation, out_channels):
-    kernel = _rand(0, (5, 5, out_channels, 24)) / 24**0.5  # 24 -> 6: im2col, 24 -> 20: phase
+def test_conv_transpose_implementations_agree(implementation, kernel_size, out_channels):
+    # 24 -> 6: im2col, 24 -> 20: phase, 1x1: a matmul
+    kernel = _rand(0, (kernel_size, kernel_size, out_channels, 24)) / 24**0.5
     v = _rand(2, (2, 6, 10, 24))
     target = _rand(3, (2, 12, 20, out_channels))
     shape = jax.ShapeDtypeStruct((2, 12, 20, out_channels), jnp.float32)
