@@ -60,7 +60,7 @@ from jahp_jax.entropy_models import (
     GaussianMixtureConditional,
 )
 from jahp_jax.latent_codecs import CodingStep, LatentCodec
-from jahp_jax.models import CompressionModel
+from jahp_jax.models import CompressionModel, latent_codec_params
 
 PRECISION = 24
 SCALE_LEVELS = 64
@@ -259,10 +259,11 @@ def _table_groups(table_index: np.ndarray):
     """Yield (table, positions) runs in the fixed order both sides use: by table, then position."""
     order = np.argsort(table_index, kind="stable")
     sorted_index = table_index[order]
-    starts = np.flatnonzero(np.diff(sorted_index)) + 1
-    for positions in np.split(order, starts):
-        if positions.size:
-            yield int(table_index[positions[0]]), positions
+    if order.size == 0:
+        return
+    bounds = (np.flatnonzero(np.diff(sorted_index)) + 1).tolist()
+    for start, stop in zip([0, *bounds], [*bounds, order.size], strict=True):
+        yield int(sorted_index[start]), order[start:stop]
 
 
 def encode_symbols(encoder, symbols: np.ndarray, table_index: np.ndarray, tables: TableSet) -> None:
@@ -514,16 +515,18 @@ class LatentCoder:
 
     def __init__(self, model: CompressionModel, params: dict):
         self.model = model
-        self.params = params
+        self.params = latent_codec_params(params)  # all that the coder's functions read
         self.codec = model.make_latent_codec()
         self.num_latents = model.config.num_latents
         self.functions = compiled_functions(model)
-        self.constants = self.functions["coding_constants"](params)  # once, for every step
-        quantiles = model.apply({"params": params}, method=_density_quantiles)
+        self.constants = self.functions["coding_constants"](self.params)  # once, for every step
+        quantiles = model.apply({"params": self.params}, method=_density_quantiles)
         self.density_tables = {}
         for name in ("z", "y"):  # a fixed order for the checksum
             if name in quantiles:
-                likelihood = functools.partial(self.functions[f"{name}_density_likelihood"], params)
+                likelihood = functools.partial(
+                    self.functions[f"{name}_density_likelihood"], self.params
+                )
                 self.density_tables[name] = factorized_tables(quantiles[name], likelihood)
         y_tables = self.density_tables["y"][0] if "y" in self.density_tables else None
         self.y_family = table_family(self.codec.conditional, y_tables)
@@ -576,7 +579,7 @@ class LatentCoder:
                     self.params, step.kind, values, *self.constants, *inputs
                 )
             y_hat[rows, cols, channels] = np.asarray(values)
-            for k, v in dist.items():
+            for k, v in dist.items() if y is not None else ():  # the encoder's rate needs them
                 if k not in dist_maps:
                     dist_maps[k] = np.zeros((height, width, *v.shape[1:-1], m), np.float32)
                 dist_maps[k][rows, cols, ..., channels] = v

@@ -116,5 +116,11 @@ def init_params(model: CompressionModel, key: Array, image_size: int = 64) -> di
     return model.init({"params": key, "noise": key}, x, train=False)["params"]
 
 
+def latent_codec_params(params: dict) -> dict:
+    """The part of a model's params its latent codec reads (the two share a scope): all but the
+    transforms g_a and g_s. Jitted coding steps take only these, fewer leaves to pass per call."""
+    return {name: value for name, value in params.items() if name not in ("g_a", "g_s")}
+
+
 def count_params(params: dict) -> int:
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
