@@ -30,7 +30,7 @@ from pathlib import Path
 
 CACHE_ENV = "JAHP_COMPILATION_CACHE"
 _OFF = ("off", "0", "false", "no", "none")
-CPU_CONVS_ENV = "JAHP_CPU_CONVS"  # "onednn" (the default) or "xla"
+CPU_CONVS_ENV = "JAHP_CPU_CONVS"  # "onednn" (the default, also when empty) or "xla"
 CPU_CONV_FLAGS = (
     "--xla_cpu_experimental_onednn_fusion_type=individual_convolution",  # convs -> oneDNN
     "--xla_cpu_experimental_ynn_fusion_type=individual_dot",  # YNNPACK keeps only the dots
@@ -42,7 +42,7 @@ def select_cpu_conv_kernels() -> None:
     `JAHP_CPU_CONVS=xla` or `XLA_FLAGS` already sets either fusion type. No effect on a process
     whose jax backend is already running; another `JAHP_CPU_CONVS` warns in one line and keeps
     XLA's choice."""
-    choice = os.environ.get(CPU_CONVS_ENV, "onednn").strip().lower()
+    choice = os.environ.get(CPU_CONVS_ENV, "").strip().lower() or "onednn"  # empty: unset
     if choice not in ("onednn", "xla"):
         print(f"warning: {CPU_CONVS_ENV}='{choice}' is not 'onednn' or 'xla'; using XLA's "
               "own conv kernels", file=sys.stderr)  # fmt: skip
