@@ -255,15 +255,14 @@ def _decode_escapes(decoder, count: int) -> np.ndarray:
     return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)
 
 
-def _table_groups(table_index: np.ndarray):
-    """Yield (table, positions) runs in the fixed order both sides use: by table, then position."""
+def _table_runs(table_index: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The fixed order both sides code symbols in: by table, then position. table_index (n,) ->
+    (the positions in that order (n,), [(table, start, stop)]: that order's run of each table)."""
     order = np.argsort(table_index, kind="stable")
     sorted_index = table_index[order]
-    if order.size == 0:
-        return
-    bounds = (np.flatnonzero(np.diff(sorted_index)) + 1).tolist()
-    for start, stop in zip([0, *bounds], [*bounds, order.size], strict=True):
-        yield int(sorted_index[start]), order[start:stop]
+    starts = np.flatnonzero(np.diff(sorted_index, prepend=-1))  # indices are >= 0
+    stops = [*starts[1:].tolist(), order.size]
+    return order, list(zip(sorted_index[starts].tolist(), starts.tolist(), stops, strict=True))
 
 
 def encode_symbols(encoder, symbols: np.ndarray, table_index: np.ndarray, tables: TableSet) -> None:
@@ -273,18 +272,21 @@ def encode_symbols(encoder, symbols: np.ndarray, table_index: np.ndarray, tables
     local = symbols - tables.lows[table_index]
     escape = tables.sizes[table_index] - 1
     escaped = (local < 0) | (local >= escape)
-    local = np.where(escaped, escape, local).astype(np.int32)
-    for table, positions in _table_groups(table_index):
-        encoder.encode(local[positions], tables.models[table])
+    order, runs = _table_runs(table_index)
+    local = np.where(escaped, escape, local).astype(np.int32)[order]
+    for table, start, stop in runs:
+        encoder.encode(local[start:stop], tables.models[table])
     _encode_escapes(encoder, symbols[escaped])
 
 
 def decode_symbols(decoder, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of `encode_symbols`: (n,) int64 symbols."""
     table_index = np.asarray(table_index, np.int64).ravel()
+    order, runs = _table_runs(table_index)
     local = np.empty(table_index.size, np.int64)
-    for table, positions in _table_groups(table_index):
-        local[positions] = decoder.decode(tables.models[table], positions.size)
+    if runs:
+        parts = [decoder.decode(tables.models[table], stop - start) for table, start, stop in runs]
+        local[order] = np.concatenate(parts)
     escaped = local == tables.sizes[table_index] - 1
     symbols = local + tables.lows[table_index]
     symbols[escaped] = _decode_escapes(decoder, int(escaped.sum()))
