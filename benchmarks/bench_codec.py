@@ -5,7 +5,9 @@
 
 Models are N=M=192 with random-init weights, g_a's last conv kernel scaled x20 so that y is not
 all zeros (timing only: the rates are those of an untrained model). Per prior: the first
-compress + decompress (compile included), then the best of --repeats steady-state runs. Checks
+compress + decompress (compile included), then the best of --repeats steady-state runs,
+interleaved across the priors so that their ratios (decode / mean-scale decode, issue 12's
+joint target) see the same machine speed. Checks
 that the round trip is exact (decoded y_hat == encoder's y_hat). Also times g_s alone on the
 decoded y_hat, traced with our convs and with XLA's stock ones (`layers.conv_implementation`),
 interleaved, and prints the dense-matmul limit measured in the same run, g_s's FLOPs (from the
@@ -72,7 +74,9 @@ def synthesis_seconds(model, params, y_hat: np.ndarray, repeats: int) -> dict[st
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def bench_prior(prior: str, image: np.ndarray, repeats: int, size: int) -> dict:
+def prepare_prior(prior: str, image: np.ndarray, size: int) -> dict:
+    """A random-init codec of `prior` (see the module docstring), its file of `image`, and the
+    first compress + decompress (compile included)."""
     model = create_model(prior, size, size)
     params = init_params(model, jax.random.key(0))
     layer = params["g_a"]["layers_6"]
@@ -83,14 +87,8 @@ def bench_prior(prior: str, image: np.ndarray, repeats: int, size: int) -> dict:
     exact = bool(np.array_equal(y_hat, stats.y_hat)) and bool(
         np.array_equal(decoded, codec.reconstruct(stats.y_hat, *image.shape[:2]))
     )
-    encode_s = min(_timed(codec.compress, image)[1] for _ in range(repeats))
-    decode_s = min(_timed(codec.decompress, data)[1] for _ in range(repeats))
-    synthesis = synthesis_seconds(model, params, stats.y_hat, repeats)
     padded_h, padded_w = pad_image(image).shape[1:3]
-    return {
-        "synthesis_s": synthesis["auto"],
-        "stock_synthesis_s": synthesis["stock"],
-        "synthesis_gflop": synthesis_flops(size, padded_h, padded_w) / 1e9,
+    row = {
         "prior": prior,
         "num_filters": size,
         "num_latents": size,
@@ -100,15 +98,32 @@ def bench_prior(prior: str, image: np.ndarray, repeats: int, size: int) -> dict:
         "estimated_bits_y": stats.bits_y,
         "estimated_bits_z": stats.bits_z,
         "overhead_percent": 100.0 * stats.overhead,
-        "encode_s": encode_s,
-        "decode_s": decode_s,
+        "synthesis_gflop": synthesis_flops(size, padded_h, padded_w) / 1e9,
         "first_encode_s": first_encode_s,
         "first_decode_s": first_decode_s,
-        "compile_encode_s": first_encode_s - encode_s,
-        "compile_decode_s": first_decode_s - decode_s,
         "setup_s": setup_s,
         "exact_roundtrip": exact,
     }
+    return {"row": row, "codec": codec, "data": data, "y_hat": stats.y_hat}
+
+
+def time_priors(prepared: dict[str, dict], image: np.ndarray, repeats: int) -> None:
+    """Best-of-`repeats` encode and decode of every prior, the repetitions interleaved across
+    priors (so that their ratios see the same machine speed), then g_s alone per prior; fills
+    each prior's row."""
+    times = {prior: {"encode_s": [], "decode_s": []} for prior in prepared}
+    for _ in range(repeats):
+        for prior, entry in prepared.items():
+            times[prior]["encode_s"].append(_timed(entry["codec"].compress, image)[1])
+            times[prior]["decode_s"].append(_timed(entry["codec"].decompress, entry["data"])[1])
+    for prior, entry in prepared.items():
+        row = entry["row"]
+        row.update({name: min(values) for name, values in times[prior].items()})
+        row["compile_encode_s"] = row["first_encode_s"] - row["encode_s"]
+        row["compile_decode_s"] = row["first_decode_s"] - row["decode_s"]
+        codec = entry["codec"]
+        synthesis = synthesis_seconds(codec.model, codec.params, entry["y_hat"], repeats)
+        row["synthesis_s"], row["stock_synthesis_s"] = synthesis["auto"], synthesis["stock"]
 
 
 def main() -> None:
@@ -137,9 +152,11 @@ def main() -> None:
     print(f"CPU {cpu_model()}, {os.cpu_count()} cores; dense matmul 2048^3 (the limit): "
           f"{limit:.1f} GFLOP/s")  # fmt: skip
     reference = reference_figures(args.reference, "codecs", "prior", "decode_s", REFERENCE_DECODE_S)
+    prepared = {prior: prepare_prior(prior, image, args.size) for prior in args.priors.split(",")}
+    time_priors(prepared, image, args.repeats)
     rows = []
-    for prior in args.priors.split(","):
-        row = bench_prior(prior, image, args.repeats, args.size)
+    for prior, entry in prepared.items():
+        row = entry["row"]
         row["synthesis_fraction_of_limit"] = row["synthesis_gflop"] / row["synthesis_s"] / limit
         if prior in reference and args.size == 192:  # the reference's size
             row["reference_decode_s"], row["reference_source"] = reference[prior]
@@ -152,7 +169,7 @@ def main() -> None:
             f"overhead {row['overhead_percent']:+.2f} %, exact={row['exact_roundtrip']}",
             flush=True,
         )
-        reference = (
+        reference_note = (
             f"; decode / CompressAI's {row['reference_decode_s']:.2f} s "
             f"({row['reference_source']}) = {row['decode_vs_reference']:.2f}"
             if "reference_decode_s" in row
@@ -161,9 +178,15 @@ def main() -> None:
         print(
             f"{'':>11}  g_s {row['synthesis_s']:.3f} s for {row['synthesis_gflop']:.1f} GFLOP = "
             f"{row['synthesis_fraction_of_limit']:.0%} of the limit (stock convs "
-            f"{row['stock_synthesis_s']:.3f} s){reference}",
+            f"{row['stock_synthesis_s']:.3f} s){reference_note}",
             flush=True,
         )
+    if "mean_scale" in prepared:  # issue 12: joint decode <= 1.3x mean-scale decode
+        mean_scale_s = prepared["mean_scale"]["row"]["decode_s"]
+        for row in rows:
+            row["decode_vs_mean_scale"] = row["decode_s"] / mean_scale_s
+            print(f"{row['prior']:>11}: decode / mean-scale decode = "
+                  f"{row['decode_vs_mean_scale']:.2f}")  # fmt: skip
     result = {
         "image": args.image,
         "image_shape": list(image.shape),
