@@ -53,6 +53,23 @@ def layer_ops(
     return ops, conv_flops(batch, side, k, stride, c_in, c_out)
 
 
+def compiled_layer_ops(
+    batch: int, side: int, k: int, stride: int, c_in: int, c_out: int
+) -> tuple[dict[tuple[str, str], tuple[Callable, tuple]], float]:
+    """The layer's three ops compiled with XLA's stock convs and with ours ('auto'): {(
+    implementation, op): (compiled, arguments)}, and the FLOPs of each op. Each implementation
+    traces functions of its own: jax caches a trace per function object, without the
+    implementation choice, so reusing one function would compile the first choice twice."""
+    compiled = {}
+    for implementation in ("stock", "auto"):
+        functions, flops = layer_ops(batch, side, k, stride, c_in, c_out)
+        with layers.conv_implementation(implementation):
+            for op, (function, op_args) in functions.items():
+                program = jax.jit(function).lower(*op_args).compile()
+                compiled[(implementation, op)] = (program, op_args)
+    return compiled, flops
+
+
 def time_interleaved(functions: dict[str, tuple[Callable, tuple]], repeats: int) -> dict:
     """Median seconds of each compiled function, the repetitions interleaved."""
     for function, args in functions.values():
@@ -78,14 +95,7 @@ def main() -> None:
     limit = matmul_gflops(args.repeats)
     rows = []
     for name, side, k, stride, c_in, c_out in joint_layers(args.size, args.patch):
-        functions, flops = layer_ops(args.batch, side, k, stride, c_in, c_out)
-        jitted = {}
-        for implementation in ("stock", "auto"):
-            with layers.conv_implementation(implementation):
-                for op, (function, op_args) in functions.items():
-                    # Compiled inside the block: the choice is read when the function is traced.
-                    compiled = jax.jit(function).lower(*op_args).compile()
-                    jitted[(implementation, op)] = (compiled, op_args)
+        jitted, flops = compiled_layer_ops(args.batch, side, k, stride, c_in, c_out)
         seconds = time_interleaved(jitted, args.repeats)
         for op in OPS:
             stock, ours = seconds[("stock", op)], seconds[("auto", op)]
