@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jahp_jax import runtime
+
 Array = jax.Array
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -61,22 +63,24 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # (sub-pixel) transposed conv below: stride^2 stride-1 convs with the kernel's polyphase
 # components, interleaved. `conv_transpose` uses the same function as its forward pass.
 # A conv from few channels to many (g_a's first layer reads the 3 image channels, g_s's last
-# writes them) gives those kernels a contraction of only k*k*3: on CPU it is an im2col matmul
+# writes them) gives YNNPACK's kernels a contraction of only k*k*3: there it is an im2col matmul
 # instead (`_PATCH`: the k*k shifted views of the input side by side, times the kernel as a
-# (k*k*I, O) matrix), with its transpose and weight gradient the matching matmuls. On GPU and TPU
+# (k*k*I, O) matrix), with its transpose and weight gradient the matching matmuls; oneDNN (the
+# default, `jahp_jax.runtime`) runs these layers faster as plain convs. On GPU and TPU
 # the stock ops are used. Each way is a `_ConvPath` (forward, transpose, weight gradient) that
 # `_conv_path` picks per kernel when a function is traced.
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
-FEW_CHANNELS = 16  # convs from at most this many channels to more take `_PATCH` on CPU
+FEW_CHANNELS = 16  # convs from at most this many channels to more: `_PATCH` under YNNPACK
 _conv_implementation = "auto"
 
 
 @contextlib.contextmanager
 def conv_implementation(name: str) -> Iterator[None]:
     """Trace the convs inside the block with `name`: 'stock' (XLA's conv ops and their autodiff),
-    'phase' (the phase-decomposed transposed conv, and im2col matmuls for convs from at most
-    `FEW_CHANNELS` channels to more) or 'auto' (phase on CPU, stock elsewhere).
+    'phase' (the CPU paths of `_conv_path`: phase-decomposed transposed convs, 1x1 convs as
+    matmuls, convs from at most `FEW_CHANNELS` channels to more as im2col matmuls unless XLA
+    runs convs in oneDNN) or 'auto' (phase on CPU, stock elsewhere).
 
     The choice is read when a function is traced, so jit a fresh function inside the block; the
     benchmarks use it to time both on the same machine in one run. Both give the same result to
@@ -259,14 +263,17 @@ _POINTWISE = _ConvPath(_pointwise, _pointwise_transpose, _pointwise_weight_grad)
 
 def _conv_path(kernel_shape: tuple[int, ...]) -> _ConvPath:
     """The path of the conv with this (k, k, I, O) kernel, chosen when it is traced: stock ops
-    off CPU; on CPU, matmuls for 1x1 kernels, im2col for few input channels widened to many
-    (I <= FEW_CHANNELS < O, as at the image side of g_a and g_s), else the phase-decomposed
-    transpose."""
+    off CPU; on CPU, matmuls for 1x1 kernels; for few input channels widened to many
+    (I <= FEW_CHANNELS < O, as at the image side of g_a and g_s) XLA's own conv where it runs
+    in oneDNN (`runtime.convs_in_onednn`, the default) and im2col where it runs in YNNPACK;
+    else the phase-decomposed transpose."""
     if not _use_phase_convs():
         return _STOCK
     if kernel_shape[:2] == (1, 1):
         return _POINTWISE
-    return _PATCH if kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3] else _PHASE
+    if kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3]:
+        return _STOCK if runtime.convs_in_onednn() else _PATCH
+    return _PHASE
 
 
 def _conv_with_vjp(path: _ConvPath) -> Callable:

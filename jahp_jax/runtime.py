@@ -51,6 +51,13 @@ def select_cpu_conv_kernels() -> None:
         add_xla_flags(*CPU_CONV_FLAGS)
 
 
+def convs_in_onednn() -> bool:
+    """Whether `XLA_FLAGS` hands XLA:CPU's convolutions to oneDNN (as `select_cpu_conv_kernels`
+    sets it): `jahp_jax.layers` then keeps XLA's own conv for the few-channel layers, which
+    oneDNN runs faster than their im2col matmuls."""
+    return CPU_CONV_FLAGS[0] in os.environ.get("XLA_FLAGS", "")
+
+
 def add_xla_flags(*flags: str) -> None:
     """Append `flags` ("--name=value") to `XLA_FLAGS` unless it already sets any of their names:
     a choice of the user's (or of the calling process) wins over ours."""

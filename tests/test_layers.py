@@ -143,8 +143,8 @@ def _lax_conv(x, kernel, stride):
     )
 
 
-# 3 -> 24 channels take the im2col path (`layers.FEW_CHANNELS`), 20 -> 24 the phase-decomposed one;
-# 1x1 kernels a matmul.
+# 3 -> 24 channels take the im2col path (`layers.FEW_CHANNELS`, where XLA's convs are not in
+# oneDNN: forced so below), 20 -> 24 the phase-decomposed one; 1x1 kernels a matmul.
 @pytest.mark.parametrize("channels", [3, 20])
 @pytest.mark.parametrize(
     "height, width, kernel_size, stride",
@@ -154,8 +154,9 @@ def _lax_conv(x, kernel, stride):
     ],
 )  # fmt: skip
 def test_phase_conv_gradients_equal_lax_to_float32_rounding(
-    height, width, kernel_size, stride, channels
+    height, width, kernel_size, stride, channels, monkeypatch
 ):
+    monkeypatch.setattr(layers.runtime, "convs_in_onednn", lambda: False)
     x = _rand(0, (2, height, width, channels))
     kernel = _rand(1, (kernel_size, kernel_size, channels, 24)) / channels**0.5
     g = _rand(2, _lax_conv(x, kernel, stride).shape)
@@ -170,8 +171,11 @@ def test_phase_conv_gradients_equal_lax_to_float32_rounding(
 
 @pytest.mark.parametrize("kernel_size, out_channels", [(5, 6), (5, 20), (1, 20)])
 @pytest.mark.parametrize("implementation", ["phase", "stock"])
-def test_conv_transpose_implementations_agree(implementation, kernel_size, out_channels):
-    # 24 -> 6: im2col, 24 -> 20: phase, 1x1: a matmul
+def test_conv_transpose_implementations_agree(
+    implementation, kernel_size, out_channels, monkeypatch
+):
+    # 24 -> 6: im2col (the path without oneDNN convs), 24 -> 20: phase, 1x1: a matmul
+    monkeypatch.setattr(layers.runtime, "convs_in_onednn", lambda: False)
     kernel = _rand(0, (kernel_size, kernel_size, out_channels, 24)) / 24**0.5
     v = _rand(2, (2, 6, 10, 24))
     target = _rand(3, (2, 12, 20, out_channels))
@@ -192,6 +196,15 @@ def test_conv_transpose_implementations_agree(implementation, kernel_size, out_c
     np.testing.assert_allclose(got, reference(v, kernel), rtol=1e-5, atol=1e-5)
     for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
         np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("onednn, path", [(True, "_STOCK"), (False, "_PATCH")])
+def test_few_channel_convs_follow_the_conv_kernels(onednn, path, monkeypatch):
+    """g_a's first conv (3 -> N) is XLA's own where its convs run in oneDNN, im2col otherwise."""
+    monkeypatch.setattr(layers.runtime, "convs_in_onednn", lambda: onednn)
+    with layers.conv_implementation("phase"):
+        assert layers._conv_path((5, 5, 3, 24)) is getattr(layers, path)
+        assert layers._conv_path((5, 5, 20, 24)) is layers._PHASE
 
 
 def test_conv_implementation_is_chosen_per_backend():

@@ -77,8 +77,10 @@ def test_convs_go_to_onednn_unless_the_user_chose(monkeypatch, capsys):
         assert os.environ["XLA_FLAGS"] == flags, setting
     monkeypatch.setenv(runtime.CPU_CONVS_ENV, " ")  # set but empty: the default
     monkeypatch.setenv("XLA_FLAGS", "")
+    assert not runtime.convs_in_onednn()
     runtime.select_cpu_conv_kernels()
     assert os.environ["XLA_FLAGS"].split() == list(runtime.CPU_CONV_FLAGS)
+    assert runtime.convs_in_onednn()
     warning = capsys.readouterr().err.strip().splitlines()
     assert warning == [f"warning: {runtime.CPU_CONVS_ENV}='bogus' is not 'onednn' or 'xla'; using "
                        "XLA's own conv kernels"]  # fmt: skip
