@@ -1,4 +1,4 @@
-"""How fast the codec command line starts: `python -m jahp_jax.codec decompress` of one image.
+"""How fast the codec command line starts: `python -m jahp_jax.cli.codec decompress` of one image.
 
     python -m benchmarks.bench_cli [--image=kodim23.png] [--checkpoint=models/joint_n64_lmbda0.013]
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "JAHP_COMPILATION_CACHE": str(Path(tmp) / "cache")}
-        codec = [sys.executable, "-m", "jahp_jax.codec"]
+        codec = [sys.executable, "-m", "jahp_jax.cli.codec"]
         jahp, png = str(Path(tmp) / "image.jahp"), str(Path(tmp) / "image.png")
         compress_s = _run([*codec, "compress", f"--checkpoint={args.checkpoint}",
                            args.image, jahp], env)  # fmt: skip

@@ -37,10 +37,10 @@ from benchmarks.machine import (
     write_result,
 )
 from benchmarks.programs import compiled_synthesis
-from jahp_jax import layers
-from jahp_jax.codec import Codec, pad_image
-from jahp_jax.image_io import ImageError, read_image
-from jahp_jax.models import PRIORS, create_model, init_params
+from jahp_jax.coding.codec import Codec, pad_image
+from jahp_jax.io.images import ImageError, read_image
+from jahp_jax.models.compression_model import PRIORS, create_model, init_params
+from jahp_jax.nn import layers
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"

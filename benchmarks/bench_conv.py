@@ -5,7 +5,8 @@
 Every conv of the joint model (g_a, h_a, h_s, context, entropy parameters, g_s) is a strided conv
 S with a (k, k, I, O) kernel; training runs three ops per layer: S, its transpose S^T (the input
 gradient of a conv, the forward pass of a transposed conv and of decoding) and the weight
-gradient dW. Each op is jitted alone and timed with `jahp_jax.layers.conv_implementation('stock')`
+gradient dW. Each op is jitted alone and timed with
+`jahp_jax.nn.layers.conv_implementation('stock')`
 (XLA's conv ops and their autodiff) and with 'auto' (what this machine's backend gets), the
 repetitions interleaved, and set against the dense-matmul rate measured in the same run (the
 machine's practical limit). GDN's 1x1 normalisation is an einsum in both. Writes a Markdown table
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 
 from benchmarks.flops import conv_flops, joint_layers
 from benchmarks.machine import cpu_model, matmul_gflops, write_result
-from jahp_jax import layers
+from jahp_jax.nn import layers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_conv.json"
 OPS = ("S", "S^T", "dW")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import write_result
-from jahp_jax import integer_prior
-from jahp_jax.checkpoints import load_model
-from jahp_jax.codec import Codec
-from jahp_jax.image_io import read_image
+from jahp_jax.coding import integer as integer_prior
+from jahp_jax.coding.codec import Codec
+from jahp_jax.io.checkpoints import load_model
+from jahp_jax.io.images import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,9 +2,10 @@
 
     .venv/bin/python -m benchmarks.bench_metrics [--image=kodim23] [--repeats=5]
 
-The classical-codec sweeps compute `jahp_jax.evaluate.image_metrics` once per image and point;
+The classical-codec sweeps compute `jahp_jax.evaluation.evaluate.image_metrics` once per image and
+point;
 MS-SSIM dominates it. Times the jitted metric (compiled once per image shape, untimed) with
-`jahp_jax.metrics`' shifted-slice Gaussian filter and, interleaved in the same run, with the
+`jahp_jax.models.metrics`' shifted-slice Gaussian filter and, interleaved in the same run, with the
 one-channel `lax.conv_general_dilated` filter it replaced. Writes
 benchmarks/results/bench_metrics.json.
 """
@@ -22,9 +23,9 @@ import jax
 import numpy as np
 
 from benchmarks.machine import cpu_model, write_result
-from jahp_jax import metrics
-from jahp_jax.evaluate import image_metrics
-from jahp_jax.image_io import read_image
+from jahp_jax.evaluation.evaluate import image_metrics
+from jahp_jax.io.images import read_image
+from jahp_jax.models import metrics
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"

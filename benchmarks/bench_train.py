@@ -4,17 +4,16 @@
         [--compare_stock]
 
 Each setting runs in its own subprocess so its peak RSS (ru_maxrss) is its own. The step is
-`jahp_jax.train.train_step`, jitted as in training, on a random batch (the input pipeline is not
-timed). Printed beside each setting: the dense-matmul rate of this machine measured in the same
-run (`benchmarks.machine`), the step's FLOPs counted from the layer shapes (`benchmarks.flops`),
-the achieved GFLOP/s and fraction of that limit, and the ratio to CompressAI's s/step: measured
-on this machine by `benchmarks/reference_compressai.py` (in its own PyTorch environment; read
-from --reference when that file names this CPU), else the REFERENCE constants of issue 12's
-reference run on another machine (said so in the output). `--compare_stock` also
-times the step traced with XLA's stock conv ops (`layers.conv_implementation('stock')`), the
-repetitions interleaved with ours in one process (its peak RSS then covers both). Writes JSON
-to benchmarks/results/bench_train.json; the load average is recorded with the figures.
-"""
+`jahp_jax.training.train.train_step`, jitted as in training, on a random batch (the input pipeline
+is not timed). Printed beside each setting: the dense-matmul rate of this machine measured in the
+same run (`benchmarks.machine`), the step's FLOPs counted from the layer shapes
+(`benchmarks.flops`), the achieved GFLOP/s and fraction of that limit, and the ratio to CompressAI's
+s/step: measured on this machine by `benchmarks/reference_compressai.py` (in its own PyTorch
+environment; read from --reference when that file names this CPU), else the REFERENCE constants of
+issue 12's reference run on another machine (said so in the output). `--compare_stock` also times
+the step traced with XLA's stock conv ops (`layers.conv_implementation('stock')`), the repetitions
+interleaved with ours in one process (its peak RSS then covers both). Writes JSON to
+benchmarks/results/bench_train.json; the load average is recorded with the figures. """
 
 from __future__ import annotations
 
@@ -69,7 +68,8 @@ def run_setting(name: str, steps: int, compare_stock: bool) -> dict:
     import jax
 
     from benchmarks.programs import train_step_setup
-    from jahp_jax import layers, train
+    from jahp_jax.nn import layers
+    from jahp_jax.training import train
 
     prior, n, m, batch, patch = SETTINGS[name]
     config, model, mesh, hparams, x = train_step_setup(prior, n, m, batch, patch)

@@ -169,7 +169,7 @@ def _events(trace_dir: Path) -> tuple[dict[str, float], dict[str, float], float]
 def _program(what: str, size: int, batch: int, patch: int):
     """(compiled function, a call running it once) for the train step or g_s."""
     if what == "train":
-        from jahp_jax import train
+        from jahp_jax.training import train
 
         config, model, mesh, hparams, x = train_step_setup("joint", size, size, batch, patch)
         state = train.create_train_state(config, model, mesh)
@@ -181,7 +181,7 @@ def _program(what: str, size: int, batch: int, patch: int):
             jax.block_until_ready(stats)
 
         return compiled, run
-    from jahp_jax.models import create_model, init_params
+    from jahp_jax.models.compression_model import create_model, init_params
 
     model = create_model("mean_scale", size, size)
     params = init_params(model, jax.random.key(0))

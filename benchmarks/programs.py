@@ -9,7 +9,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import train
+from jahp_jax.training import train
 
 
 class TrainStepSetup(NamedTuple):

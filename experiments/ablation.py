@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from jahp_jax import evaluate
-    from jahp_jax.data import DatasetError, ImageError
-    from jahp_jax.image_io import write_text
-    from jahp_jax.models import PRIORS
-    from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
+    from jahp_jax.data.pipeline import DatasetError, ImageError
+    from jahp_jax.evaluation import evaluate
+    from jahp_jax.io.images import write_text
+    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.training.train import ConfigError, TrainingError, train_and_evaluate
 
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     unknown = sorted(set(priors) - set(PRIORS))
@@ -173,8 +173,8 @@ def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> st
     """From `<prior>.json` in output_dir (and the classical JSONs): bd_rate.md, points.md, rd.png
     (with JPEG 4:2:0, HEVC intra, WebP) and rd_priors.png (the priors alone, zoomed in).
     Returns the BD table."""
-    from jahp_jax import report
-    from jahp_jax.image_io import write_text
+    from jahp_jax.evaluation import report
+    from jahp_jax.io.images import write_text
 
     ours = [str(output_dir / f"{prior}.json") for prior in priors]
     classical = [

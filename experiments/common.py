@@ -98,7 +98,7 @@ def resolve_data(args: argparse.Namespace) -> DataSources:
     Raises:
       DatasetError: a given folder does not exist (one line naming the flag).
     """
-    from jahp_jax.data import KODAK_NAMES, DatasetError, resolve_data_root
+    from jahp_jax.data.pipeline import KODAK_NAMES, DatasetError, resolve_data_root
 
     for label, folder in (("--train_dir", args.train_dir), ("--val_dir", args.val_dir),
                           ("--kodak_dir", args.kodak_dir)):  # fmt: skip
@@ -139,7 +139,7 @@ def resolve_data(args: argparse.Namespace) -> DataSources:
 def check_downloads(sources: DataSources) -> None:
     """Fails fast (DatasetError, one line) when a download the sources need cannot be reached;
     data sets already prepared by tfds need no network."""
-    from jahp_jax.data import check_reachable, is_prepared
+    from jahp_jax.data.pipeline import check_reachable, is_prepared
 
     hint = "pass --data_root=FOLDER holding train/, val/ and kodak/ (see README, 'Data')"
     needed = ([sources.dataset] if sources.dataset else []) + (
@@ -152,7 +152,7 @@ def check_downloads(sources: DataSources) -> None:
 
 def eval_images_of(sources: DataSources, limit: int | None) -> list:
     """(name, uint8 (H, W, 3)) of the evaluation images, sorted by name."""
-    from jahp_jax.data import eval_images
+    from jahp_jax.data.pipeline import eval_images
 
     return list(eval_images(sources.eval_dataset, data_dir=sources.eval_dir, limit=limit))
 
@@ -169,7 +169,7 @@ def train_config(
     num_latents overrides --num_latents (the paper's high rates use M=320). The download
     fallback (tf_flowers) has no validation split, so it trains without validation.
     """
-    from jahp_jax.train import TrainConfig
+    from jahp_jax.training.train import TrainConfig
 
     validates = sources.val_dir is not None or (
         sources.dataset not in (None, DOWNLOAD_TRAIN_DATASET)
@@ -251,7 +251,7 @@ def _cpu_name() -> str:
 def start_sources(args: argparse.Namespace) -> DataSources | int:
     """An experiment's data sources, with every download they need reachable, and their note
     printed; or the exit status: 0 after --check_data printed them, 2 after a one-line error."""
-    from jahp_jax.data import DatasetError
+    from jahp_jax.data.pipeline import DatasetError
 
     try:
         sources = resolve_data(args)

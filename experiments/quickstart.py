@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from jahp_jax import baselines, evaluate, report
-    from jahp_jax.data import DatasetError, ImageError
-    from jahp_jax.image_io import write_text
-    from jahp_jax.train import ConfigError, TrainingError, train_and_evaluate
+    from jahp_jax.data.pipeline import DatasetError, ImageError
+    from jahp_jax.evaluation import baselines, evaluate, report
+    from jahp_jax.io.images import write_text
+    from jahp_jax.training.train import ConfigError, TrainingError, train_and_evaluate
 
     sources = start_sources(args)
     if isinstance(sources, int):

@@ -36,7 +36,7 @@ def histogram_bits(symbols: np.ndarray) -> float:
 
 def rate_gap(checkpoint: str | Path, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Model bits of y vs the per-channel histogram bits of its rounded latents, per pixel."""
-    from jahp_jax.codec import load_codec
+    from jahp_jax.coding.codec import load_codec
 
     codec = load_codec(checkpoint)
     symbols, model_bits, pixels, file_bytes = [], 0.0, 0, 0
@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
 
-    from jahp_jax.checkpoints import CheckpointError
-    from jahp_jax.data import DatasetError, ImageError, eval_images, resolve_data_root
-    from jahp_jax.image_io import write_text
-    from jahp_jax.models import PRIORS
+    from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images, resolve_data_root
+    from jahp_jax.io.checkpoints import CheckpointError
+    from jahp_jax.io.images import write_text
+    from jahp_jax.models.compression_model import PRIORS
 
     root = Path(args.root)
     if args.checkpoint:

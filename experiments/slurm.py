@@ -1,6 +1,7 @@
 """Sweeps on Slurm through submitit: one `sbatch --array` job, one array task per training run.
 
-Each array task runs one `python -m jahp_jax.train` command (with `--multihost` when a task spans
+Each array task runs one `python -m jahp_jax.cli.train` command (with `--multihost` when a task
+spans
 several processes: `srun` starts one per GPU/node and JAX reads the Slurm environment). A task
 that reaches its time limit or is preempted is requeued by submitit and its rerun resumes its own
 workdir from the last complete checkpoint. submitit keeps the job's sbatch script and logs in

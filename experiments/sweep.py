@@ -5,7 +5,7 @@
     ./launch.sh sweep --launcher=slurm --partition=gpu --gpus_per_task=1 --time=2-00:00:00 \\
         --root=runs/sweep --priors=joint --lmbdas=0.0018,0.0067 ...         # a Slurm array job
 
-Flags this module does not define are passed to every `python -m jahp_jax.train` run unchanged
+Flags this module does not define are passed to every `python -m jahp_jax.cli.train` run unchanged
 (data, steps, sizes, ...); --prior, --lmbda and --workdir are set per run. Rerunning the sweep
 resumes every unfinished run.
 
@@ -79,7 +79,7 @@ def plan_runs(
             if high_rate_min_lmbda is not None:
                 preset = "high" if float(lmbda) >= high_rate_min_lmbda else "low"
                 args.append(f"--preset={preset}")
-            runs.append((workdir, [sys.executable, "-m", "jahp_jax.train", *args, *train_args]))
+            runs.append((workdir, [sys.executable, "-m", "jahp_jax.cli.train", *args, *train_args]))
     return runs
 
 

@@ -53,7 +53,7 @@ def select_cpu_conv_kernels() -> None:
 
 def convs_in_onednn() -> bool:
     """Whether `XLA_FLAGS` hands XLA:CPU's convolutions to oneDNN (as `select_cpu_conv_kernels`
-    sets it): `jahp_jax.layers` then keeps XLA's own conv for the few-channel layers, which
+    sets it): `jahp_jax.nn.layers` then keeps XLA's own conv for the few-channel layers, which
     oneDNN runs faster than their im2col matmuls."""
     return CPU_CONV_FLAGS[0] in os.environ.get("XLA_FLAGS", "")
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jahp_jax import baselines, evaluate
-from jahp_jax.data import read_image
+from jahp_jax.data.pipeline import read_image
+from jahp_jax.evaluation import baselines, evaluate
 
 
 @pytest.fixture(scope="module")

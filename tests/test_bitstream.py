@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from jahp_jax import bitstream
-from jahp_jax.coding import CodecError
+from jahp_jax.coding import bitstream
+from jahp_jax.coding.range_coder import CodecError
 
 HEADER = bitstream.Header("float", bytes(range(8, 16)), bytes(range(8)), 97, 131, 8, 12, 0xDEADBEEF)
 Z, Y = b"z" * 8, b"y" * 12

@@ -2,7 +2,7 @@ import jax
 import numpy as np
 import pytest
 
-from jahp_jax.checkpoints import (
+from jahp_jax.io.checkpoints import (
     CheckpointError,
     ModelConfig,
     load_model,
@@ -10,7 +10,7 @@ from jahp_jax.checkpoints import (
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.models import init_params
+from jahp_jax.models.compression_model import init_params
 
 
 def test_save_and_load_roundtrip(tmp_path):
@@ -56,7 +56,7 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
 
 
 def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
-    from jahp_jax.checkpoints import export_model, main, read_config
+    from jahp_jax.io.checkpoints import export_model, main, read_config
 
     config = ModelConfig("joint", 8, 8)
     params = init_params(config.build(), jax.random.key(1))

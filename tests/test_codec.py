@@ -11,12 +11,12 @@ import optax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
-from jahp_jax import bitstream, codec
-from jahp_jax.checkpoints import ModelConfig, save_model
-from jahp_jax.codec import Codec, CodecError
-from jahp_jax.data import read_image, write_png
-from jahp_jax.losses import rate_distortion_loss
-from jahp_jax.models import create_model, init_params
+from jahp_jax.coding import bitstream, codec
+from jahp_jax.coding.codec import Codec, CodecError
+from jahp_jax.data.pipeline import read_image, write_png
+from jahp_jax.io.checkpoints import ModelConfig, save_model
+from jahp_jax.models.compression_model import create_model, init_params
+from jahp_jax.models.losses import rate_distortion_loss
 
 CONFIGS = [
     ("factorized", 1),
@@ -188,7 +188,7 @@ def test_load_codec_matches_in_memory(checkpoint_dir, codecs, test_image):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jahp_jax.codec", *args],
+        [sys.executable, "-m", "jahp_jax.cli.codec", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -1,9 +1,9 @@
-"""Tables, symbol coding with escapes and mixtures of jahp_jax.coding."""
+"""Tables, symbol coding with escapes and mixtures of jahp_jax.coding.range_coder."""
 
 import numpy as np
 import pytest
 
-from jahp_jax import coding
+from jahp_jax.coding import range_coder as coding
 
 
 def test_quantize_pmf_is_a_valid_integer_table():

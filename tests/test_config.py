@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from jahp_jax import train
-from jahp_jax.config import ModelConfig
-from jahp_jax.latent_codecs import PRIORS
+from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
+from jahp_jax.training import train
 
 
 @pytest.mark.parametrize(
@@ -103,11 +103,12 @@ def test_train_flags_carry_prior_options():
 def test_importing_the_library_registers_no_flags():
     """Library modules leave absl's FLAGS alone (the train command registers its own)."""
     code = (
-        "import jahp_jax.codec, jahp_jax.evaluate, jahp_jax.train, jahp_jax.convert\n"
+        "import jahp_jax.coding.codec, jahp_jax.evaluation.evaluate, jahp_jax.training.train\n"
+        "import jahp_jax.io.convert\n"
         "from absl import flags\n"
         "ours = [m for m in flags.FLAGS.flags_by_module_dict() if 'jahp_jax' in m]\n"
         "assert not ours and 'lmbda' not in flags.FLAGS, ours\n"
-        "jahp_jax.train.define_flags()\n"
+        "jahp_jax.training.train.define_flags()\n"
         "assert 'lmbda' in flags.FLAGS\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -118,10 +119,12 @@ def test_the_commands_import_tensorflow_only_to_read_data(tmp_path):
     """TensorFlow (seconds to import) waits for the data pipelines: importing the commands' modules
     leaves it out, and `jahp-train` refuses a bad flag without it."""
     code = (
-        "import atexit, sys, jahp_jax.codec, jahp_jax.evaluate, jahp_jax.train, jahp_jax.convert\n"
+        "import atexit, sys, jahp_jax.coding.codec, jahp_jax.evaluation.evaluate\n"
+        "import jahp_jax.training.train, jahp_jax.io.convert\n"
         "atexit.register(lambda: print('tensorflow' in sys.modules))\n"
         "assert 'tensorflow' not in sys.modules\n"
-        "jahp_jax.train.cli(['train', '--lmbda=1', '--prior=bogus', '--workdir=' + sys.argv[1]])\n"
+        "jahp_jax.training.train.cli(\n"
+        "    ['train', '--lmbda=1', '--prior=bogus', '--workdir=' + sys.argv[1]])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
                           capture_output=True, text=True)  # fmt: skip

@@ -22,7 +22,7 @@ def train(workdir) -> subprocess.CompletedProcess:
     images.mkdir()
     for path in sorted((SHARED / "data" / "train" / "bsds500").glob("*.jpg"))[:4]:
         shutil.copy(path, images / path.name)
-    command = [sys.executable, "-m", "jahp_jax.train", f"--workdir={workdir}", "--lmbda=0.01",
+    command = [sys.executable, "-m", "jahp_jax.cli.train", f"--workdir={workdir}", "--lmbda=0.01",
                "--num_filters=8", "--num_latents=8", "--batch_size=2", "--patch_size=64",
                "--num_steps=4", "--log_every=3", "--checkpoint_every=2", "--seed=3",
                f"--data_dir={images}", f"--tfds_data_dir={workdir.parent / 'tfds'}"]  # fmt: skip
@@ -55,17 +55,19 @@ def test_console_shows_our_lines_and_third_party_warnings_only(monkeypatch):
     monkeypatch.setattr(console, "bars_enabled", lambda: False)
     quiet = console._ConsoleFilter(logging.WARNING)
     ours_via_absl = record("absl", logging.INFO, pathname=console.__file__)
-    assert quiet.filter(ours_via_absl) and quiet.filter(record("jahp_jax.data", logging.INFO))
+    assert quiet.filter(ours_via_absl)
+    assert quiet.filter(record("jahp_jax.data.pipeline", logging.INFO))
     assert not quiet.filter(record("absl", logging.INFO))  # orbax, tfds: through absl
     assert quiet.filter(record("absl", logging.WARNING))
     assert console._ConsoleFilter(logging.INFO).filter(record("absl", logging.INFO))
-    detail = record("jahp_jax.train", logging.INFO, **console.DETAIL)
+    detail = record("jahp_jax.training.train", logging.INFO, **console.DETAIL)
     assert quiet.filter(detail)
     monkeypatch.setattr(console, "bars_enabled", lambda: True)  # a terminal: the bar says it
     assert not quiet.filter(detail)
     formatter = console._ConsoleFormatter()
-    assert formatter.format(record("jahp_jax.data", logging.INFO)) == "message 7"
-    assert formatter.format(record("jahp_jax.data", logging.WARNING)) == "warning: message 7"
+    assert formatter.format(record("jahp_jax.data.pipeline", logging.INFO)) == "message 7"
+    warning = record("jahp_jax.data.pipeline", logging.WARNING)
+    assert formatter.format(warning) == "warning: message 7"
     assert formatter.format(record("orbax", logging.WARNING)) == "[orbax] WARNING message 7"
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import FULL_SHARED
 
-from jahp_jax import convert
-from jahp_jax.checkpoints import load_model, read_config, resolve_checkpoint
-from jahp_jax.codec import load_codec
-from jahp_jax.losses import bits_per_pixel
+from jahp_jax.coding.codec import load_codec
+from jahp_jax.io import convert
+from jahp_jax.io.checkpoints import load_model, read_config, resolve_checkpoint
+from jahp_jax.models.losses import bits_per_pixel
 
 ARCHS = list(convert.ARCHS)
 GOLDEN = FULL_SHARED / "golden" / "compressai"

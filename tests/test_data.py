@@ -1,4 +1,5 @@
-"""Tests for jahp_jax.data: image IO, the tfds builders and the training / evaluation streams."""
+"""Tests for jahp_jax.data.pipeline: image IO, the tfds builders and the training / evaluation
+streams."""
 
 import itertools
 import logging
@@ -14,7 +15,7 @@ import tensorflow_datasets as tfds
 from conftest import SHARED
 from PIL import Image
 
-from jahp_jax import data
+from jahp_jax.data import pipeline as data
 
 DATA = SHARED / "data"  # ../shared/data, or the committed stand-in (2 Kodak images, 7 BSDS500)
 KODAK = DATA / "kodak"
@@ -287,8 +288,9 @@ def test_a_batch_larger_than_the_data_set_is_refused(coordinate_dir, tmp_path):
 
 def test_processes_preparing_one_folder_at_once_all_succeed(coordinate_dir, tmp_path):
     """The tasks of a sweep (or the processes of one run) prepare the same folder together."""
-    script = ("import sys; from jahp_jax import data; data.prepare_dataset(dataset=None, "
-              "data_dir=sys.argv[1], tfds_data_dir=sys.argv[2]); print('prepared')")  # fmt: skip
+    script = ("import sys; from jahp_jax.data import pipeline; "
+              "pipeline.prepare_dataset(dataset=None, data_dir=sys.argv[1], "
+              "tfds_data_dir=sys.argv[2]); print('prepared')")  # fmt: skip
     command = [sys.executable, "-c", script, str(coordinate_dir), str(tmp_path / "tfds")]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]  # fmt: skip
@@ -301,7 +303,7 @@ def test_folder_with_corrupt_files_skips_them_with_a_count(coordinate_dir, tmp_p
     for kind in ("text", "truncated"):
         make_bad_file(coordinate_dir, kind)
     tfds_dir = str(tmp_path / "tfds")
-    with caplog.at_level(logging.WARNING, logger="jahp_jax.data"):
+    with caplog.at_level(logging.WARNING, logger="jahp_jax.data.pipeline"):
         prepared = data.prepare_dataset(dataset=None, data_dir=str(coordinate_dir),
                                         tfds_data_dir=tfds_dir)
     assert len(prepared.skipped) == 2
@@ -329,7 +331,7 @@ def test_folder_preparation_notices_changes_and_never_writes_into_the_folder(
 
 
 def test_images_smaller_than_the_patch_are_skipped_with_a_count(coordinate_dir, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="jahp_jax.data"):
+    with caplog.at_level(logging.WARNING, logger="jahp_jax.data.pipeline"):
         patches = np.concatenate(take(folder_batches(coordinate_dir, str(tmp_path / "t"),
                                                      patch_size=24), 6))
     assert "2 of 6 images" in caplog.text  # 16x16 and 20x33 are too small.

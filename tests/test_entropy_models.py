@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jahp_jax import entropy_models as em
+from jahp_jax.models import entropy_models as em
 
 GRID = jnp.arange(-400.0, 401.0)  # a wide integer grid
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jahp_jax import evaluate
+from jahp_jax.evaluation import evaluate
 
 
 def _images() -> list[tuple[str, np.ndarray]]:

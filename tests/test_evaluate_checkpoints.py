@@ -5,10 +5,10 @@ import json
 import jax
 import pytest
 
-from jahp_jax import evaluate
-from jahp_jax.checkpoints import ModelConfig, save_model
-from jahp_jax.data import eval_images
-from jahp_jax.models import init_params
+from jahp_jax.data.pipeline import eval_images
+from jahp_jax.evaluation import evaluate
+from jahp_jax.io.checkpoints import ModelConfig, save_model
+from jahp_jax.models.compression_model import init_params
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_cli_writes_a_curve_from_real_files(checkpoints, kodak_dir, tmp_path, ca
     ]
     assert results["bpp"] == sorted(results["bpp"])
     # bpp is the real file size: recompute it for the first image from our own codec.
-    from jahp_jax.codec import load_codec
+    from jahp_jax.coding.codec import load_codec
 
     name, image = next(eval_images("kodak", data_dir=kodak_dir, limit=1))
     rows = (tmp_path / "ours.images.csv").read_text().splitlines()
@@ -66,7 +66,7 @@ def test_bad_checkpoints_and_claims(checkpoints, kodak_dir, tmp_path, capsys):
 
 
 def test_comparison_sheet_puts_our_model_beside_the_codecs(checkpoints, kodak_dir, tmp_path):
-    from jahp_jax import report
+    from jahp_jax.evaluation import report
 
     results = tmp_path / "ours.json"
     argv = [f"--checkpoint={checkpoints[0]}", f"--data_dir={kodak_dir}", "--limit=1"]

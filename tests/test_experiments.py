@@ -11,8 +11,8 @@ from conftest import REPO_ROOT, SHARED
 
 from experiments import ablation, quickstart
 from experiments.common import DOWNLOAD_TRAIN_DATASET, resolve_data, train_config
-from jahp_jax import data
-from jahp_jax.checkpoints import read_config, resolve_checkpoint
+from jahp_jax.data import pipeline as data
+from jahp_jax.io.checkpoints import read_config, resolve_checkpoint
 
 DATA_ROOT = SHARED / "data"  # ../shared/data, or the committed stand-in
 TOY = ["--num_steps=2", "--num_filters=8", "--num_latents=8", "--batch_size=2",

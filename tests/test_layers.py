@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jahp_jax import layers
+from jahp_jax.nn import layers
 
 
 def _rand(key, shape):

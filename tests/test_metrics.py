@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from jahp_jax import metrics
-from jahp_jax.data import read_image
+from jahp_jax.data.pipeline import read_image
+from jahp_jax.models import metrics
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:

@@ -4,8 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from jahp_jax.losses import rate_distortion_loss
-from jahp_jax.models import PRIORS, count_params, create_model, init_params
+from jahp_jax.models.compression_model import PRIORS, count_params, create_model, init_params
+from jahp_jax.models.losses import rate_distortion_loss
 
 CONFIGS = [(prior, 1) for prior in PRIORS] + [("joint", 3), ("mean_scale", 2)]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SHARED, free_port, suite_xla_flags
 
-from jahp_jax.checkpoints import load_model, resolve_checkpoint
+from jahp_jax.io.checkpoints import load_model, resolve_checkpoint
 
 BSDS = SHARED / "data" / "train" / "bsds500"
 KODAK = SHARED / "data" / "kodak"
@@ -58,7 +58,7 @@ def data_args(tmp_path_factory) -> list[str]:
 
 
 def train_command(workdir: Path, data_args: list[str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jahp_jax.train", *TINY, *data_args, f"--workdir={workdir}",
+    return [sys.executable, "-m", "jahp_jax.cli.train", *TINY, *data_args, f"--workdir={workdir}",
             *extra]  # fmt: skip
 
 
@@ -114,18 +114,19 @@ def test_a_four_device_model_codes_and_evaluates_identically_on_one_and_two_devi
     for count in (1, 2):
         folder = tmp_path / f"on{count}"
         folder.mkdir()
-        codec = [sys.executable, "-m", "jahp_jax.codec"]
+        codec = [sys.executable, "-m", "jahp_jax.cli.codec"]
         compressed = run([*codec, "compress", f"--checkpoint={four_devices}", str(image),
                           str(folder / "kodim23.jahp")], devices(env, count))  # fmt: skip
         assert compressed.returncode == 0, compressed.stderr[-2000:]
-        evaluated = run([sys.executable, "-m", "jahp_jax.evaluate", f"--checkpoint={four_devices}",
+        evaluated = run([sys.executable, "-m", "jahp_jax.cli.evaluate",
+                         f"--checkpoint={four_devices}",
                          "--dataset=folder", f"--data_dir={tmp_path / 'images'}",
                          f"--output={folder / 'eval.json'}"],
                         devices(env, count))  # fmt: skip
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         outputs[count] = folder
     for count, other in ((1, 2), (2, 1)):  # Each decodes the other's file.
-        decoded = run([sys.executable, "-m", "jahp_jax.codec", "decompress",
+        decoded = run([sys.executable, "-m", "jahp_jax.cli.codec", "decompress",
                        f"--checkpoint={four_devices}", str(outputs[other] / "kodim23.jahp"),
                        str(outputs[count] / "decoded.png")], devices(env, count))  # fmt: skip
         assert decoded.returncode == 0, decoded.stderr[-2000:]

@@ -27,13 +27,10 @@ import numpy as np
 import pytest
 from conftest import SHARED, default_codegen
 
-from jahp_jax import bitstream, convert, integer_prior, train
-from jahp_jax.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
-from jahp_jax.codec import load_codec
-from jahp_jax.coding import CodecError, LatentCoder, compiled_functions, scale_to_level
-from jahp_jax.config import ModelConfig
-from jahp_jax.image_io import read_image, write_png
-from jahp_jax.integer_prior import (
+from jahp_jax.coding import bitstream
+from jahp_jax.coding import integer as integer_prior
+from jahp_jax.coding.codec import load_codec
+from jahp_jax.coding.integer import (
     ONE,
     SUPPORTED_PRIORS,
     IntegerLatentCoder,
@@ -42,7 +39,13 @@ from jahp_jax.integer_prior import (
     LayerSpec,
     rounding_divide,
 )
-from jahp_jax.models import create_model, init_params
+from jahp_jax.coding.range_coder import CodecError, LatentCoder, compiled_functions, scale_to_level
+from jahp_jax.io import convert
+from jahp_jax.io.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
+from jahp_jax.io.images import read_image, write_png
+from jahp_jax.models.compression_model import create_model, init_params
+from jahp_jax.models.config import ModelConfig
+from jahp_jax.training import train
 
 SIZE = 16  # N = M
 LATENT = (8, 8)
@@ -368,12 +371,12 @@ def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(wor
     sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
     write_png(tmp_path / "image.png", IMAGE)
     for name in ("integer", "float"):
-        result = _cli("jahp_jax.codec", "compress", f"--checkpoint={workdirs[name]}",
+        result = _cli("jahp_jax.cli.codec", "compress", f"--checkpoint={workdirs[name]}",
                       str(tmp_path / "image.png"), str(tmp_path / f"{name}.jahp"),
                       env=default_codegen(dict(os.environ)))  # fmt: skip
         assert result.returncode == 0, result.stderr
     here = load_codec(workdirs["integer"]).decompress((tmp_path / "integer.jahp").read_bytes())
-    decompress = ("jahp_jax.codec", "decompress")
+    decompress = ("jahp_jax.cli.codec", "decompress")
     files = (str(tmp_path / "integer.jahp"), str(tmp_path / "integer.png"))
     result = _cli(*decompress, f"--checkpoint={workdirs['integer']}", *files, env=sse)
     assert result.returncode == 0, result.stderr

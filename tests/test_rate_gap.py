@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from experiments import rate_gap
-from jahp_jax.checkpoints import ModelConfig, checkpoint_root, save_model
-from jahp_jax.models import create_model, init_params
+from jahp_jax.io.checkpoints import ModelConfig, checkpoint_root, save_model
+from jahp_jax.models.compression_model import create_model, init_params
 
 
 def test_histogram_bits_of_known_symbols():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jahp_jax import report
+from jahp_jax.evaluation import report
 
 RATE = np.array([0.12, 0.25, 0.5, 0.9, 1.6])
 PSNR = np.array([27.0, 29.5, 32.2, 35.1, 38.4])

@@ -164,7 +164,7 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     workdirs = [root / "joint_lmbda0.01", root / "joint_lmbda0.02"]
     assert sorted(logs) == [str(w) for w in workdirs]
     for workdir, text in logs.items():
-        assert "jahp_jax.train" in text and "Traceback" not in text, text[-3000:]
+        assert "jahp_jax.cli.train" in text and "Traceback" not in text, text[-3000:]
         assert f"--workdir={workdir}" in text
         assert (Path(workdir) / "checkpoints" / str(STEPS) / "params").is_dir(), text[-3000:]
 
@@ -176,7 +176,7 @@ def test_a_slurm_array_sweep_runs_to_completion_and_its_workdirs_evaluate(slurm_
     (tmp_path / "kodak").mkdir()
     shutil.copy(KODAK / "kodim23.png", tmp_path / "kodak")
     evaluated = subprocess.run(
-        [sys.executable, "-m", "jahp_jax.evaluate", *(f"--checkpoint={w}" for w in workdirs),
+        [sys.executable, "-m", "jahp_jax.cli.evaluate", *(f"--checkpoint={w}" for w in workdirs),
          "--dataset=folder", f"--data_dir={tmp_path / 'kodak'}", f"--output={output}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Tests for jahp_jax.train: resume after SIGKILL, data parallelism, non-finite losses, bad input.
+"""Tests for jahp_jax.training.train: resume after SIGKILL, data parallelism, non-finite losses, bad
+input.
 
 Training runs in subprocesses (a SIGKILL, XLA flags that must precede jax's start) with a tiny
 joint model (N=M=8, 64x64 crops, batch 2); they share the run's persistent compilation cache
@@ -19,16 +20,16 @@ import pytest
 import tensorflow as tf
 from conftest import SHARED, suite_xla_flags
 
-from jahp_jax import train
-from jahp_jax.checkpoints import (
+from jahp_jax.data.pipeline import DatasetError
+from jahp_jax.io.checkpoints import (
     CheckpointError,
     checkpoint_root,
     load_model,
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.data import DatasetError
-from jahp_jax.models import init_params
+from jahp_jax.models.compression_model import init_params
+from jahp_jax.training import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BSDS = SHARED / "data" / "train" / "bsds500"
@@ -58,7 +59,7 @@ def data_args(tmp_path_factory) -> list[str]:
 
 def run_train(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jahp_jax.train", *args],
+        [sys.executable, "-m", "jahp_jax.cli.train", *args],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
 
@@ -180,7 +181,7 @@ MULTI_DEVICE_SCRIPT = """
 import json
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from jahp_jax import train
+from jahp_jax.training import train
 
 config = train.TrainConfig(lmbda=0.01, prior="factorized", num_filters=8, num_latents=8,
                            patch_size=32, batch_size=4)
@@ -243,7 +244,7 @@ cache = Path(sys.argv[1])
 jax.config.update("jax_compilation_cache_dir", str(cache))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-from jahp_jax import train
+from jahp_jax.training import train
 entries = []
 for lmbda, seed, num_steps in ((0.01, 0, 100), (0.05, 7, 3000)):
     config = train.TrainConfig(lmbda=lmbda, seed=seed, num_steps=num_steps, prior="hyperprior",
@@ -275,7 +276,8 @@ def test_runs_differing_in_lambda_seed_or_steps_share_one_program(env, tmp_path)
 NAN_SCRIPT = """
 import sys
 import numpy as np
-from jahp_jax import data, train
+from jahp_jax.data import pipeline as data
+from jahp_jax.training import train
 
 real = data.train_batches
 def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.

@@ -1,0 +1,1 @@
+"""The console commands (`jahp-train`, `jahp-codec`, ...), one module each."""

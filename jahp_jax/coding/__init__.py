@@ -1,0 +1,2 @@
+"""Entropy coding: range-coder tables, the coding loop over a schedule, integer arithmetic, the
+.jahp format, the codec."""

@@ -1,0 +1,1 @@
+"""Input pipelines (tfds + tf.data) and where data lives."""

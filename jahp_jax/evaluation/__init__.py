@@ -1,0 +1,1 @@
+"""Evaluation from real files, classical codecs, BD-rates and plots."""

@@ -1,0 +1,343 @@
+"""Codec-agnostic rate-distortion evaluation and the CompressAI results-JSON format.
+
+A codec is evaluated as a list of operating points, each a ``quality`` label plus a
+``roundtrip(image_uint8) -> Roundtrip`` callable. For every image and point this module measures
+the real rate (bits of the returned bytes per pixel), PSNR and MS-SSIM on RGB, and the encode and
+decode times; it then averages per point over images (PSNR averaged per image, as in published
+Kodak numbers) into the CompressAI layout::
+
+    {"name": ..., "description": ...,
+     "results": {"quality": [...], "bpp": [...], "psnr-rgb": [...], "ms-ssim-rgb": [...],
+                 "ms-ssim-rgb-db": [...], "encoding_time": [...], "decoding_time": [...],
+                 "num_images": [...], <extra per-point fields, e.g. "estimated-bpp">},
+     "errors": [{"image", "quality", "error"}, ...]}
+
+and keeps per-image rows for a second (CSV) file. A failure of one image at one point is recorded
+in ``errors`` and in its row, and never discards the other results.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence, Sized
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jahp_jax import console
+from jahp_jax.io.images import write_text
+from jahp_jax.models import metrics
+
+_log = logging.getLogger(__name__)
+METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
+
+
+class Roundtrip(NamedTuple):
+    """One image through a codec: the compressed bytes, the decoded uint8 HxWx3 image, seconds.
+
+    ``extra`` holds optional per-image numbers averaged like the metrics (e.g. "estimated-bpp").
+    """
+
+    data: bytes
+    decoded: np.ndarray
+    encode_seconds: float
+    decode_seconds: float
+    extra: dict[str, float] = {}
+
+
+class OperatingPoint(NamedTuple):
+    """One point of a codec's rate sweep: a label (quality, QP, lambda...) and its roundtrip."""
+
+    quality: float | int | str
+    roundtrip: Callable[[np.ndarray], Roundtrip]
+
+
+@jax.jit
+def _quality_metrics(image: jax.Array, decoded: jax.Array) -> dict[str, jax.Array]:
+    x = image[None].astype(np.float32) / 255.0
+    x_hat = decoded[None].astype(np.float32) / 255.0
+    ms_ssim = metrics.ms_ssim(x, x_hat)[0]
+    return {
+        "psnr-rgb": metrics.psnr(x, x_hat)[0],
+        "ms-ssim-rgb": ms_ssim,
+        "ms-ssim-rgb-db": metrics.ms_ssim_db(ms_ssim),
+    }
+
+
+def image_metrics(image: np.ndarray, decoded: np.ndarray, num_bytes: int) -> dict[str, float]:
+    """bpp, PSNR (dB) and MS-SSIM (linear and dB) of one uint8 HxWx3 reconstruction."""
+    if decoded.shape != image.shape or decoded.dtype != np.uint8:
+        raise ValueError(
+            f"decoded image is {decoded.dtype} {decoded.shape}, expected uint8 {image.shape}"
+        )
+    height, width = image.shape[:2]
+    values = {k: float(v) for k, v in _quality_metrics(image, decoded).items()}
+    return {"bpp": 8.0 * num_bytes / (height * width), **values}
+
+
+def _one_line(error: BaseException) -> str:
+    message = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {message}"
+
+
+def evaluate_codec(
+    name: str,
+    description: str,
+    points: Sequence[OperatingPoint],
+    images: Iterable[tuple[str, np.ndarray]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Runs every image through every operating point, with a progress bar over the roundtrips
+    (a line per image in the log instead, see `jahp_jax.console`).
+
+    Returns the CompressAI-format results dict (per-point means over the images that succeeded)
+    and the per-image rows (one dict per image and point, with an "error" field).
+    """
+    if not points:
+        raise ValueError(f"codec {name!r} has no operating points")
+    labels = [point.quality for point in points]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"codec {name!r} has repeated quality labels {labels}")
+    rows: list[dict[str, Any]] = []
+    num_images = 0
+    total = len(images) * len(points) if isinstance(images, Sized) else None
+    bar = console.progress(total=total, desc=name, unit="roundtrip")
+    for image_name, image in images:
+        num_images += 1
+        start = time.perf_counter()
+        failures = 0
+        for point in points:
+            row: dict[str, Any] = {"image": image_name, "quality": point.quality, "error": ""}
+            try:
+                result = point.roundtrip(image)
+                row.update(image_metrics(image, np.asarray(result.decoded), len(result.data)))
+                row["encoding_time"] = float(result.encode_seconds)
+                row["decoding_time"] = float(result.decode_seconds)
+                row.update({k: float(v) for k, v in result.extra.items()})
+            except Exception as error:  # one failure must not discard the other results
+                row["error"] = _one_line(error)
+                failures += 1
+            rows.append(row)
+            bar.update()
+        done = [r for r in rows[-len(points) :] if not r["error"]]
+        rates = ""
+        if done:
+            rates = f"{min(r['bpp'] for r in done):.3f}-{max(r['bpp'] for r in done):.3f} bpp"
+        status = f", {failures} failed" if failures else ""
+        _log.info(
+            "[%s] %s (#%d): %d points %s%s, %.1f s", name, image_name, num_images, len(points),
+            rates, status, time.perf_counter() - start, extra=console.DETAIL,
+        )  # fmt: skip
+    bar.close()
+    if num_images == 0:
+        raise ValueError(f"no images to evaluate codec {name!r} on")
+    return summarize(name, description, points, rows), rows
+
+
+def summarize(
+    name: str,
+    description: str,
+    points: Sequence[OperatingPoint],
+    rows: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Averages per-image rows per operating point into the CompressAI results layout."""
+    row_keys = {k for r in rows for k in r}
+    extra_keys = sorted(row_keys - set(METRIC_KEYS) - {"image", "quality", "error"})
+    keys = (*METRIC_KEYS, *extra_keys)
+    results: dict[str, list] = {"quality": [], **{k: [] for k in keys}, "num_images": []}
+    for point in points:
+        good = [r for r in rows if r["quality"] == point.quality and not r["error"]]
+        if not good:
+            continue
+        results["quality"].append(point.quality)
+        results["num_images"].append(len(good))
+        for key in keys:
+            values = [r[key] for r in good if key in r]
+            results[key].append(float(np.mean(values)) if len(values) == len(good) else None)
+    errors = [{k: r[k] for k in ("image", "quality", "error")} for r in rows if r["error"]]
+    return {"name": name, "description": description, "results": results, "errors": errors}
+
+
+def write_results(
+    output_dir: str | os.PathLike, stem: str, results: dict[str, Any], rows: Sequence[dict]
+) -> tuple[Path, Path]:
+    """Writes ``<stem>.json`` (results) and ``<stem>.images.csv`` (per-image rows) atomically."""
+    output_dir = Path(output_dir)
+    json_path = output_dir / f"{stem}.json"
+    csv_path = output_dir / f"{stem}.images.csv"
+    write_text(json_path, json.dumps(results, indent=2) + "\n")
+    columns = ["image", "quality", *METRIC_KEYS]
+    columns += sorted({k for r in rows for k in r} - set(columns) - {"error"}) + ["error"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(csv_path, buffer.getvalue())
+    return json_path, csv_path
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a CompressAI-format results JSON; raises ValueError with the path if malformed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read results file {path}: {_one_line(error)}") from None
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, dict) or not isinstance(results.get("bpp"), list):
+        raise ValueError(f"{path} is not a results JSON (needs 'results' with a 'bpp' list)")
+    lengths = {k: len(v) for k, v in results.items() if isinstance(v, list)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{path}: result lists have different lengths {lengths}")
+    data.setdefault("name", path.stem)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Our checkpoints, through real files.
+# --------------------------------------------------------------------------------------------
+def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = None):
+    """(codec, OperatingPoint) for one checkpoint: compress to bytes, decompress, time both.
+
+    Each new padded image shape is compiled by one untimed warm-up round trip first, so times are
+    steady-state. The point's extra fields are the model's estimated bpp and the file overhead.
+    """
+    from jahp_jax.coding.codec import load_codec, pad_image
+
+    codec = load_codec(checkpoint)
+    prior = codec.config.prior
+    if claimed_prior is not None and claimed_prior != prior:
+        raise ValueError(
+            f"checkpoint '{checkpoint}' holds a '{prior}' model, not the claimed '{claimed_prior}'"
+        )
+    warmed_up: set[tuple[int, ...]] = set()
+
+    def roundtrip(image: np.ndarray) -> Roundtrip:
+        shape = pad_image(image).shape
+        if shape not in warmed_up:
+            codec.decompress(codec.compress(image))
+            warmed_up.add(shape)
+        start = time.perf_counter()
+        data, stats = codec.compress_with_stats(image)
+        encoded = time.perf_counter()
+        decoded = codec.decompress(data)
+        decoded_at = time.perf_counter()
+        return Roundtrip(
+            data,
+            decoded,
+            encoded - start,
+            decoded_at - encoded,
+            {
+                "estimated-bpp": stats.estimated_bits / stats.num_pixels,
+                "file-overhead": stats.overhead,
+            },
+        )
+
+    return codec, OperatingPoint(_checkpoint_label(checkpoint), roundtrip)
+
+
+def _checkpoint_label(checkpoint: str | os.PathLike) -> str:
+    from jahp_jax.io.checkpoints import read_config, resolve_checkpoint
+
+    step_dir = resolve_checkpoint(checkpoint)
+    _, extra = read_config(step_dir)
+    lmbda = extra.get("lmbda")
+    return f"lmbda={lmbda}" if lmbda is not None else str(Path(checkpoint))
+
+
+def evaluate_checkpoints(
+    checkpoints: Sequence[str],
+    images: Sequence[tuple[str, np.ndarray]],
+    name: str | None = None,
+    claimed_prior: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One RD curve from checkpoints of one model family (same prior and sizes)."""
+    points, configs = [], []
+    for checkpoint in checkpoints:
+        codec, point = checkpoint_point(checkpoint, claimed_prior)
+        points.append(point)
+        configs.append(codec.config)
+    if len(set(configs)) > 1:
+        log(f"note: the checkpoints hold different models: {sorted(set(map(str, configs)))}")
+    first = configs[0]
+    name = name or (
+        f"jahp_jax {first.prior} (N={first.num_filters}, M={first.num_latents}"
+        + (f", K={first.mixture_components})" if first.mixture_components > 1 else ")")
+    )
+    description = "real files from jahp_jax.coding.codec; " + ", ".join(
+        f"{p.quality}: {c}" for p, c in zip(points, configs, strict=True)
+    )
+    results, rows = evaluate_codec(name, description, points, images)
+    order = np.argsort(results["results"]["bpp"])  # a curve, by rate
+    results["results"] = {
+        k: [v[i] for i in order] if isinstance(v, list) else v
+        for k, v in results["results"].items()
+    }
+    return results, rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from jahp_jax.coding.codec import CodecError
+    from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images
+    from jahp_jax.io.checkpoints import CheckpointError
+    from jahp_jax.runtime import enable_compilation_cache
+
+    parser = argparse.ArgumentParser(
+        description="Evaluate checkpoints on a data set through real compressed files."
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="a training workdir or checkpoint folder; repeat for the points of one curve",
+    )
+    parser.add_argument("--dataset", default="kodak",
+                        help="tfds name (default: kodak), or 'folder': the images of "
+                        "--data_dir")  # fmt: skip
+    parser.add_argument("--data_dir", default=None,
+                        help="offline copy, e.g. ../shared/data/kodak; with --dataset=folder, any "
+                        "folder of images")  # fmt: skip
+    parser.add_argument("--output", required=True, help="results JSON (per-image CSV beside it)")
+    parser.add_argument("--name", default=None, help="curve name in the JSON and plots")
+    parser.add_argument("--prior", default=None, help="refuse checkpoints of another prior")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    args = parser.parse_args(argv)
+    enable_compilation_cache()
+    console.setup()
+    output = Path(args.output)
+    if output.suffix != ".json":
+        print(f"error: --output must end in .json, got '{output}'", file=sys.stderr)
+        return 2
+    try:
+        dataset = None if args.dataset == "folder" else args.dataset
+        images = list(eval_images(dataset, data_dir=args.data_dir, limit=args.limit))
+        results, rows = evaluate_checkpoints(
+            args.checkpoint,
+            images,
+            args.name,
+            args.prior,
+            log=lambda line: print(line, flush=True),
+        )
+    except (CheckpointError, CodecError, DatasetError, ImageError, ValueError, OSError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    json_path, csv_path = write_results(output.parent, output.stem, results, rows)
+    for i, quality in enumerate(results["results"]["quality"]):
+        r = results["results"]
+        print(
+            f"{quality}: {r['bpp'][i]:.4f} bpp (estimated {r['estimated-bpp'][i]:.4f}), "
+            f"PSNR {r['psnr-rgb'][i]:.2f} dB, MS-SSIM {r['ms-ssim-rgb-db'][i]:.2f} dB, "
+            f"encode {r['encoding_time'][i]:.3f} s, decode {r['decoding_time'][i]:.3f} s"
+        )
+    if results["errors"]:
+        print(f"{len(results['errors'])} image(s) failed; see {csv_path}", file=sys.stderr)
+    print(f"wrote {json_path} and {csv_path}")
+    return 1 if results["errors"] else 0

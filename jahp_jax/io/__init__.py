@@ -1,0 +1,1 @@
+"""What lives on disk: checkpoints, images, conversion of other libraries' weights."""

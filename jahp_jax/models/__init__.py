@@ -1,0 +1,2 @@
+"""What a model is: its identity (`config`), transforms, latent codecs, entropy models, the
+objective."""

@@ -1,0 +1,1 @@
+"""Training: the train step, the loop, checkpointing, multi-process start-up."""
