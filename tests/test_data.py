@@ -4,6 +4,7 @@ streams."""
 import itertools
 import logging
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,21 @@ def test_write_png_round_trips_and_leaves_no_temp_file(tmp_path):
     data.write_png(tmp_path / "out.png", image)
     np.testing.assert_array_equal(data.read_image(tmp_path / "out.png"), image)
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask_like_any_new_file(tmp_path, umask):
+    """0644 under umask 022, 0600 under 077: the temp file renamed into place is created as
+    `open` creates files, not with mkstemp's 0600. In a subprocess: the umask is per process."""
+    code = (
+        "import sys; import numpy as np; from jahp_jax.io.images import write_png, write_text; "
+        "write_png(sys.argv[1], np.zeros((2, 3, 3), np.uint8)); write_text(sys.argv[2], 'x')"
+    )
+    paths = (tmp_path / "image.png", tmp_path / "deep" / "notes.txt")
+    subprocess.run([sys.executable, "-c", code, *map(str, paths)], umask=umask, check=True)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "image.png"]  # no temp file
 
 
 @pytest.mark.parametrize(

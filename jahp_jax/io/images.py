@@ -7,7 +7,7 @@ the data pipelines); `write_atomic` is how every output file is written (temp fi
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -81,14 +81,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty temp file beside `path`, created with mode 0666 less the umask (as `open`
+    creates files; `tempfile.mkstemp` would make it 0600): (descriptor, its path)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp_name = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp_name, flags, 0o666), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: could not create a temporary file beside it")
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Calls `write(file)` on a temp file beside `path`, then renames it over `path`.
 
-    Readers never see a half-written file, and a failure leaves no temp file behind. The folder
-    must exist.
+    Readers never see a half-written file, and a failure leaves no temp file behind. The file's
+    mode follows the umask like any new file's (0644 under umask 022). The folder must exist.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as tmp:
             write(tmp)
