@@ -1,5 +1,6 @@
 """End to end: compress -> bytes -> decompress for every prior, exactness, rate, bad input, CLI."""
 
+import stat
 import subprocess
 import sys
 import zlib
@@ -121,6 +122,17 @@ def test_different_model_is_refused(codecs, test_image):
         )
 
 
+def test_a_stream_that_goes_on_past_its_symbols_is_refused(codecs, test_image):
+    """A decode that does not end where its stream does (the stream was coded with other tables,
+    e.g. by other float numerics, or is corrupt with a valid CRC) is an error, not an image."""
+    c = codecs["mean_scale", 1, "random"]
+    header, z_stream, y_stream = bitstream.unpack(c.compress(test_image))
+    assert min(len(z_stream), len(y_stream)) >= 8  # doubled: 2 words or more past the end
+    for name, streams in (("z", (z_stream * 2, y_stream)), ("y", (z_stream, y_stream * 2))):
+        with pytest.raises(CodecError, match=f"the {name} stream does not end where its symbols"):
+            c.decompress(bitstream.pack(header, *streams))
+
+
 def test_bad_images_are_refused(codecs):
     c = codecs["joint", 1, "random"]
     for bad in (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32), "x.png"):
@@ -186,13 +198,14 @@ def test_load_codec_matches_in_memory(checkpoint_dir, codecs, test_image):
     assert loaded.compress(test_image) == codecs["joint", 1, "trained"].compress(test_image)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "jahp_jax.cli.codec", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
+        umask=umask,
     )
 
 
@@ -204,8 +217,10 @@ def test_cli_roundtrip_and_errors(checkpoint_dir, codecs, test_image, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "bpp" in result.stdout
     assert jahp.read_bytes() == codecs["joint", 1, "trained"].compress(test_image)
-    result = _cli("decompress", ckpt, str(jahp), str(back))
+    result = _cli("decompress", ckpt, str(jahp), str(back), umask=0o077)
     assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(jahp.stat().st_mode) == 0o644  # the umask's, as for any new file
+    assert stat.S_IMODE(back.stat().st_mode) == 0o600
     assert np.array_equal(
         read_image(back), codecs["joint", 1, "trained"].decompress(jahp.read_bytes())
     )

@@ -26,9 +26,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from jahp_jax.coding import bitstream
+from jahp_jax.coding import bitstream, versions
 from jahp_jax.coding.range_coder import (
     CodecError,
+    CodingRules,
+    LatentCoder,
     compiled_functions,
     decode_guard,
     make_latent_coder,
@@ -98,6 +100,7 @@ class Codec:
         self.arithmetic = "integer" if model.config.integer_prior else "float"
         self.fingerprint = params_fingerprint(params)
         self.coder = make_latent_coder(model, params)
+        self._coders: dict[CodingRules, LatentCoder] = {}  # of earlier versions' rules
         self._analysis = compiled_functions(model)["analysis"]
         self._synthesis = compiled_functions(model)["synthesis"]
 
@@ -145,30 +148,48 @@ class Codec:
                 "model that wrote it"
             )
         if header.model != self.config.fingerprint():
+            named = header.config.describe() if header.config else "model"
             raise CodecError(
-                f"file was made with a different model (model id {header.model.hex()}; this is "
-                f"{self.config.describe()}, id {self.config.fingerprint().hex()})"
+                f"file was made with a different model ({named} id {header.model.hex()}; this "
+                f"is {self.config.describe()}, id {self.config.fingerprint().hex()})"
             )
         if header.fingerprint != self.fingerprint:
             raise CodecError(
                 f"file was made with different model parameters (fingerprint "
                 f"{header.fingerprint.hex()}, this checkpoint is {self.fingerprint.hex()})"
             )
-        if header.tables_crc != self.coder.table_checksum:
-            raise CodecError(
-                "the entropy tables of this decoder differ from the encoder's (same parameters, "
-                "different numerics: decode with the JAX/numpy build that encoded)"
-            )
+
+    def coder_for(self, header: bitstream.Header):
+        """The latent coder that makes the file's entropy tables: this model's, or for a float
+        file of an earlier format version the one of the first coding era of that version whose
+        tables match the header's CRC (`versions.RULES`). CodecError when none does."""
+        coders = [self.coder]
+        if self.arithmetic == "float":
+            coders = []
+            for rules in versions.RULES[header.version]:
+                if rules != self.coder.rules and rules not in self._coders:
+                    self._coders[rules] = LatentCoder(self.model, self.params, rules)
+                coders.append(self.coder if rules == self.coder.rules else self._coders[rules])
+        for coder in coders:
+            if coder.table_checksum == header.tables_crc:
+                return coder
+        raise CodecError(
+            "the entropy tables of this decoder differ from the encoder's (same parameters, "
+            "different numerics: a float-prior file decodes only where the float arithmetic "
+            "matches the encoder's)"
+        )
 
     def decompress_with_latents(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """File bytes -> (uint8 image (H, W, 3), y_hat (h, w, M) float32)."""
+        """File bytes (any readable format version) -> (uint8 image (H, W, 3), y_hat (h, w, M)
+        float32)."""
         header, z_stream, y_stream = bitstream.unpack(data)
         self._check_header(header)
         latent_shape = (
             -(-header.height // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
             -(-header.width // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
         )
-        y_hat = decode_guard(self.coder.decode, z_stream, y_stream, latent_shape)
+        coder = self.coder_for(header)
+        y_hat = decode_guard(coder.decode, z_stream, y_stream, latent_shape)
         return self.reconstruct(y_hat, header.height, header.width), y_hat
 
     def decompress(self, data: bytes) -> np.ndarray:

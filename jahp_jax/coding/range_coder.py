@@ -86,14 +86,15 @@ class CodecError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Integer tables.
 # ---------------------------------------------------------------------------------------------
-def quantize_pmf(probabilities: np.ndarray) -> np.ndarray:
+def quantize_pmf(probabilities: np.ndarray, floor: float | None = PROBABILITY_FLOOR) -> np.ndarray:
     """(..., n) nonnegative floats -> int64 counts >= 1 summing to 2^PRECISION along the last axis.
 
-    Every entry gets at least PROBABILITY_FLOOR (2^-16) of the mass, as in CompressAI's 16-bit
-    tables: a symbol the model deems (nearly) impossible, or an escape, then costs at most 16 bits
-    instead of up to 30, which matters for badly predicted latents (random or barely trained
-    weights); the 24-bit counts keep every other probability accurate. Then
+    Every entry gets at least `floor` (PROBABILITY_FLOOR, 2^-16) of the mass, as in CompressAI's
+    16-bit tables: a symbol the model deems (nearly) impossible, or an escape, then costs at most
+    16 bits instead of up to 30, which matters for badly predicted latents (random or barely
+    trained weights); the 24-bit counts keep every other probability accurate. Then
     counts = floor(p * (2^24 - n)) + 1, the remainder added to the most likely entry.
+    `floor=None`: no floor (the tables of the first format-1 files, `CodingRules`).
     """
     p = np.asarray(probabilities, np.float64)
     n = p.shape[-1]
@@ -102,8 +103,9 @@ def quantize_pmf(probabilities: np.ndarray) -> np.ndarray:
     p = np.where(np.isfinite(p) & (p > 0), p, 0.0)
     total = p.sum(axis=-1, keepdims=True)
     p = np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / n)
-    p = np.maximum(p, PROBABILITY_FLOOR)
-    p = p / p.sum(axis=-1, keepdims=True)
+    if floor is not None:
+        p = np.maximum(p, floor)
+        p = p / p.sum(axis=-1, keepdims=True)
     counts = np.floor(p * (_TOTAL - n)).astype(np.int64) + 1
     remainder = _TOTAL - counts.sum(axis=-1)
     np.put_along_axis(
@@ -128,8 +130,13 @@ class TableSet:
     models: list = dataclasses.field(repr=False)
 
     @classmethod
-    def from_probabilities(cls, probabilities: list[np.ndarray], lows: np.ndarray) -> TableSet:
-        return cls.from_counts([quantize_pmf(p) for p in probabilities], lows)
+    def from_probabilities(
+        cls,
+        probabilities: list[np.ndarray],
+        lows: np.ndarray,
+        floor: float | None = PROBABILITY_FLOOR,
+    ) -> TableSet:
+        return cls.from_counts([quantize_pmf(p, floor) for p in probabilities], lows)
 
     @classmethod
     def from_counts(cls, counts: list[np.ndarray], lows: np.ndarray) -> TableSet:
@@ -165,8 +172,9 @@ def scale_to_level(scales: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def gaussian_tables() -> TableSet:
-    """One zero-mean quantized Gaussian table per scale level, tails beyond 4.5 sigma escaped."""
+def gaussian_tables(floor: float | None = PROBABILITY_FLOOR) -> TableSet:
+    """One zero-mean quantized Gaussian table per scale level, tails beyond 4.5 sigma escaped
+    (`floor`: see `quantize_pmf`)."""
     probabilities, lows = [], []
     for scale in scale_levels():
         half = max(1, int(np.ceil(TAIL_SIGMAS * scale)))
@@ -176,16 +184,19 @@ def gaussian_tables() -> TableSet:
         escape = ndtr(edges[0]) + ndtr(-edges[-1])
         probabilities.append(np.append(pmf, escape))
         lows.append(-half)
-    return TableSet.from_probabilities(probabilities, np.array(lows))
+    return TableSet.from_probabilities(probabilities, np.array(lows), floor)
 
 
 def factorized_tables(
-    quantiles: np.ndarray, likelihood: Callable[[jax.Array], jax.Array]
+    quantiles: np.ndarray,
+    likelihood: Callable[[jax.Array], jax.Array],
+    floor: float | None = PROBABILITY_FLOOR,
 ) -> tuple[TableSet, np.ndarray]:
     """Per-channel tables of a FactorizedDensity -> (tables, medians (C,) float32).
 
     quantiles (C, 1, 3) are its learned [lower, median, upper]; `likelihood` maps (1, 1, L, C)
-    values to their unit-bin probabilities (`FactorizedDensity.likelihood`)."""
+    values to their unit-bin probabilities (`FactorizedDensity.likelihood`); `floor`: see
+    `quantize_pmf`."""
     quantiles = np.asarray(quantiles, np.float32)[:, 0, :]
     medians = quantiles[:, 1]
     channels = medians.size
@@ -201,7 +212,7 @@ def factorized_tables(
     for c in range(channels):
         pmf = probability[c, : highs[c] - lows[c] + 1]
         probabilities.append(np.append(pmf, max(0.0, 1.0 - pmf.sum())))
-    return TableSet.from_probabilities(probabilities, lows), medians
+    return TableSet.from_probabilities(probabilities, lows, floor), medians
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,12 +305,17 @@ def decode_symbols(decoder, table_index: np.ndarray, tables: TableSet) -> np.nda
 
 
 def mixture_pmfs(
-    means: np.ndarray, scales: np.ndarray, weights: np.ndarray, offset: np.ndarray
+    means: np.ndarray,
+    scales: np.ndarray,
+    weights: np.ndarray,
+    offset: np.ndarray,
+    floor: float | None = PROBABILITY_FLOOR,
 ) -> tuple[int, np.ndarray]:
     """Per-symbol PMFs of round(y - offset) under a Gaussian mixture.
 
     means/scales/weights (n, K), offset (n,) -> (low, counts (n, 2 R + 2)) over symbols
-    [-R, R] plus escape, R = ceil(max(|mean_k - offset| + 4.5 scale_k)) over the batch (<= 256).
+    [-R, R] plus escape, R = ceil(max(|mean_k - offset| + 4.5 scale_k)) over the batch (<= 256);
+    `floor`: see `quantize_pmf`.
     """
     centred = np.asarray(means, np.float64) - np.asarray(offset, np.float64)[:, None]
     scales = np.maximum(np.asarray(scales, np.float64), SCALE_BOUND)
@@ -311,7 +327,7 @@ def mixture_pmfs(
     cdf = np.einsum("nk,nkl->nl", weights, cdf)
     pmf = np.diff(cdf, axis=-1)
     escape = np.clip(1.0 - pmf.sum(axis=-1, keepdims=True), 0.0, 1.0)
-    return -half, quantize_pmf(np.concatenate([pmf, escape], axis=-1))
+    return -half, quantize_pmf(np.concatenate([pmf, escape], axis=-1), floor)
 
 
 def encode_with_pmfs(encoder, symbols: np.ndarray, low: int, counts: np.ndarray) -> None:
@@ -351,6 +367,18 @@ def new_decoder(data: bytes):
     return _queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
 
+def check_exhausted(decoder, name: str) -> None:
+    """CodecError unless `decoder` ended where its stream does (to within the word it reads
+    ahead), as a decode with the encoder's tables always does: one with other tables (a float
+    prior path computed with other numerics, another era's coding rules) almost never does."""
+    if not decoder.maybe_exhausted():
+        raise CodecError(
+            f"the {name} stream does not end where its symbols do: it was coded with other "
+            "tables (a float-prior file decodes only where the float arithmetic matches the "
+            "encoder's) or it is corrupt"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Table families: how the symbols of one step are coded given their distribution.
 # ---------------------------------------------------------------------------------------------
@@ -368,18 +396,24 @@ class ChannelTables:
         return decode_symbols(decoder, np.broadcast_to(channels, shape), self.tables)
 
 
+@dataclasses.dataclass(frozen=True)
 class ScaleTables:
     """A Gaussian: the table of the scale level nearest to each predicted scale."""
 
+    tables: TableSet
+
     def encode(self, encoder, symbols: np.ndarray, dist: dict, channels: np.ndarray) -> None:
-        encode_symbols(encoder, symbols, scale_to_level(dist["scales"]), gaussian_tables())
+        encode_symbols(encoder, symbols, scale_to_level(dist["scales"]), self.tables)
 
     def decode(self, decoder, dist: dict, channels: np.ndarray, shape: tuple) -> np.ndarray:
-        return decode_symbols(decoder, scale_to_level(dist["scales"]), gaussian_tables())
+        return decode_symbols(decoder, scale_to_level(dist["scales"]), self.tables)
 
 
+@dataclasses.dataclass(frozen=True)
 class MixturePmfs:
     """A Gaussian mixture: one PMF per symbol (`mixture_pmfs`), in batches of positions."""
+
+    floor: float | None = PROBABILITY_FLOOR
 
     @staticmethod
     def _batches(dist: dict, offset_shape: tuple):
@@ -395,7 +429,7 @@ class MixturePmfs:
         for start, part in self._batches(dist["mixture"], symbols.shape):
             stop = start + part["means"].shape[0]
             low, counts = mixture_pmfs(
-                part["means"], part["scales"], part["weights"], offset[start:stop]
+                part["means"], part["scales"], part["weights"], offset[start:stop], self.floor
             )
             encode_with_pmfs(encoder, flat[start:stop], low, counts)
 
@@ -405,7 +439,7 @@ class MixturePmfs:
         for start, part in self._batches(dist["mixture"], shape):
             stop = start + part["means"].shape[0]
             low, counts = mixture_pmfs(
-                part["means"], part["scales"], part["weights"], offset[start:stop]
+                part["means"], part["scales"], part["weights"], offset[start:stop], self.floor
             )
             symbols.append(decode_with_pmfs(decoder, low, counts))
         return np.concatenate(symbols)
@@ -414,15 +448,33 @@ class MixturePmfs:
 TableFamily = ChannelTables | ScaleTables | MixturePmfs
 
 
-def table_family(conditional, density_tables: TableSet | None) -> TableFamily:
+@dataclasses.dataclass(frozen=True)
+class CodingRules:
+    """The details of how symbols are coded that changed once without a change of the header:
+    the defaults are today's; `jahp_jax.coding.versions` holds the earlier ones and the files
+    they read.
+
+    floor: least table probability (`quantize_pmf`; None: no floor).
+    eager_density_tables: the factorized densities' tables from the likelihood evaluated op by op
+        (un-jitted), as the first coder did: the float rounding differs from the jitted one's.
+    """
+
+    floor: float | None = PROBABILITY_FLOOR
+    eager_density_tables: bool = False
+
+
+def table_family(
+    conditional, density_tables: TableSet | None, floor: float | None = PROBABILITY_FLOOR
+) -> TableFamily:
     """The table family of a density: per-channel tables for a learned factorized density
-    (conditional None), scale tables for a Gaussian, per-symbol PMFs for a mixture."""
+    (conditional None), scale tables for a Gaussian, per-symbol PMFs for a mixture (`floor`:
+    see `quantize_pmf`)."""
     if conditional is None:
         return ChannelTables(density_tables)
     if isinstance(conditional, GaussianMixtureConditional):
-        return MixturePmfs()
+        return MixturePmfs(floor)
     if isinstance(conditional, GaussianConditional):
-        return ScaleTables()
+        return ScaleTables(gaussian_tables(floor))
     raise TypeError(f"no table family for the density {conditional!r}")
 
 
@@ -513,28 +565,41 @@ class LatentCoder:
     """Codes y (and z) of one model with fixed parameters. All arrays are single images (no batch).
 
     `encode(y)` -> CodedLatents; `decode(z_stream, y_stream, (h, w))` -> y_hat (h, w, M).
+    `rules`: today's `CodingRules` unless decoding a file of an earlier format version.
     """
 
-    def __init__(self, model: CompressionModel, params: dict):
+    def __init__(self, model: CompressionModel, params: dict, rules: CodingRules = CodingRules()):
         self.model = model
         self.params = latent_codec_params(params)  # all that the coder's functions read
         self.codec = model.make_latent_codec()
         self.num_latents = model.config.num_latents
+        self.rules = rules
         self.functions = compiled_functions(model)
         self.constants = self.functions["coding_constants"](self.params)  # once, for every step
         quantiles = model.apply({"params": self.params}, method=_density_quantiles)
         self.density_tables = {}
         for name in ("z", "y"):  # a fixed order for the checksum
             if name in quantiles:
-                likelihood = functools.partial(
-                    self.functions[f"{name}_density_likelihood"], self.params
+                self.density_tables[name] = factorized_tables(
+                    quantiles[name], self._density_likelihood(name), rules.floor
                 )
-                self.density_tables[name] = factorized_tables(quantiles[name], likelihood)
         y_tables = self.density_tables["y"][0] if "y" in self.density_tables else None
-        self.y_family = table_family(self.codec.conditional, y_tables)
-        tables = [gaussian_tables()] + [tables for tables, _ in self.density_tables.values()]
+        self.y_family = table_family(self.codec.conditional, y_tables, rules.floor)
+        tables = [gaussian_tables(rules.floor)]
+        tables += [tables for tables, _ in self.density_tables.values()]
         self.table_checksum = functools.reduce(
             lambda crc, t: zlib.crc32(t.checksum().to_bytes(4, "little"), crc), tables, 0
+        )
+
+    def _density_likelihood(self, name: str) -> Callable[[jax.Array], jax.Array]:
+        """The likelihood of the factorized density `name` ('z' or 'y') its tables are built
+        from: jitted, or evaluated op by op (`CodingRules.eager_density_tables`)."""
+        if not self.rules.eager_density_tables:
+            return functools.partial(self.functions[f"{name}_density_likelihood"], self.params)
+        return lambda values: self.model.apply(
+            {"params": self.params},
+            values,
+            method=lambda m, x: _latent_codec(m).factorized_densities()[name].likelihood(x),
         )
 
     # --- z ------------------------------------------------------------------------------------
@@ -614,9 +679,13 @@ class LatentCoder:
         hyper = None
         if self.codec.hyperprior:
             z_shape = (-(-height // 4), -(-width // 4), self.model.config.num_filters)
-            hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
-        shape_y = (height, width, self.num_latents)
-        return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]
+            decoder = new_decoder(z_stream)
+            hyper = self._hyper(self._code_z(decoder, z_shape, None))
+            check_exhausted(decoder, "z")
+        decoder = new_decoder(y_stream)
+        y_hat = self._code_y(decoder, hyper, (height, width, self.num_latents), None)[0]
+        check_exhausted(decoder, "y")
+        return y_hat
 
 
 def make_latent_coder(model: CompressionModel, params: dict):
