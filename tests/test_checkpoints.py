@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -56,6 +58,9 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
 
 
 def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
+    """jahp-export writes the integer form by default (the float model converted), the float form
+    with arithmetic='float'; the step and the metadata stay."""
+    from jahp_jax.coding.integer import INTEGER_KEY
     from jahp_jax.io.checkpoints import export_model, main, read_config
 
     config = ModelConfig("joint", 8, 8)
@@ -64,10 +69,35 @@ def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
     step_dir = export_model(tmp_path / "run", tmp_path / "shipped")
     assert step_dir == tmp_path / "shipped" / "42"
     _, loaded, loaded_config = load_model(tmp_path / "shipped")
-    assert loaded_config == config and params_fingerprint(loaded) == params_fingerprint(params)
-    assert read_config(step_dir)[1] == {"lmbda": 0.013}
+    assert loaded_config == dataclasses.replace(config, integer_prior=True)
+    assert INTEGER_KEY in loaded
+    extra = read_config(step_dir)[1]
+    assert extra["lmbda"] == 0.013
+    assert extra["integer_prior_source"]["params_fingerprint"] == params_fingerprint(params).hex()
     with pytest.raises(CheckpointError, match="already exists"):
         export_model(tmp_path / "run", tmp_path / "shipped")
+
+    for source in ("run", "shipped"):  # the float form: of a float model, of an integer one
+        assert main([str(tmp_path / source), str(tmp_path / f"{source}_float"),
+                     "--arithmetic=float"]) == 0  # fmt: skip
+        _, loaded, loaded_config = load_model(tmp_path / f"{source}_float")
+        assert loaded_config == config and params_fingerprint(loaded) == params_fingerprint(params)
+    out = capsys.readouterr().out
+    assert out.count("(joint N=8 M=8, fingerprint ") == 2 and "integer prior" not in out
+
     assert main([str(tmp_path / "nope"), str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.startswith("error: checkpoint path")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_of_a_prior_without_integer_form_names_the_float_flag(tmp_path, capsys):
+    from jahp_jax.io.checkpoints import main
+
+    config = ModelConfig("mean_scale", 8, 8, 3)
+    save_model(tmp_path / "run", 0, config, init_params(config.build(), jax.random.key(1)))
+    assert main([str(tmp_path / "run"), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert "K=3" in error and "--arithmetic=float" in error
+    assert not (tmp_path / "out").exists()
+    assert main([str(tmp_path / "run"), str(tmp_path / "out"), "--arithmetic=float"]) == 0

@@ -389,6 +389,36 @@ def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(wor
         assert not (tmp_path / "float.png").exists()
 
 
+def test_an_exported_models_file_decodes_identically_under_another_isa(workdirs, tmp_path):
+    """`jahp-export` of a float training checkpoint writes the integer form by default: a file
+    the command line compresses with it (compiled as a user's run is, this CPU's widest ISA)
+    decodes in a process with XLA limited to SSE4.2 to the same y_hat, bit for bit."""
+    exported = tmp_path / "exported"
+    result = _cli("jahp_jax.cli.export", str(workdirs["float"]), str(exported))
+    assert result.returncode == 0 and "integer prior" in result.stdout, result.stderr
+    write_png(tmp_path / "image.png", IMAGE)
+    result = _cli("jahp_jax.cli.codec", "compress", f"--checkpoint={exported}",
+                  str(tmp_path / "image.png"), str(tmp_path / "image.jahp"),
+                  env=default_codegen(dict(os.environ)))  # fmt: skip
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    decode = (
+        "import sys; import numpy as np; from jahp_jax.coding.codec import load_codec; "
+        "y_hat = load_codec(sys.argv[1]).decompress_with_latents(open(sys.argv[2], 'rb').read())"
+        "[1]; np.save(sys.argv[3], y_hat)"
+    )
+    sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
+    for name, env in (("here", default_codegen(dict(os.environ))), ("sse4_2", sse)):
+        result = subprocess.run(
+            [sys.executable, "-c", decode, str(exported), str(tmp_path / "image.jahp"),
+             str(tmp_path / f"{name}.npy")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    here, there = np.load(tmp_path / "here.npy"), np.load(tmp_path / "sse4_2.npy")
+    assert np.array_equal(here, there) and np.abs(here).max() > 0
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -10,6 +10,7 @@ folder per step with the items
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -203,16 +204,55 @@ def params_fingerprint(params: Any) -> bytes:
     return digest.digest()[:8]
 
 
-def export_model(source: str | Path, destination: str | Path) -> Path:
+def integer_form(
+    config: ModelConfig, params: Any, extra: dict[str, Any], source: str | Path
+) -> tuple[ModelConfig, Any, dict[str, Any]]:
+    """(config, params, extra) of the integer-prior form of the float model `config`/`params`
+    read from `source`: `integer_prior=True`, params plus `params["integer_prior"]`, and the
+    source recorded in the metadata. ValueError (one line) for a prior or K the integer path
+    does not cover."""
+    integer_config = dataclasses.replace(config, integer_prior=True)
+    extra = {
+        **extra,
+        "integer_prior_source": {
+            "checkpoint": str(source),
+            "params_fingerprint": params_fingerprint(params).hex(),
+        },
+    }
+    return integer_config, integer_prior.convert_params(config.build(), params), extra
+
+
+EXPORT_ARITHMETIC = ("integer", "float")
+
+
+def export_model(source: str | Path, destination: str | Path, arithmetic: str = "integer") -> Path:
     """Write the inference part of `source` (config and params, no optimiser state: a third of a
     training checkpoint's size) as the new checkpoint root `destination`, at the same step and
-    with the same metadata. Returns the step folder written."""
+    with the same metadata, its prior path in `arithmetic`:
+      * 'integer' (the default): files that decode bit-exactly on any machine
+        (docs/portable_files.md); a float model is converted as `jahp-convert --to=integer` does;
+      * 'float': files that decode only where the float arithmetic matches the encoder's; an
+        integer-prior model gives the float weights it keeps.
+    Returns the step folder written."""
+    if arithmetic not in EXPORT_ARITHMETIC:
+        raise CheckpointError(f"arithmetic must be one of {EXPORT_ARITHMETIC}, not '{arithmetic}'")
     step_dir = resolve_checkpoint(source)
     destination = Path(destination)
     if destination.exists():
         raise CheckpointError(f"'{destination}' already exists; export into a new folder")
     _, params, config = load_model(step_dir)
     _, extra = read_config(step_dir)
+    if arithmetic == "integer" and not config.integer_prior:
+        try:
+            config, params, extra = integer_form(config, params, extra, step_dir)
+        except ValueError as error:
+            raise CheckpointError(
+                f"{error}: export its float form with --arithmetic=float (its files decode only "
+                "where the float arithmetic matches the encoder's)"
+            ) from None
+    elif arithmetic == "float" and config.integer_prior:
+        params = {k: v for k, v in params.items() if k != INTEGER_KEY}
+        config = dataclasses.replace(config, integer_prior=False)
     return save_model(destination, int(step_dir.name), config, params, extra)
 
 
@@ -225,12 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("source", help="a training workdir, checkpoint root or step folder")
     parser.add_argument("destination", help="a new folder")
+    parser.add_argument(
+        "--arithmetic",
+        choices=EXPORT_ARITHMETIC,
+        default="integer",
+        help="the prior path of the exported model: integer (default; its files decode "
+        "bit-exactly on any machine) or float (only where the float arithmetic matches)",
+    )
     args = parser.parse_args(argv)
     try:
-        step_dir = export_model(args.source, args.destination)
+        step_dir = export_model(args.source, args.destination, args.arithmetic)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    _, params, _ = load_model(step_dir)
-    print(f"wrote {step_dir} (fingerprint {params_fingerprint(params).hex()[:16]})")
+    _, params, config = load_model(step_dir)
+    print(f"wrote {step_dir} ({config.describe()}, fingerprint {params_fingerprint(params).hex()})")
     return 0

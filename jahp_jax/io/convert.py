@@ -25,7 +25,6 @@ checked against the file's `*_reparam` buffers). The coder's tables (`_quantized
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import re
@@ -39,11 +38,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jahp_jax.coding import integer as integer_prior
 from jahp_jax.io.checkpoints import (
     checkpoint_root,
+    integer_form,
     load_model,
-    params_fingerprint,
     read_config,
     resolve_checkpoint,
     save_model,
@@ -400,19 +398,15 @@ def convert_to_integer(
     if not out_dir.parent.is_dir():
         raise ConversionError(f"folder '{out_dir.parent}' does not exist; create it first")
     step_dir = resolve_checkpoint(source)
-    model, params, config = load_model(step_dir)
+    _, params, config = load_model(step_dir)
     if config.integer_prior:
         raise ConversionError(f"'{source}' already holds an integer-prior model")
     try:
-        integer_config = dataclasses.replace(config, integer_prior=True)
+        integer_config, converted, extra = integer_form(
+            config, params, read_config(step_dir)[1], step_dir
+        )
     except ValueError as error:
         raise ConversionError(f"cannot convert '{source}': {error}") from None
-    _, extra = read_config(step_dir)
-    extra["integer_prior_source"] = {
-        "checkpoint": str(step_dir),
-        "params_fingerprint": params_fingerprint(params).hex(),
-    }
-    converted = integer_prior.convert_params(model, params)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     try:
         save_model(checkpoint_root(partial), int(step_dir.name), integer_config, converted, extra)
