@@ -133,6 +133,25 @@ def test_a_stream_that_goes_on_past_its_symbols_is_refused(codecs, test_image):
             c.decompress(bitstream.pack(header, *streams))
 
 
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        (ModelConfig("joint", N, M), "convert it once: jahp-convert --to=integer runs/a runs/a_"),
+        (ModelConfig("factorized", N, M), "it has no integer form: the integer prior path does"),
+        (ModelConfig("joint", N, M, 2), "it has no integer form: the integer prior path needs"),
+        (ModelConfig("joint", N, M, integer_prior=True), None),
+    ],
+)
+def test_compressing_with_a_float_model_warns_in_one_line(config, says):
+    warning = codec.portability_warning(config, "runs/a")
+    if says is None:
+        assert warning is None
+    else:
+        assert warning.startswith("warning: this model's prior path is float: its files decode "
+                                  "only on machines with the same float arithmetic")  # fmt: skip
+        assert says in warning and "\n" not in warning
+
+
 def test_bad_images_are_refused(codecs):
     c = codecs["joint", 1, "random"]
     for bad in (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32), "x.png"):
@@ -216,6 +235,9 @@ def test_cli_roundtrip_and_errors(checkpoint_dir, codecs, test_image, tmp_path):
     result = _cli("compress", ckpt, str(png), str(jahp))
     assert result.returncode == 0, result.stderr
     assert "bpp" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [codec.portability_warning(ModelConfig("joint", N, M), checkpoint_dir)]
+    assert f"jahp-convert --to=integer {checkpoint_dir} {checkpoint_dir}_integer" in warnings[0]
     assert jahp.read_bytes() == codecs["joint", 1, "trained"].compress(test_image)
     result = _cli("decompress", ckpt, str(jahp), str(back), umask=0o077)
     assert result.returncode == 0, result.stderr

@@ -38,11 +38,12 @@ from jahp_jax.coding.range_coder import (
 from jahp_jax.io.checkpoints import CheckpointError, load_model, params_fingerprint
 from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models.compression_model import CompressionModel
+from jahp_jax.models.config import ModelConfig
 from jahp_jax.runtime import enable_compilation_cache
 
 PAD_MULTIPLE = 64
 
-__all__ = ["Codec", "CodecError", "CompressStats", "load_codec", "main"]
+__all__ = ["Codec", "CodecError", "CompressStats", "load_codec", "main", "portability_warning"]
 
 
 @dataclasses.dataclass
@@ -203,6 +204,27 @@ class Codec:
         return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def portability_warning(config: ModelConfig, checkpoint: str | os.PathLike) -> str | None:
+    """The line `jahp-codec compress` prints for a model with a float prior path (None for an
+    integer one): its files decode only where the float arithmetic matches, and how to get
+    files that decode anywhere, or that this prior has no integer form."""
+    if config.integer_prior:
+        return None
+    where = (
+        "warning: this model's prior path is float: its files decode only on machines with the "
+        "same float arithmetic (CPU instruction set, XLA and BLAS builds)"
+    )
+    try:
+        dataclasses.replace(config, integer_prior=True)
+    except ValueError as error:
+        return f"{where}; it has no integer form: {error}"
+    source = Path(checkpoint)
+    return (
+        f"{where}; for files that decode anywhere, convert it once: "
+        f"jahp-convert --to=integer {source} {source.parent / (source.name + '_integer')}"
+    )
+
+
 def load_codec(checkpoint: str | os.PathLike) -> Codec:
     """A Codec from a training workdir (latest step), a checkpoint root or one step folder."""
     model, params, _ = load_model(checkpoint)
@@ -232,6 +254,9 @@ def _read_file(path: Path) -> bytes:
 def _compress(args: argparse.Namespace) -> str:
     image = read_image(args.input)
     codec = load_codec(args.checkpoint)
+    warning = portability_warning(codec.config, args.checkpoint)
+    if warning:
+        print(warning, file=sys.stderr)
     data, stats = codec.compress_with_stats(image)
     _write_atomic(Path(args.output), data)
     return (
