@@ -5,7 +5,9 @@
 1. trains (or resumes) a small `joint` model (N=M=64, 128x128 crops) on <data_root>/train (or,
    without local data, the tfds download of tf_flowers), from scratch or, with --init_from, from
    a trained checkpoint such as the shipped one,
-2. compresses and decompresses every Kodak image to real `.jahp` bytes with it,
+2. exports it in integer form (`jahp-export`'s default: files that decode bit-exactly on any
+   machine) to --model_dir and compresses and decompresses every Kodak image to real `.jahp`
+   bytes with that model,
 3. runs JPEG 4:2:0 and WebP over the same images,
 4. prints our operating point beside JPEG and WebP interpolated to the same bpp, and writes the
    results JSONs and an RD plot to --output_dir (runs/quickstart; the committed reference is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_experiment_args(parser, num_steps=1000)
     parser.add_argument("--workdir", default="runs/quickstart/train")
     parser.add_argument("--output_dir", default="runs/quickstart")
+    parser.add_argument(
+        "--model_dir",
+        default="runs/quickstart/model",
+        help="where the trained model is exported in integer form (a previous export there is "
+        "replaced)",
+    )
     parser.add_argument("--lmbda", type=float, default=0.0130)
     parser.add_argument(
         "--init_from",
@@ -85,6 +94,24 @@ def comparison_table(ours: dict, classical: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def export_integer_model(workdir: str | Path, model_dir: str | Path) -> Path:
+    """The latest model of `workdir` in integer form as the checkpoint root `model_dir`, which
+    may hold a previous export (replaced) but nothing else; returns the step folder written."""
+    from jahp_jax.io.checkpoints import CheckpointError, export_model, resolve_checkpoint
+
+    model_dir = Path(model_dir)
+    if model_dir.exists():
+        try:
+            resolve_checkpoint(model_dir)
+        except CheckpointError:
+            raise CheckpointError(
+                f"--model_dir={model_dir} exists and holds no model; choose another folder"
+            ) from None
+        shutil.rmtree(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    return export_model(workdir, model_dir, arithmetic="integer")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here so that --help answers at once (console first: it quiets TensorFlow).
@@ -117,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         train_and_evaluate(config, args.workdir)
         trained = time.perf_counter()
         evaluation = "Kodak" if sources.eval_dataset else f"the images of {sources.eval_dir}"
-        print(f"== 2/3 coding {evaluation} to real files ({trained - started:.0f} s so far)",
+        print(f"== 2/3 exporting the model in integer form to {args.model_dir} and coding "
+              f"{evaluation} to real files with it ({trained - started:.0f} s so far)",
               flush=True)  # fmt: skip
+        export_integer_model(args.workdir, args.model_dir)
         images = eval_images_of(sources, args.limit)
-        ours, rows = evaluate.evaluate_checkpoints([args.workdir], images)
+        name = f"jahp_jax joint (N={args.num_filters}, M={args.num_latents}, integer prior)"
+        ours, rows = evaluate.evaluate_checkpoints([args.model_dir], images, name=name)
         evaluate.write_results(output_dir, "joint", ours, rows)
         print(
             f"== 3/3 JPEG and WebP on the same images ({time.perf_counter() - started:.0f} s)",

@@ -1,18 +1,22 @@
 """The quickstart and ablation scripts end to end, at toy size (the real runs are minutes/hours)."""
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
 from experiments import ablation, quickstart
 from experiments.common import DOWNLOAD_TRAIN_DATASET, resolve_data, train_config
 from jahp_jax.data import pipeline as data
-from jahp_jax.io.checkpoints import read_config, resolve_checkpoint
+from jahp_jax.io.checkpoints import CheckpointError, read_config, resolve_checkpoint, save_model
+from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.config import ModelConfig
 
 DATA_ROOT = SHARED / "data"  # ../shared/data, or the committed stand-in
 TOY = ["--num_steps=2", "--num_filters=8", "--num_latents=8", "--batch_size=2",
@@ -41,10 +45,13 @@ def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
     out = repo / "runs" / "quickstart"
     for name in ("joint.json", "jpeg420.json", "webp.json", "table.md", "rd.png", "run.json"):
         assert (out / name).is_file(), name
-    ours = json.loads((out / "joint.json").read_text())["results"]
-    assert ours["num_images"] == [1] and ours["bpp"][0] > 0
+    ours = json.loads((out / "joint.json").read_text())
+    assert ours["results"]["num_images"] == [1] and ours["results"]["bpp"][0] > 0
+    assert "integer_prior=True" in ours["description"]  # Kodak coded with the integer form
+    exported, trained = (read_config(resolve_checkpoint(out / p))[0] for p in ("model", "train"))
+    assert exported == dataclasses.replace(trained, integer_prior=True)
     table = (out / "table.md").read_text()
-    assert "jahp_jax joint (N=8, M=8)" in table and "(same bpp)" in table
+    assert "jahp_jax joint (N=8, M=8, integer prior)" in table and "(same bpp)" in table
     printed = capsys.readouterr().out
     assert f"data root: {DATA_ROOT}" in printed and "| codec | bpp |" in printed
     assert (out / "train" / "jahp.log").is_file()
@@ -55,6 +62,19 @@ def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
     assert "== 1/3 fine-tuning a joint model" in capsys.readouterr().out
     config = read_config(resolve_checkpoint(tmp_path / "tuned"))[1]["train_config"]
     assert config["init_from"] == str(out / "train")
+
+
+def test_the_quickstart_export_replaces_an_earlier_export_and_nothing_else(tmp_path):
+    config = ModelConfig("joint", 8, 8)
+    save_model(tmp_path / "run", 3, config, init_params(config.build(), jax.random.key(0)))
+    for _ in range(2):  # the second replaces the first
+        step = quickstart.export_integer_model(tmp_path / "run", tmp_path / "model")
+        assert step == tmp_path / "model" / "3" and read_config(step)[0].integer_prior
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="holds no model"):
+        quickstart.export_integer_model(tmp_path / "run", tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_quickstart_refuses_a_missing_folder(tmp_path, capsys):
