@@ -2,7 +2,8 @@
 # jahp_jax launcher: creates the virtual environment on first use, then runs a job.
 #
 #   ./launch.sh quickstart         train a small joint model, compress Kodak to real files, compare
-#   ./launch.sh test               run the test suite (what CI runs)
+#   ./launch.sh test               run the test suite (what CI runs; beside ../shared, the tests
+#                                  that read its folders run again as in a plain clone)
 #   ./launch.sh train [FLAGS...]   python -m jahp_jax.train FLAGS...
 #   ./launch.sh sweep [FLAGS...]   priors x lambdas, one workdir each (see README, "Sweeps")
 #   ./launch.sh ablation [FLAGS...] the CPU-scale ablation of experiments/ablation.py
@@ -49,6 +50,11 @@ install_slurm() {
   fi
 }
 
+# The test files that read the data folders (their files, counts, data roots), so behave differently
+# without ../shared; the others read a few images that the committed stand-in holds as well.
+PLAIN_CLONE_TESTS=(tests/test_data.py tests/test_train.py tests/test_experiments.py
+                   tests/test_multiprocess.py tests/test_slurm.py)
+
 cmd=${1:-help}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
@@ -67,7 +73,17 @@ case "$cmd" in
     install_slurm
     export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$VENV/jax-cache}"  # reruns skip compiles
     "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
-    exec "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile "$@"
+    status=0
+    "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile "$@" || status=$?
+    # The whole suite (no arguments) beside ../shared also runs the tests that read its folders
+    # again as a plain clone would (JAHP_TEST_SHARED=off: the committed stand-in only), so that
+    # the set-up without ../shared cannot break unseen.
+    if [[ $# -eq 0 && -d ../shared && ${JAHP_TEST_SHARED:-auto} != off ]]; then
+      echo "[launch] again as in a plain clone (JAHP_TEST_SHARED=off): ${PLAIN_CLONE_TESTS[*]}" >&2
+      JAHP_TEST_SHARED=off "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile \
+        "${PLAIN_CLONE_TESTS[@]}" || status=$?
+    fi
+    exit "$status"
     ;;
   train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
   quickstart) setup; exec "$VENV/bin/python" -m experiments.quickstart "$@" ;;
