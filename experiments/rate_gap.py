@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images, resolve_data_root
     from jahp_jax.io.checkpoints import CheckpointError
     from jahp_jax.io.images import write_text
-    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.models.latent_codecs import PRIORS
 
     root = Path(args.root)
     if args.checkpoint:

@@ -27,18 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jahp_jax.coding import bitstream
-from jahp_jax.coding.range_coder import (
-    CodecError,
-    compiled_functions,
-    decode_guard,
-    make_latent_coder,
-)
+from jahp_jax.coding.programs import compiled_functions
+from jahp_jax.coding.range_coder import CodecError, decode_guard
+from jahp_jax.coding.runner import make_latent_coder
 from jahp_jax.io.checkpoints import CheckpointError, load_model, params_fingerprint
 from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.runtime import enable_compilation_cache
-
-PAD_MULTIPLE = 64
 
 __all__ = ["Codec", "CodecError", "CompressStats", "load_codec", "main"]
 
@@ -80,11 +75,12 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
-def pad_image(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of 64
-    (edge pixels replicated)."""
+def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of
+    `multiple` (a model's `config.pad_multiple`), edge pixels replicated at the bottom and
+    right."""
     height, width = image.shape[:2]
-    pad = ((0, -height % PAD_MULTIPLE), (0, -width % PAD_MULTIPLE), (0, 0))
+    pad = ((0, -height % multiple), (0, -width % multiple), (0, 0))
     return np.pad(image.astype(np.float32) / 255.0, pad, mode="edge")[None]
 
 
@@ -105,7 +101,8 @@ class Codec:
     def compress_with_stats(self, image: np.ndarray) -> tuple[bytes, CompressStats]:
         """uint8 (H, W, 3) -> (file bytes, CompressStats)."""
         _check_image(image)
-        y = np.asarray(self._analysis(self.params, jnp.asarray(pad_image(image))))[0]
+        x = jnp.asarray(pad_image(image, self.config.pad_multiple))
+        y = np.asarray(self._analysis(self.params, x))[0]
         coded = self.coder.encode(y)
         header = bitstream.Header(
             self.arithmetic,
@@ -164,10 +161,7 @@ class Codec:
         """File bytes -> (uint8 image (H, W, 3), y_hat (h, w, M) float32)."""
         header, z_stream, y_stream = bitstream.unpack(data)
         self._check_header(header)
-        latent_shape = (
-            -(-header.height // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-            -(-header.width // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-        )
+        latent_shape = self.config.latent_shape(header.height, header.width)
         y_hat = decode_guard(self.coder.decode, z_stream, y_stream, latent_shape)
         return self.reconstruct(y_hat, header.height, header.width), y_hat
 

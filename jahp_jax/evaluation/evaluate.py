@@ -217,7 +217,7 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
     warmed_up: set[tuple[int, ...]] = set()
 
     def roundtrip(image: np.ndarray) -> Roundtrip:
-        shape = pad_image(image).shape
+        shape = pad_image(image, codec.config.pad_multiple).shape
         if shape not in warmed_up:
             codec.decompress(codec.compress(image))
             warmed_up.add(shape)

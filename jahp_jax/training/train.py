@@ -50,8 +50,9 @@ from jahp_jax.io.checkpoints import (
     training_manager,
 )
 from jahp_jax.models import metrics
-from jahp_jax.models.compression_model import PRESETS, PRIORS, CompressionModel, init_params
+from jahp_jax.models.compression_model import PRESETS, CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import DISTORTIONS, rate_distortion_loss
 from jahp_jax.training import distributed
 
@@ -149,7 +150,7 @@ def check_train_config(config: TrainConfig, device_count: int | None) -> None:
             f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
             f"use a multiple of {device_count}"
         )
-    stride = 64 if PRIORS[model.prior].hyperprior else 16
+    stride = model.patch_multiple
     if config.patch_size % stride:
         raise ConfigError(
             f"--patch_size={config.patch_size} must be a multiple of {stride} for prior "
