@@ -36,7 +36,7 @@ def histogram_bits(symbols: np.ndarray) -> float:
 
 def rate_gap(checkpoint: str | Path, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Model bits of y vs the per-channel histogram bits of its rounded latents, per pixel."""
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
     symbols, model_bits, pixels, file_bytes = [], 0.0, 0, 0

@@ -11,10 +11,11 @@ import optax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
-from jahp_jax.coding import bitstream, codec
+from jahp_jax.cli import codec as codec_cli
+from jahp_jax.coding import bitstream
 from jahp_jax.coding.codec import Codec, CodecError
 from jahp_jax.data.pipeline import read_image, write_png
-from jahp_jax.io.checkpoints import ModelConfig, save_model
+from jahp_jax.io.checkpoints import ModelConfig, load_codec, save_model
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.losses import rate_distortion_loss
 
@@ -181,7 +182,7 @@ def checkpoint_dir(tmp_path_factory, codecs) -> Path:
 
 
 def test_load_codec_matches_in_memory(checkpoint_dir, codecs, test_image):
-    loaded = codec.load_codec(checkpoint_dir)
+    loaded = load_codec(checkpoint_dir)
     assert loaded.fingerprint == codecs["joint", 1, "trained"].fingerprint
     assert loaded.compress(test_image) == codecs["joint", 1, "trained"].compress(test_image)
 
@@ -241,7 +242,7 @@ def test_cli_bad_input(checkpoint_dir, tmp_path, capsys, make_args, message):
     (tmp_path / "text.png").write_text("hello, not an image")
     (tmp_path / "empty").write_bytes(b"")
     before = sorted(tmp_path.iterdir())
-    assert codec.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
+    assert codec_cli.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
     assert sorted(tmp_path.iterdir()) == before  # no output file, not even a partial one

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.training import train
@@ -63,7 +64,7 @@ def test_fingerprint_tells_every_field_apart():
 
 
 def test_options_reach_the_latent_codec():
-    model = ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}).build()
+    model = CompressionModel(ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}))
     assert len(model.make_latent_codec().composition.groups) == 4
     default = ModelConfig("channelwise", 8, 8).composition()
     assert len(default.groups) == 8  # min(num_slices = 10, M = 8)

@@ -137,7 +137,7 @@ def test_channel_slices():
 if __name__ == "__main__":  # the figures in docs: cd tests; python test_latent_codecs.py
     from conftest import REPO_ROOT
 
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     crop = read_image(SHARED / "data" / "val" / "bsds500" / "101085.jpg")[:97, :131]
     cases = [(f"{p} K={k} (N=M={N}, random init, 97x131)", _codec(p, k), crop) for p, k in CONFIGS]

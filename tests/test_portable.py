@@ -29,7 +29,6 @@ from conftest import SHARED, default_codegen
 
 from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
-from jahp_jax.coding.codec import load_codec
 from jahp_jax.coding.integer import (
     ONE,
     IntegerLayer,
@@ -41,7 +40,13 @@ from jahp_jax.coding.programs import compiled_functions
 from jahp_jax.coding.range_coder import CodecError, scale_to_level
 from jahp_jax.coding.runner import LatentCoder
 from jahp_jax.io import convert
-from jahp_jax.io.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
+from jahp_jax.io.checkpoints import (
+    checkpoint_root,
+    load_codec,
+    load_model,
+    params_fingerprint,
+    save_model,
+)
 from jahp_jax.io.images import read_image, write_png
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.config import ModelConfig

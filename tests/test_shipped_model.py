@@ -8,9 +8,8 @@ import pytest
 from conftest import SHARED
 
 from jahp_jax.coding import bitstream
-from jahp_jax.coding.codec import load_codec
 from jahp_jax.data.pipeline import read_image
-from jahp_jax.io.checkpoints import ModelConfig, read_config, resolve_checkpoint
+from jahp_jax.io.checkpoints import ModelConfig, load_codec, read_config, resolve_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = REPO_ROOT / "models" / "joint_n64_lmbda0.013"

@@ -1,27 +1,20 @@
-"""Compress images to .jahp files and back, with a trained model.
+"""Compress images to .jahp files and back, with a trained model (the command: `jahp-codec`).
 
-    python -m jahp_jax.cli.codec compress   --checkpoint=WORKDIR in.png out.jahp
-    python -m jahp_jax.cli.codec decompress --checkpoint=WORKDIR in.jahp out.png
+Library: `codec = jahp_jax.io.checkpoints.load_codec(WORKDIR)`; `data =
+codec.compress(image_uint8)`; `image = codec.decompress(data)`; `codec.compress_with_stats(image)`
+also returns the estimated rate (from the very distributions the coder used) and the coded latents.
 
-Library: `codec = load_codec(WORKDIR)`; `data = codec.compress(image_uint8)`;
-`image = codec.decompress(data)`; `codec.compress_with_stats(image)` also returns the estimated
-rate (from the very distributions the coder used) and the coded latents.
-
-Images of any size: replicate-padded to a multiple of 64, cropped back after decoding. The
-decoded image is g_s(y_hat) clipped to [0, 1], times 255, rounded to uint8, where y_hat is
-bit-identical to the encoder's (see `jahp_jax.coding.range_coder`). Files are checked (magic,
-version,
-CRC32 of every byte, model identity and parameter fingerprints, entropy-table checksum) before
-anything is decoded; every problem raises `CodecError` (a ValueError) with a one-line message.
+Images of any size: replicate-padded to a multiple of the model's `pad_multiple` (64 for every
+registered transform), cropped back after decoding. The decoded image is g_s(y_hat) clipped to [0,
+1], times 255, rounded to uint8, where y_hat is bit-identical to the encoder's (see
+`jahp_jax.coding.runner`). Files are checked (magic, version, CRC32 of every byte, model identity
+and parameter fingerprints, entropy-table checksum) before anything is decoded; every problem raises
+`CodecError` (a ValueError) with a one-line message.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -30,12 +23,10 @@ from jahp_jax.coding import bitstream
 from jahp_jax.coding.programs import compiled_functions
 from jahp_jax.coding.range_coder import CodecError, decode_guard
 from jahp_jax.coding.runner import make_latent_coder
-from jahp_jax.io.checkpoints import CheckpointError, load_model, params_fingerprint
-from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models.compression_model import CompressionModel
-from jahp_jax.runtime import enable_compilation_cache
+from jahp_jax.models.config import params_fingerprint
 
-__all__ = ["Codec", "CodecError", "CompressStats", "load_codec", "main"]
+__all__ = ["Codec", "CodecError", "CompressStats", "pad_image"]
 
 
 @dataclasses.dataclass
@@ -129,10 +120,6 @@ class Codec:
         """uint8 (H, W, 3) -> the .jahp file's bytes."""
         return self.compress_with_stats(image)[0]
 
-    def estimate_bits(self, image: np.ndarray) -> float:
-        """Estimated bits (y + z) of `image`: -log2 likelihood under the coder's distributions."""
-        return self.compress_with_stats(image)[1].estimated_bits
-
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
         if header.arithmetic != self.arithmetic:
@@ -174,75 +161,3 @@ class Codec:
         x_hat = np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0]
         x_hat = np.nan_to_num(x_hat[:height, :width], nan=0.0, posinf=1.0, neginf=0.0)
         return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def load_codec(checkpoint: str | os.PathLike) -> Codec:
-    """A Codec from a training workdir (latest step), a checkpoint root or one step folder."""
-    model, params, _ = load_model(checkpoint)
-    return Codec(model, params)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    if not path.parent.is_dir():
-        raise CodecError(f"{path}: folder {path.parent} does not exist; create it first")
-    write_atomic(path, lambda f: f.write(data))
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CodecError(f"{path}: is a directory, not a .jahp file") from None
-    except OSError as error:
-        raise CodecError(f"{path}: cannot read ({error.strerror})") from None
-
-
-def _compress(args: argparse.Namespace) -> str:
-    image = read_image(args.input)
-    codec = load_codec(args.checkpoint)
-    data, stats = codec.compress_with_stats(image)
-    _write_atomic(Path(args.output), data)
-    return (
-        f"{args.output}: {len(data)} bytes, {stats.bits_per_pixel:.4f} bpp "
-        f"(estimated {stats.estimated_bits / stats.num_pixels:.4f} bpp, "
-        f"{image.shape[0]}x{image.shape[1]}, {codec.config.prior})"
-    )
-
-
-def _decompress(args: argparse.Namespace) -> str:
-    data = _read_file(Path(args.input))
-    codec = load_codec(args.checkpoint)
-    image = codec.decompress(data)
-    write_png(args.output, image)
-    return f"{args.output}: {image.shape[0]}x{image.shape[1]} PNG"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jahp_jax.cli.codec", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, inputs, outputs in (
-        ("compress", "image file (PNG, JPEG, ...)", ".jahp file to write"),
-        ("decompress", ".jahp file", "PNG file to write"),
-    ):
-        command = commands.add_parser(name)
-        command.add_argument(
-            "--checkpoint", required=True, help="training workdir or checkpoint step folder"
-        )
-        command.add_argument("input", help=inputs)
-        command.add_argument("output", help=outputs)
-    args = parser.parse_args(argv)
-    enable_compilation_cache()
-    try:
-        message = (_compress if args.command == "compress" else _decompress)(args)
-    except (CodecError, ImageError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(message)
-    return 0

@@ -377,7 +377,7 @@ def write_sheet(args: argparse.Namespace) -> None:
     keys = [k for k in args.sheet_codecs.split(",") if k]
     panels, target_bpp = [], args.sheet_bpp
     if args.sheet_checkpoint:
-        from jahp_jax.coding.codec import load_codec
+        from jahp_jax.io.checkpoints import load_codec
 
         codec = load_codec(args.sheet_checkpoint)
         data = codec.compress(image)

@@ -77,10 +77,10 @@ def create_model(
     straight_through: bool = False,
     **prior_options,
 ) -> CompressionModel:
-    """Shorthand for `ModelConfig(prior, ...).build(straight_through)` (ValueError on a bad
-    configuration)."""
+    """Shorthand for `CompressionModel(ModelConfig(prior, ...), straight_through)` (ValueError on
+    a bad configuration)."""
     config = ModelConfig(prior, num_filters, num_latents, mixture_components, prior_options)
-    return config.build(straight_through)
+    return CompressionModel(config, straight_through)
 
 
 def init_params(model: CompressionModel, key: Array, image_size: int | None = None) -> dict:

@@ -14,15 +14,15 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jax
+import numpy as np
 
 from jahp_jax.models.latent_codecs import PRIORS, Composition, PriorArgs
 from jahp_jax.models.latent_codecs.base import check_positive_int
 from jahp_jax.models.latent_codecs.integer_form import IntegerFormError, integer_networks
 from jahp_jax.models.transforms import DEFAULT_TRANSFORM, TRANSFORMS, Transform
-
-if TYPE_CHECKING:
-    from jahp_jax.models.compression_model import CompressionModel
 
 OptionValue = int | float | str | bool
 
@@ -134,12 +134,6 @@ class ModelConfig:
         return -(-height // multiple) * multiple // d, -(-width // multiple) * multiple // d
 
     # --- identity -----------------------------------------------------------------------------
-    def build(self, straight_through: bool = False) -> CompressionModel:
-        """The Flax model this config describes (unbound; `models.init_params` initialises it)."""
-        from jahp_jax.models.compression_model import CompressionModel  # it imports this module
-
-        return CompressionModel(self, straight_through)
-
     def describe(self) -> str:
         """One line for messages, e.g. 'joint N=192 M=192' or 'channelwise N=192 M=320
         num_slices=5'."""
@@ -174,3 +168,19 @@ class ModelConfig:
         }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()[:8]
+
+
+def params_fingerprint(params: Any) -> bytes:
+    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
+    int32 LE for the integer arrays of an integer-prior model)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        key=lambda item: jax.tree_util.keystr(item[0]),
+    ):
+        array = np.asarray(leaf)
+        array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.digest()[:8]

@@ -54,6 +54,7 @@ from jahp_jax.models.compression_model import PRESETS, CompressionModel, init_pa
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import DISTORTIONS, rate_distortion_loss
+from jahp_jax.models.transforms import TRANSFORMS
 from jahp_jax.training import distributed
 
 Array = jax.Array
@@ -88,6 +89,7 @@ class TrainConfig:
     mixture_components: int = 1
     prior_options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: --prior_option
     integer_prior: bool = False
+    transform: str = "mbt2018"
     distortion: str = "mse"
     batch_size: int = 8  # Global, over all devices and hosts.
     patch_size: int = 256
@@ -120,6 +122,7 @@ class TrainConfig:
             self.mixture_components,
             self.prior_options,
             self.integer_prior,
+            self.transform,
         )
 
     @property
@@ -507,7 +510,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     if not config.validates:
         logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
 
-    model = config.model_config.build()
+    model = CompressionModel(config.model_config)
     host_hparams = hyperparams(config)
     schedule = learning_rate_schedule(host_hparams)  # for the logged learning rate
     replicated = NamedSharding(mesh, P())
@@ -661,6 +664,7 @@ def define_flags() -> None:
     d.DEFINE_string("workdir", None, "Folder for checkpoints and summaries; rerun to resume.")
     d.DEFINE_float("lmbda", None, "Rate-distortion trade-off (MSE: 0.0018 ... 0.18).")
     d.DEFINE_string("prior", "joint", f"One of: {', '.join(PRIORS)}.")
+    d.DEFINE_string("transform", "mbt2018", f"g_a/g_s family, one of: {', '.join(TRANSFORMS)}.")
     d.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
     d.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
     d.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")

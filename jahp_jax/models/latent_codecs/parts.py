@@ -130,29 +130,48 @@ class LatentShape:
 class SliceTransforms:
     """Minnen & Singh 2020 (ms2020): the mean (scale) of slice k from a network over the mean
     (scale) hyper features and the first min(k, `max_support`) decoded slices. The hyper
-    features are [mean features, scale features] (two h_s of M channels each)."""
+    features are [mean features, scale features] (two h_s of M channels each). With attention
+    networks (TCM, Liu et al. 2023: `atten_mean_<k>`, `atten_scale_<k>`), each support passes
+    through its attention first; the latent residual prediction then reads the attended mean
+    support."""
 
     mean_networks: tuple[Network, ...]
     scale_networks: tuple[Network, ...]
     max_support: int
+    mean_attention: tuple[Network, ...] = ()
+    scale_attention: tuple[Network, ...] = ()
 
     def modules(self, composition) -> dict[str, Any]:
-        return {
+        modules = {
             "cc_mean_transforms": [network.build() for network in self.mean_networks],
             "cc_scale_transforms": [network.build() for network in self.scale_networks],
         }
+        if self.mean_attention:
+            modules["atten_mean"] = [network.build() for network in self.mean_attention]
+            modules["atten_scale"] = [network.build() for network in self.scale_attention]
+        return modules
 
     def prior_path_networks(self, composition) -> list[str]:
-        groups = range(len(self.mean_networks))
-        return [f"cc_{what}_transforms_{k}" for k in groups for what in ("mean", "scale")]
+        names = ["cc_{}_transforms_{}"] + (["atten_{}_{}"] if self.mean_attention else [])
+        return [
+            name.format(what, k)
+            for k in range(len(self.mean_networks))
+            for name in names
+            for what in ("mean", "scale")
+        ]
 
     def supports(self, codec, ops, group: int, hyper, decoded):
-        """(mean support, scale support) maps of slice `group`."""
+        """(mean support, scale support) maps of slice `group` (attended, where attention)."""
         xp = ops.xp
         mean_hyper, scale_hyper = xp.split(hyper, 2, axis=-1)
         stop = codec.composition.groups[min(group, self.max_support)][0]
         support = decoded[..., :stop]
-        return _concat(xp, [mean_hyper, support]), _concat(xp, [scale_hyper, support])
+        mean_support = _concat(xp, [mean_hyper, support])
+        scale_support = _concat(xp, [scale_hyper, support])
+        if self.mean_attention:
+            mean_support = ops.network(f"atten_mean_{group}", mean_support)
+            scale_support = ops.network(f"atten_scale_{group}", scale_support)
+        return mean_support, scale_support
 
     def features(self, codec, ops, group: int, hyper, decoded) -> GroupFeatures:
         mean_support, scale_support = self.supports(codec, ops, group, hyper, decoded)
@@ -161,6 +180,36 @@ class SliceTransforms:
             "means": ops.network(f"cc_mean_transforms_{group}", mean_support),
         }
         return GroupFeatures(values, mean_support)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelContext:
+    """He et al. 2022 (ELIC): group k > 0 reads a network (`channel_context_<k>`) over earlier
+    decoded groups: all of them (`earlier='all'`, the paper), or the first and the previous one
+    (`'first_and_previous'`, Chandelier's re-implementation, whose weights are published). Its
+    features are [channel context, hyper features]; group 0's the hyper features alone."""
+
+    networks: tuple[Network, ...]  # groups 1 .. G-1
+    earlier: str = "all"
+
+    def modules(self, composition) -> dict[str, Any]:
+        return {f"channel_context_{k + 1}": n.build() for k, n in enumerate(self.networks)}
+
+    def prior_path_networks(self, composition) -> list[str]:
+        return [f"channel_context_{k + 1}" for k in range(len(self.networks))]
+
+    def features(self, codec, ops, group: int, hyper, decoded) -> GroupFeatures:
+        if group == 0:
+            return GroupFeatures(hyper)
+        groups = codec.composition.groups
+        if self.earlier == "all" or group == 1:
+            support = decoded[..., : groups[group][0]]
+        else:
+            first, previous = groups[0], groups[group - 1]
+            support = _concat(ops.xp, [decoded[..., first[0] : first[1]],
+                                       decoded[..., previous[0] : previous[1]]])  # fmt: skip
+        context = ops.network(f"channel_context_{group}", support)
+        return GroupFeatures(_concat(ops.xp, [context, hyper]))
 
 
 @dataclasses.dataclass(frozen=True)
