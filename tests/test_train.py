@@ -185,7 +185,7 @@ from jahp_jax.training import train
 
 config = train.TrainConfig(lmbda=0.01, prior="factorized", num_filters=8, num_latents=8,
                            patch_size=32, batch_size=4)
-model = CompressionModel(config.model_config)
+model = train.CompressionModel(config.model_config)
 hparams = train.hyperparams(config)
 batches = np.random.default_rng(0).random((3, 4, 32, 32, 3), np.float32)
 result = {"device_count": jax.device_count()}
@@ -250,7 +250,7 @@ for lmbda, seed, num_steps in ((0.01, 0, 100), (0.05, 7, 3000)):
     config = train.TrainConfig(lmbda=lmbda, seed=seed, num_steps=num_steps, prior="hyperprior",
                                num_filters=4, num_latents=4, patch_size=64, batch_size=2)
     mesh = train.make_mesh()
-    model = CompressionModel(config.model_config)
+    model = train.CompressionModel(config.model_config)
     state = train.create_train_state(config, model, mesh)
     step = train.jit_train_step(config, model, mesh)
     state, stats = step(state, np.zeros((2, 64, 64, 3), np.float32), train.hyperparams(config))
