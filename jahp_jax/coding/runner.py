@@ -99,13 +99,14 @@ class FloatBackend:
         )
 
     # --- z --------------------------------------------------------------------------------------
-    def code_z(self, coder, shape: tuple[int, ...], y: np.ndarray | None):
-        """Encoder (y given): z = h_a(y) coded around the medians -> (z_hat, bits); decoder
-        (y None): z_hat of `shape` decoded."""
+    def code_z(self, coder, shape: tuple[int, ...], y: np.ndarray | None, z=None):
+        """Encoder (y given): z (default h_a(y)) coded around the medians -> (z_hat, bits);
+        decoder (y None): z_hat of `shape` decoded."""
         tables, medians = self.density_tables["z"]
-        z = None
         if y is not None:
-            z = np.asarray(self.functions["hyper_analysis"](self.params, y[None]))[0]
+            if z is None:
+                z = np.asarray(self.functions["hyper_analysis"](self.params, y[None]))[0]
+            z = np.asarray(z, np.float32)
             shape = z.shape
         offset = np.broadcast_to(medians, shape)
         z_hat = code_step(ChannelTables(tables), coder, {}, offset, np.arange(shape[-1]), z)
@@ -184,14 +185,16 @@ class IntegerBackend:
         self.table_checksum = self.prior.table_checksum()
 
     # --- z --------------------------------------------------------------------------------------
-    def code_z(self, coder, shape: tuple[int, ...], y: np.ndarray | None):
+    def code_z(self, coder, shape: tuple[int, ...], y: np.ndarray | None, z=None):
         prior = self.prior
         if y is None:
             index = np.broadcast_to(np.arange(shape[-1]), shape)
             symbols = decode_symbols(coder, index, prior.z_tables)
             return symbols.reshape(shape) + prior.z_medians, 0.0
-        hyper_analysis = compiled_functions(self.model)["hyper_analysis"]
-        z = np.asarray(hyper_analysis(self.params, y[None]), np.float64)[0]
+        if z is None:
+            hyper_analysis = compiled_functions(self.model)["hyper_analysis"]
+            z = np.asarray(hyper_analysis(self.params, y[None]))[0]
+        z = np.asarray(z, np.float64)
         symbols = np.rint(z - prior.z_medians).astype(np.int64)
         index = np.broadcast_to(np.arange(z.shape[-1]), z.shape)
         encode_symbols(coder, symbols, index, prior.z_tables)
@@ -316,13 +319,14 @@ class LatentCoder:
         return y_hat
 
     # --- public -------------------------------------------------------------------------------
-    def encode(self, y: np.ndarray) -> CodedLatents:
-        """y (h, w, M) float32 (the analysis transform's output) -> CodedLatents."""
+    def encode(self, y: np.ndarray, z: np.ndarray | None = None) -> CodedLatents:
+        """y (h, w, M) float32 (the analysis transform's output) -> CodedLatents; `z` (h/4, w/4,
+        Z), if given, is coded instead of h_a(y) (e.g. to re-encode decoded latents)."""
         y = np.asarray(y, np.float32)
         z_stream, z_hat, hyper, bits_z = b"", None, None, 0.0
         if self.codec.hyperprior:
             encoder = new_encoder()
-            z_hat, bits_z = self.backend.code_z(encoder, None, y)
+            z_hat, bits_z = self.backend.code_z(encoder, None, y, z)
             z_stream = stream_bytes(encoder)
             hyper = self.backend.hyper(z_hat)
         encoder = new_encoder()
