@@ -32,13 +32,10 @@ def _example(kind: str, tmp_path, monkeypatch):
     """Import the page's example module for `kind` ('latent_codecs' or 'transforms') from a
     temporary folder and register it with the page's registry line -> its registry name."""
     blocks = _blocks()
-    for index, block in enumerate(blocks):
-        header = re.match(rf"# jahp_jax/models/{kind}/(\w+)\.py\n", block)
-        if header:
-            name = header.group(1)
-            break
-    else:
-        raise AssertionError(f"docs/architecture.md has no {kind} example")
+    headers = [re.match(rf"# jahp_jax/models/{kind}/(\w+)\.py\n", block) for block in blocks]
+    index = next((i for i, header in enumerate(headers) if header), None)
+    assert index is not None, f"docs/architecture.md has no {kind} example"
+    name, block = headers[index].group(1), blocks[index]
     (tmp_path / f"{name}.py").write_text(block)
     spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
