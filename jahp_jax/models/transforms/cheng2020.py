@@ -8,7 +8,8 @@ variant (`attention=True`) adds Cheng's simplified attention blocks (two in g_a,
 h_a: five 3x3 convs (two of stride 2) with LeakyReLU; h_s: 3x3 convs and two sub-pixel convs.
 These models tie M to N (the latent has N channels); their z has N channels too.
 
-Layer indices follow CompressAI's nn.Sequential (parameter `layers_<i>` = PyTorch index i).
+Every builder takes the family's options (here `attention`), so that a registry can pass them to
+all four. Layer indices follow CompressAI's nn.Sequential (`layers_<i>` = PyTorch index i).
 """
 
 from __future__ import annotations
@@ -79,13 +80,14 @@ def synthesis(num_filters: int, num_latents: int, attention: bool = False) -> nn
     return nn.Sequential(layers)
 
 
-def hyper_channels(num_filters: int, num_latents: int) -> int:
+def hyper_channels(num_filters: int, num_latents: int, attention: bool = False) -> int:
     """z's channels: N."""
     return num_filters
 
 
-def hyper_analysis(num_filters: int, num_latents: int) -> nn.Module:
-    """h_a: y (B, h, w, M) -> z (B, h/4, w/4, N); 3x3 convs, LeakyReLU between."""
+def hyper_analysis(num_filters: int, num_latents: int, attention: bool = False) -> nn.Module:
+    """h_a: y (B, h, w, M) -> z (B, h/4, w/4, N); 3x3 convs, LeakyReLU between (the same with and
+    without attention)."""
     n = num_filters
     return nn.Sequential(
         [
@@ -96,9 +98,12 @@ def hyper_analysis(num_filters: int, num_latents: int) -> nn.Module:
     )  # fmt: skip
 
 
-def hyper_synthesis(num_filters: int, num_latents: int, out_channels: int) -> nn.Module:
+def hyper_synthesis(
+    num_filters: int, num_latents: int, out_channels: int, attention: bool = False
+) -> nn.Module:
     """h_s: z_hat (B, h/4, w/4, N) -> (B, h, w, out_channels); the reference's out_channels is 2N
-    (Gaussian scales and means of the M = N latents, before the entropy parameters)."""
+    (the hyper params of the M = N latents, before the entropy parameters); the same with and
+    without attention."""
     n = num_filters
     return nn.Sequential(
         [

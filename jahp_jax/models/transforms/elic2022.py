@@ -15,7 +15,9 @@ passes) uses three kinds of networks, built here:
 - `param_aggregation(k)`: 1x1 convs from [spatial ctx, channel ctx (k > 0), hyper params] to the
   2 g_k Gaussian params (scales then means).
 
-Layer indices follow CompressAI's nn.Sequential (parameter `layers_<i>` = PyTorch index i).
+The four transform builders take the family's option `variant` ("official" or "chandelier"), so
+that a registry can pass it to all four. Layer indices follow CompressAI's nn.Sequential
+(`layers_<i>` = PyTorch index i).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def _bottlenecks(n: int) -> list[nn.Module]:
     return [ResidualBottleneckBlock(n) for _ in range(3)]
 
 
-def analysis(num_filters: int, num_latents: int) -> nn.Module:
-    """g_a: (B, H, W, 3) -> y (B, H/16, W/16, M)."""
+def analysis(num_filters: int, num_latents: int, variant: str = "official") -> nn.Module:
+    """g_a: (B, H, W, 3) -> y (B, H/16, W/16, M) (the same in both variants)."""
+    _check_variant(variant)
     n = num_filters
     return nn.Sequential(
         [
@@ -65,8 +68,9 @@ def analysis(num_filters: int, num_latents: int) -> nn.Module:
     )  # fmt: skip
 
 
-def synthesis(num_filters: int, num_latents: int) -> nn.Module:
-    """g_s: y_hat (B, h, w, M) -> x_hat (B, 16h, 16w, 3), not clipped."""
+def synthesis(num_filters: int, num_latents: int, variant: str = "official") -> nn.Module:
+    """g_s: y_hat (B, h, w, M) -> x_hat (B, 16h, 16w, 3), not clipped (both variants)."""
+    _check_variant(variant)
     n = num_filters
     return nn.Sequential(
         [
@@ -79,13 +83,15 @@ def synthesis(num_filters: int, num_latents: int) -> nn.Module:
     )  # fmt: skip
 
 
-def hyper_channels(num_filters: int, num_latents: int) -> int:
+def hyper_channels(num_filters: int, num_latents: int, variant: str = "official") -> int:
     """z's channels: N."""
     return num_filters
 
 
-def hyper_analysis(num_filters: int, num_latents: int) -> nn.Module:
-    """h_a: y (B, h, w, M) -> z (B, h/4, w/4, N): conv 3x3/1, conv 5x5/2, conv 5x5/2, ReLU."""
+def hyper_analysis(num_filters: int, num_latents: int, variant: str = "official") -> nn.Module:
+    """h_a: y (B, h, w, M) -> z (B, h/4, w/4, N): conv 3x3/1, conv 5x5/2, conv 5x5/2, ReLU (both
+    variants)."""
+    _check_variant(variant)
     n = num_filters
     return nn.Sequential([Conv(n, 3, 1), nn.relu, Conv(n), nn.relu, Conv(n)])
 

@@ -20,8 +20,10 @@ channels; slice i's mean (and, with separate weights, scale) support is [h_s mea
 y_hat_i += 0.5 tanh(lrp). Reference names: atten_mean.i / atten_scale.i (SWAtten),
 cc_mean_transforms.i / cc_scale_transforms.i, lrp_transforms.i.
 
-Images must be multiples of 128 pixels on both sides (the windows of 8 at H/16 in the prior and
-of 4 at H/32 in h_a), as in the reference, whose evaluation pads to 128.
+Every transform builder takes the family's options (config, head_dim, window_size; the hyper
+transforms read only config), so that a registry can pass them to all four. Images must be
+multiples of 128 pixels on both sides (the windows of 8 at H/16 in the prior and of 4 at H/32 in
+h_a), as in the reference, whose evaluation pads to 128.
 """
 
 from __future__ import annotations
@@ -114,8 +116,14 @@ def synthesis(
     )  # fmt: skip
 
 
-def hyper_channels(num_filters: int, num_latents: int) -> int:
-    """z's channels: 192, whatever N and M."""
+def hyper_channels(
+    num_filters: int,
+    num_latents: int,
+    config: Sequence[int] = CONFIG,
+    head_dim: Sequence[int] = HEAD_DIM,
+    window_size: int = WINDOW_SIZE,
+) -> int:
+    """z's channels: 192, whatever N, M and the options."""
     return HYPER_CHANNELS
 
 
