@@ -32,7 +32,7 @@ from jahp_jax.io.convert_followups import (
     reference_networks,
 )
 from jahp_jax.models.entropy_models import GaussianConditional
-from jahp_jax.models.latent_codecs.checkerboard import anchor_map
+from jahp_jax.models.latent_codecs.parts import anchor_map
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 
 GOLDEN = FULL_SHARED / "golden" / "followups"
@@ -124,7 +124,7 @@ def checkerboard_group(arch, y, q, side, context, parameters, means_first=False)
     side: the params besides the spatial context (channel context, hyper params); context and
     parameters: the spatial context and param aggregation networks' names."""
     _, height, width, channels = y.shape
-    anchors = ~anchor_map(height, width)[None, :, :, None]  # CompressAI's "even" parity
+    anchors = anchor_map(height, width, parity=0)[None, :, :, None]  # CompressAI's "even"
 
     def split(params):
         first, second = jnp.split(params, 2, axis=-1)
@@ -175,8 +175,8 @@ def forward(arch: str) -> dict[str, jax.Array]:
                 y[..., start:stop],
                 q[..., start:stop],
                 side,
-                f"spatial_context_{k}",
-                f"param_aggregation_{k}",
+                f"context_prediction_{k}",
+                f"entropy_parameters_{k}",
                 means_first=options["variant"] == "chandelier",
             )
             y_hats.append(group_y_hat)

@@ -22,10 +22,12 @@ these networks: a missing, misshapen or unexpected entry is a `ConversionError` 
 coders' tables are ignored and the constant buffers (GDN and likelihood bounds, the context
 masks) checked.
 
-Our names of the networks (keys of `params`): g_a, g_s, h_a, z_density; cheng2020: h_s,
+Our names of the networks (keys of `params`), those of the prior parts
+(`jahp_jax.models.latent_codecs.parts`): g_a, g_s, h_a, z_density; cheng2020: h_s,
 entropy_parameters, context_prediction; ELIC: h_s, channel_context_<k> (k >= 1),
-spatial_context_<k>, param_aggregation_<k>; TCM: h_mean_s, h_scale_s, atten_mean_<i>,
-atten_scale_<i>, cc_mean_transforms_<i>, cc_scale_transforms_<i>, lrp_transforms_<i>.
+context_prediction_<k> (the spatial context), entropy_parameters_<k> (the param aggregation);
+TCM: h_mean_s, h_scale_s, atten_mean_<i>, atten_scale_<i>, cc_mean_transforms_<i>,
+cc_scale_transforms_<i>, lrp_transforms_<i>.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from flax import linen as nn
 
 from jahp_jax.io.convert import ConversionError, _constant_checks, normalize_names
 from jahp_jax.models.entropy_models import FactorizedDensity
-from jahp_jax.models.latent_codecs.checkerboard import checkerboard_mask
+from jahp_jax.models.latent_codecs.parts import checkerboard_mask
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 from jahp_jax.nn.blocks import conv1x1
 from jahp_jax.nn.layers import MaskedConv, causal_mask, leaky_relu
@@ -305,9 +307,9 @@ def _elic_networks(arch: str, options: dict) -> list[ReferenceNetwork]:
             )
         networks.append(
             ReferenceNetwork(
-                f"spatial_context_{k}",
+                f"context_prediction_{k}",
                 _SPATIAL_CONTEXT.format(k),
-                elic2022.spatial_context(groups, k),
+                MaskedConv(2 * groups[k], 5, mask_fn=checkerboard_mask),
                 (1, 4, 4, groups[k]),
                 checkerboard_mask,
             )
@@ -315,7 +317,7 @@ def _elic_networks(arch: str, options: dict) -> list[ReferenceNetwork]:
         widths = elic2022.param_aggregation_widths(n, m, groups, k, variant)
         networks.append(
             ReferenceNetwork(
-                f"param_aggregation_{k}",
+                f"entropy_parameters_{k}",
                 f"latent_codec.y.latent_codec.y{k}.entropy_parameters",
                 elic2022.param_aggregation(n, m, groups, k, variant),
                 (1, 1, 1, widths[0]),

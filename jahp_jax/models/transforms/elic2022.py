@@ -8,10 +8,10 @@ transposed convs. h_a: conv 3x3/1, conv 5x5/2, conv 5x5/2 (ReLU between, z has N
 h_s: deconv 5x5/2 (N), deconv 5x5/2 (3N/2), then a 3x3/1 layer to the hyper parameters: a
 transposed conv to 2N in the official model, a conv to 2M in Chandelier's re-implementation.
 
-The prior (the lead composes it from parts: channel groups, each coded in two checkerboard
-passes) uses three kinds of networks, built here:
+The prior (composed from parts, `jahp_jax.models.latent_codecs.parts`: channel groups, each
+coded in two checkerboard passes) uses three kinds of networks: the spatial context g_sp^(k), a
+checkerboard-masked 5x5 conv g_k -> 2 g_k (the parts' `CheckerboardContext`), and two built here:
 - `channel_context(k)`: g_ch^(k), from the decoded groups to 2 g_k channel-context params;
-- `spatial_context(k)`: g_sp^(k), the checkerboard-masked 5x5 conv g_k -> 2 g_k;
 - `param_aggregation(k)`: 1x1 convs from [spatial ctx, channel ctx (k > 0), hyper params] to the
   2 g_k Gaussian params (scales then means).
 
@@ -27,9 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 from flax import linen as nn
 
-from jahp_jax.models.latent_codecs.checkerboard import checkerboard_mask
 from jahp_jax.nn.blocks import AttentionBlock, ResidualBottleneckBlock, conv1x1
-from jahp_jax.nn.layers import Conv, ConvTranspose, MaskedConv
+from jahp_jax.nn.layers import Conv, ConvTranspose
 
 NUM_FILTERS = 192
 NUM_LATENTS = 320
@@ -137,12 +136,6 @@ def channel_context(groups: Sequence[int], k: int) -> nn.Module:
     return nn.Sequential(
         [Conv(first, 5, 1), nn.relu, Conv(second, 5, 1), nn.relu, Conv(2 * groups[k], 5, 1)]
     )
-
-
-def spatial_context(groups: Sequence[int], k: int) -> nn.Module:
-    """g_sp^(k): (B, h, w, g_k) -> (B, h, w, 2 g_k), a 5x5 conv masked to the checkerboard
-    anchors around each non-anchor (CompressAI's CheckerboardMaskedConv2d, mask type A)."""
-    return MaskedConv(2 * groups[k], 5, mask_fn=checkerboard_mask)
 
 
 def _linspace_float32(start: float, stop: float, steps: int) -> np.ndarray:
