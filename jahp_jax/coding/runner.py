@@ -52,6 +52,7 @@ from jahp_jax.coding.range_coder import (
     table_family,
 )
 from jahp_jax.models.compression_model import CompressionModel, latent_codec_params
+from jahp_jax.models.config import HYPER_DOWNSAMPLING
 from jahp_jax.models.latent_codecs.parts import GroupFeatures
 
 
@@ -273,7 +274,7 @@ class LatentCoder:
         self.num_latents = self.codec.num_latents
 
     def _z_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        d = self.model.config.pad_multiple // self.model.config.latent_downsampling
+        d = HYPER_DOWNSAMPLING
         return -(-height // d), -(-width // d), self.codec.z_channels
 
     def _code_y(self, coder, hyper, shape, y: np.ndarray | None):

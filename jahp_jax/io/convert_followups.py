@@ -43,8 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jahp_jax.io.convert import ConversionError, _constant_checks, normalize_names
+from jahp_jax.io.state_dicts import ConversionError, constant_checks, normalize_names
+from jahp_jax.models.compression_model import CompressionModel, init_params
+from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.entropy_models import FactorizedDensity
+from jahp_jax.models.latent_codecs.elic2022 import group_sizes
 from jahp_jax.models.latent_codecs.parts import checkerboard_mask
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 from jahp_jax.nn.blocks import conv1x1
@@ -178,7 +181,7 @@ def _match(
     for name in state:
         if name in used or name.endswith(_IGNORED_SUFFIXES):
             continue
-        if _constant_checks(_constant_name(name)) is None:
+        if constant_checks(_constant_name(name)) is None:
             problems["unexpected"].append(f"'{name}'")
     return params, {kind: entries for kind, entries in problems.items() if entries}
 
@@ -192,7 +195,7 @@ def _constant_name(name: str) -> str:
 
 def _check_constants(state: Mapping[str, np.ndarray]) -> None:
     for name, array in state.items():
-        expected = _constant_checks(_constant_name(name))
+        expected = constant_checks(_constant_name(name))
         if expected is None:
             continue
         if array.size != 1 or not np.isclose(float(array.reshape(())), expected, rtol=1e-5):
@@ -494,3 +497,71 @@ def convert_followup(
         raise ConversionError(f"{source} is not a {arch} model with {sizes}: {shown}")
     _check_constants(state)
     return ConvertedNetworks(arch, options, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole models: the reference's networks -> our transform + prior, with their params.
+# ---------------------------------------------------------------------------------------------
+def _swap_halves(array: np.ndarray, axis: int) -> np.ndarray:
+    first, second = np.split(np.asarray(array), 2, axis=axis)
+    return np.concatenate([second, first], axis=axis)
+
+
+def _model_config(arch: str, options: Mapping[str, Any]) -> ModelConfig:
+    n, m = options["num_filters"], options["num_latents"]
+    if arch.startswith("cheng2020"):
+        transform = "cheng2020-attn" if options["attention"] else "cheng2020-anchor"
+        if arch == "cheng2020-anchor-checkerboard":
+            return ModelConfig("checkerboard", n, m, prior_options={"anchors": "even"},
+                               transform=transform)  # fmt: skip
+        return ModelConfig("joint", n, m, transform=transform)
+    if arch.startswith("elic2022"):
+        chandelier = options["variant"] == "chandelier"
+        prior_options = {"variant": "chandelier"} if chandelier else {}
+        if tuple(options["groups"]) != group_sizes(m):
+            prior_options["groups"] = ",".join(str(size) for size in options["groups"])
+        transform = "elic2022-chandelier" if chandelier else "elic2022"
+        return ModelConfig("elic2022", n, m, prior_options=prior_options, transform=transform)
+    fixed = {"config": tcm.CONFIG, "head_dim": tcm.HEAD_DIM, "window_size": tcm.WINDOW_SIZE}
+    other = [key for key, value in fixed.items() if tuple(np.atleast_1d(options[key])) !=
+             tuple(np.atleast_1d(value))]  # fmt: skip
+    if other:
+        found = ", ".join(f"{key}={options[key]}" for key in other)
+        raise ConversionError(f"this TCM has {found}; jahp_jax's tcm transform has the published "
+                              f"{', '.join(f'{k}={fixed[k]}' for k in other)} only")  # fmt: skip
+    prior_options = {
+        key: options[key]
+        for key, default in (("num_slices", tcm.NUM_SLICES),
+                             ("max_support_slices", tcm.MAX_SUPPORT_SLICES))  # fmt: skip
+        if options[key] != default
+    }
+    return ModelConfig("tcm", n, m, prior_options=prior_options, transform="tcm")
+
+
+def convert_followup_model(
+    state: Mapping[str, np.ndarray], arch: str, source: str = "the state_dict"
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """A reference state_dict of `arch` -> (ModelConfig, params) of the jahp_jax model that
+    computes the same: cheng2020 = its transforms + `joint` (or `checkerboard` with anchors at
+    r + c even); ELIC = its transforms + `elic2022`; TCM = its transforms + `tcm`. Layouts that
+    differ only in order are reordered exactly: CompressAI's checkerboard entropy parameters read
+    [context, hyper] (ours [hyper, context]); Chandelier's param aggregation gives [means,
+    scales] (ours [scales, means])."""
+    converted = convert_followup(state, arch, source)
+    config = _model_config(arch, converted.options)
+    params = jax.tree_util.tree_map(np.asarray, dict(converted.params))
+    if arch == "cheng2020-anchor-checkerboard":
+        first = params["entropy_parameters"]["layers_0"]
+        first["kernel"] = _swap_halves(first["kernel"], axis=2)
+    if arch == "elic2022-chandelier":
+        for name, network in params.items():
+            if name.startswith("entropy_parameters_"):
+                last = network[max(network, key=lambda key: int(key.split("_")[1]))]
+                last["kernel"] = _swap_halves(last["kernel"], axis=3)
+                last["bias"] = _swap_halves(last["bias"], axis=0)
+    expected = jax.eval_shape(lambda: init_params(CompressionModel(config), jax.random.key(0)))
+    shapes = jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape), expected)
+    if jax.tree_util.tree_map(np.shape, params) != shapes:
+        raise ConversionError(f"{source}: the converted networks do not form a "
+                              f"{config.describe()} model")  # fmt: skip
+    return config, params

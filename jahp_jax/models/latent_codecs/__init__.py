@@ -8,10 +8,12 @@ A prior is one short module with a `compose(PriorArgs) -> Composition` and one l
 from jahp_jax.models.latent_codecs import (
     channelwise,
     checkerboard,
+    elic2022,
     factorized,
     hyperprior,
     mean_scale,
     rasterscan,
+    tcm,
 )
 from jahp_jax.models.latent_codecs.base import CodingStep, Composition, LatentCodec
 from jahp_jax.models.latent_codecs.prior import Prior, PriorArgs
@@ -24,6 +26,8 @@ PRIORS: dict[str, Prior] = {
     "joint": rasterscan.JOINT,
     "checkerboard": checkerboard.PRIOR,
     "channelwise": channelwise.PRIOR,
+    "elic2022": elic2022.PRIOR,
+    "tcm": tcm.PRIOR,
 }
 
 __all__ = ["PRIORS", "CodingStep", "Composition", "LatentCodec", "Prior", "PriorArgs"]

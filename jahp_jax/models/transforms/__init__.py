@@ -11,11 +11,12 @@ padding reads it from here (`jahp_jax.models.compression_model.CompressionModel`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from flax import linen as nn
 
-from jahp_jax.models.transforms import mbt2018
+from jahp_jax.models.transforms import cheng2020, elic2022, mbt2018, tcm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,23 +32,39 @@ class Transform:
     hyper_synthesis: Callable[[int, int, int], nn.Module]
     hyper_channels: Callable[[int, int], int]
     downsampling: int = 16  # d: y is 1/d of the image in each dimension
+    alignment: int = 64  # images are padded to a multiple of this (at least 4 d)
 
 
-def _family(module, description: str, downsampling: int = 16) -> Transform:
+def _family(module, description: str, alignment: int = 64, **options) -> Transform:
+    """A family module's five builders, each given `options` (e.g. cheng2020's attention)."""
+
+    def bound(builder):
+        return functools.partial(builder, **options) if options else builder
+
     return Transform(
         description,
-        module.analysis,
-        module.synthesis,
-        module.hyper_analysis,
-        module.hyper_synthesis,
-        module.hyper_channels,
-        downsampling,
+        bound(module.analysis),
+        bound(module.synthesis),
+        bound(module.hyper_analysis),
+        bound(module.hyper_synthesis),
+        bound(module.hyper_channels),
+        alignment=alignment,
     )
 
 
 TRANSFORMS: dict[str, Transform] = {
     "mbt2018": _family(mbt2018, "4 strided 5x5 convs + GDN; mean-scale hyper transforms "
                        "(Minnen et al. 2018)"),  # fmt: skip
+    "cheng2020-anchor": _family(cheng2020, "residual blocks, sub-pixel upsampling; 3x3 hyper "
+                                "transforms (Cheng et al. 2020)"),  # fmt: skip
+    "cheng2020-attn": _family(cheng2020, "cheng2020-anchor with Cheng's simplified attention "
+                              "blocks (Cheng et al. 2020)", attention=True),  # fmt: skip
+    "elic2022": _family(elic2022, "residual bottleneck blocks + attention; h_s ends in a 3x3 "
+                        "transposed conv (He et al. 2022)"),  # fmt: skip
+    "elic2022-chandelier": _family(elic2022, "ELIC's transforms, h_s ending in a 3x3 conv "
+                                   "(Chandelier's re-implementation)", variant="chandelier"),
+    "tcm": _family(tcm, "Transformer-CNN mixture blocks, Swin attention (Liu et al. 2023)",
+                   alignment=128),  # fmt: skip
 }
 
 DEFAULT_TRANSFORM = "mbt2018"
