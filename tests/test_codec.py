@@ -11,6 +11,7 @@ import optax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
+from jahp_jax.cli import codec as codec_cli
 from jahp_jax.coding import bitstream, codec
 from jahp_jax.coding.codec import Codec, CodecError
 from jahp_jax.data.pipeline import read_image, write_png
@@ -241,7 +242,7 @@ def test_cli_bad_input(checkpoint_dir, tmp_path, capsys, make_args, message):
     (tmp_path / "text.png").write_text("hello, not an image")
     (tmp_path / "empty").write_bytes(b"")
     before = sorted(tmp_path.iterdir())
-    assert codec.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
+    assert codec_cli.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
     assert sorted(tmp_path.iterdir()) == before  # no output file, not even a partial one

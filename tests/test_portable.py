@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, default_codegen
 
+from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.codec import load_codec
@@ -40,7 +41,6 @@ from jahp_jax.coding.integer import (
     rounding_divide,
 )
 from jahp_jax.coding.range_coder import CodecError, LatentCoder, compiled_functions, scale_to_level
-from jahp_jax.io import convert
 from jahp_jax.io.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
 from jahp_jax.io.images import read_image, write_png
 from jahp_jax.models.compression_model import create_model, init_params

@@ -1,18 +1,17 @@
-"""Convert CompressAI models to jahp_jax checkpoints, and float models to integer-prior ones.
+"""Convert CompressAI models to jahp_jax checkpoints, and float models to integer-prior ones (the
+command: `jahp-convert`, `jahp_jax.cli.convert`).
 
-    jahp-convert --from=compressai --arch=mbt2018 mbt2018-3-22901978.pth.tar out_dir
-    python -m jahp_jax.cli.convert --to=integer FLOAT_CHECKPOINT out_dir
-
-`--to=integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step folder)
-and writes, into the new folder out_dir, the same model with an integer prior path
+`convert_to_integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step
+folder) and writes, into the new folder out_dir, the same model with an integer prior path
 (`jahp_jax.coding.integer`): its files decode bit-exactly on any machine
-(docs/portable_files.md). The CompressAI conversion:
+(docs/portable_files.md).
 
-reads a CompressAI `state_dict` (a `.pth`/`.pth.tar` file holding the bare state_dict or a training
-checkpoint with a `state_dict` entry, or an `.npz` of the same arrays, optionally prefixed
-`param/`), checks that it is exactly the named architecture, infers N and M from the weights and
-writes an ordinary jahp_jax checkpoint (`checkpoints.save_model`, step 0) under `out_dir`, which
-every other command (evaluate, codec, train) loads.
+The CompressAI conversion (`convert_file`) reads a CompressAI `state_dict` (a `.pth`/`.pth.tar`
+file holding the bare state_dict or a training checkpoint with a `state_dict` entry, or an `.npz`
+of the same arrays, optionally prefixed `param/`), checks that it is exactly the named
+architecture, infers N and M from the weights and writes an ordinary jahp_jax checkpoint
+(`checkpoints.save_model`, step 0) under `out_dir`, which every other command (evaluate, codec,
+train) loads.
 
 Layout changes: conv weights (out, in, kh, kw) -> HWIO; transposed conv weights (in, out, kh, kw)
 -> our (kh, kw, out, in) (the same axis permutation); GDN `beta`/`gamma` and the entropy
@@ -24,15 +23,13 @@ checked against the file's `*_reparam` buffers). The coder's tables (`_quantized
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
 import re
 import shutil
-import sys
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -427,40 +424,3 @@ def _first_sentence(error: BaseException) -> str:
     """The first sentence of a library's error message (they append long explanations)."""
     text = str(error).strip()
     return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--from",
-        dest="source_format",
-        default="compressai",
-        choices=["compressai"],
-        help="the library the weights come from",
-    )
-    parser.add_argument(
-        "--to",
-        choices=["integer"],
-        help="convert a jahp_jax float model (input: a checkpoint) to an integer-prior model",
-    )
-    parser.add_argument("--arch", choices=sorted(ARCHS), help="CompressAI model (--from)")
-    parser.add_argument(
-        "input", help="state_dict file (.pth, .pth.tar or .npz); with --to: a checkpoint"
-    )
-    parser.add_argument("out_dir", help="workdir for the checkpoint (out_dir/checkpoints)")
-    args = parser.parse_args(argv)
-    if (args.to is None) == (args.arch is None):
-        parser.error("give --arch (a CompressAI file) or --to=integer (a jahp_jax checkpoint)")
-    try:
-        if args.to:
-            step_dir = convert_to_integer(args.input, args.out_dir, log=print)
-        else:
-            step_dir = convert_file(args.input, args.arch, args.out_dir, log=print)
-    except (ValueError, OSError) as error:
-        print(
-            f"error: {(str(error).strip() or type(error).__name__).splitlines()[0]}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"wrote {step_dir}")
-    return 0
