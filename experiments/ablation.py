@@ -39,7 +39,7 @@ from experiments.common import (
     start_sources,
     train_config,
 )
-from jahp_jax.cli.command import Command, UsageError
+from jahp_jax.cli.command import Command
 
 MIN_RATE_POINTS = 4  # report.bd_rate interpolates curves of >= 4 points
 
@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return COMMAND.run(functools.partial(_ablation, argv=argv), argv)
 
 
-def _ablation(positional: list[str], argv: Sequence[str] | None) -> int:
-    if positional:
-        raise UsageError(f"unexpected arguments {positional}; flags take the form --name=value")
+def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
     args = FLAGS
     from jahp_jax import console
 

@@ -33,7 +33,7 @@ from experiments.common import (
     start_sources,
     train_config,
 )
-from jahp_jax.cli.command import Command, UsageError
+from jahp_jax.cli.command import Command
 
 # A shorter classical sweep than baselines' own (0.1 to ~1.3 bpp): metrics dominate its time.
 QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 75, 90)}
@@ -91,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return COMMAND.run(functools.partial(_quickstart, argv=argv), argv)
 
 
-def _quickstart(positional: list[str], argv: Sequence[str] | None) -> int:
-    if positional:
-        raise UsageError(f"unexpected arguments {positional}; flags take the form --name=value")
+def _quickstart(_: list[str], argv: Sequence[str] | None) -> int:
     args = FLAGS
     # Imported here so that --help answers at once (console first: it quiets TensorFlow).
     from jahp_jax import console

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from jahp_jax.cli.command import Command, UsageError
+from jahp_jax.cli.command import Command
 
 COMMAND = Command("python -m experiments.rate_gap", __doc__)
 FLAGS = COMMAND.flags
@@ -91,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return COMMAND.run(_rate_gap, argv)
 
 
-def _rate_gap(positional: list[str]) -> int:
-    if positional:
-        raise UsageError(f"unexpected arguments {positional}; flags take the form --name=value")
+def _rate_gap(_: list[str]) -> int:
     args = FLAGS
 
     from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images, resolve_data_root

@@ -114,7 +114,7 @@ class Toy:
 
 
 def test_a_command_parses_with_absl_and_answers_bad_input_in_one_line(tmp_path, capsys):
-    toy = Command("jahp-toy", "jahp-toy: a toy.\n\n    jahp-toy [flags] NAME")
+    toy = Command("jahp-toy", "jahp-toy: a toy.\n\n    jahp-toy [flags] NAME", takes_args=True)
     assert toy.define_fields(Toy) == ["rate", "steps", "folder", "fast"]
     seen = []
 
@@ -142,6 +142,8 @@ def test_a_command_parses_with_absl_and_answers_bad_input_in_one_line(tmp_path, 
     assert out.startswith("jahp-toy: a toy.\n\n    jahp-toy [flags] NAME\n\nflags:\n")
     assert "--rate: A rate; required." in out and "--[no]fast: Go fast." in out
     assert len(seen) == 2
+    assert Command("jahp-none", "jahp-none: no arguments.").run(seen.append, ["stray"]) == 2
+    assert "error: unexpected arguments ['stray']; " in capsys.readouterr().err and len(seen) == 2
 
     @dataclasses.dataclass
     class Unflaggable:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from jahp_jax import console
-from jahp_jax.cli.command import Command, UsageError
+from jahp_jax.cli.command import Command
 from jahp_jax.evaluation.baselines import CODECS, run
 
 COMMAND = Command("jahp-baselines", __doc__)
@@ -32,9 +32,7 @@ flags.DEFINE_string("output_dir", "results/classical", "Folder for the results f
 flags.DEFINE_integer("limit", None, "Only the first N images.", flag_values=FLAGS)
 
 
-def _baselines(args: list[str]) -> int:
-    if args:
-        raise UsageError(f"unexpected arguments {args}; flags take the form --name=value")
+def _baselines(_: list[str]) -> int:
     console.setup()
     try:
         codecs = [key for key in FLAGS.codecs if key]

@@ -24,7 +24,7 @@ from jahp_jax.io.checkpoints import CheckpointError
 from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.runtime import enable_compilation_cache
 
-COMMAND = Command("jahp-codec", __doc__)
+COMMAND = Command("jahp-codec", __doc__, takes_args=True)
 FLAGS = COMMAND.flags
 flags.DEFINE_string("checkpoint", None, "A training workdir, checkpoint folder or exported "
                     "model. Required.", flag_values=FLAGS)  # fmt: skip

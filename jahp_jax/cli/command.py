@@ -67,12 +67,15 @@ class _HelpFlag(flags.BooleanFlag):
 class Command:
     """A command line: its name (for messages), its help text and its own absl FlagValues."""
 
-    def __init__(self, name: str, doc: str, *, known_only: bool = False):
+    def __init__(self, name: str, doc: str, *, takes_args: bool = False,
+                 known_only: bool = False):  # fmt: skip
         """name: as the user types it ("jahp-codec"); doc: the help text (the module docstring);
-        known_only: pass flags this command does not define on to the body as positional
-        arguments instead of refusing them (a sweep's training flags)."""
+        takes_args: the body takes positional arguments (else `run` refuses them); known_only:
+        pass flags this command does not define on to the body as positional arguments
+        instead of refusing them (a sweep's training flags)."""
         self.name = name
         self.doc = doc.strip()
+        self.takes_args = takes_args or known_only
         self.known_only = known_only
         self.flags = flags.FlagValues()
         flags.DEFINE_flag(_HelpFlag(), self.flags)
@@ -89,9 +92,13 @@ class Command:
             ) -> int:  # fmt: skip
         """Parse `argv` (the arguments after the program name; default: sys.argv[1:]) into
         `flags` and return body(positional arguments) (None counts as 0), or the exit status of
-        --help (0) or of a command line that cannot run (2, after one `error:` line)."""
+        --help (0) or of a command line that cannot run (2, after one `error:` line: a flag
+        absl cannot parse, positional arguments where none are taken, a `UsageError`)."""
         try:
-            return body(self.parse(argv)) or 0
+            args = self.parse(argv)
+            if args and not self.takes_args:
+                raise UsageError(f"unexpected arguments {args}; flags take the form --name=value")
+            return body(args) or 0
         except _HelpRequested:
             try:
                 print(self.help(), end="", flush=True)

@@ -21,7 +21,7 @@ from absl import flags
 from jahp_jax.cli.command import Command, UsageError
 from jahp_jax.io.convert import ARCHS, convert_file, convert_to_integer
 
-COMMAND = Command("jahp-convert", __doc__)
+COMMAND = Command("jahp-convert", __doc__, takes_args=True)
 FLAGS = COMMAND.flags
 flags.DEFINE_enum("from", "compressai", ["compressai"], "The library the weights come from.",
                   flag_values=FLAGS)  # fmt: skip

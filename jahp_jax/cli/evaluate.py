@@ -40,9 +40,7 @@ flags.DEFINE_string("prior", None, "Refuse checkpoints of another prior.", flag_
 flags.DEFINE_integer("limit", None, "Only the first N images.", flag_values=FLAGS)
 
 
-def _evaluate(args: list[str]) -> int:
-    if args:
-        raise UsageError(f"unexpected arguments {args}; flags take the form --name=value")
+def _evaluate(_: list[str]) -> int:
     if not FLAGS.checkpoint:
         raise UsageError("give at least one --checkpoint=WORKDIR")
     if FLAGS.output is None or Path(FLAGS.output).suffix != ".json":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from jahp_jax.cli.command import Command, UsageError
 from jahp_jax.io.checkpoints import CheckpointError, export_model, load_model, params_fingerprint
 
-COMMAND = Command("jahp-export", __doc__)
+COMMAND = Command("jahp-export", __doc__, takes_args=True)
 FLAGS = COMMAND.flags
 
 

@@ -31,7 +31,7 @@ from jahp_jax.evaluation.report import (
 )
 from jahp_jax.io.images import write_text
 
-COMMAND = Command("jahp-report", __doc__)
+COMMAND = Command("jahp-report", __doc__, takes_args=True)
 FLAGS = COMMAND.flags
 flags.DEFINE_multi_string("results", [], "A results JSON file (repeatable), as the positional "
                           "arguments are.", flag_values=FLAGS)  # fmt: skip

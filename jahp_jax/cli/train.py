@@ -24,7 +24,7 @@ import jax
 from absl import flags, logging
 
 from jahp_jax import console, runtime
-from jahp_jax.cli.command import HELP, Command, UsageError
+from jahp_jax.cli.command import HELP, Command
 from jahp_jax.io.checkpoints import CheckpointError
 from jahp_jax.models.compression_model import PRESETS
 from jahp_jax.training import distributed
@@ -112,9 +112,7 @@ def _error(error: Exception) -> int:
     return 1
 
 
-def _train(args: list[str]) -> int:
-    if args:
-        raise UsageError(f"unexpected arguments {args}; flags take the form --name=value")
+def _train(_: list[str]) -> int:
     try:
         if FLAGS.workdir is None:
             raise ConfigError("--workdir is required (checkpoints and summaries go there)")
