@@ -129,8 +129,10 @@ def test_a_command_parses_with_absl_and_answers_bad_input_in_one_line(tmp_path, 
     assert toy.run(body, []) == 0  # every run starts from the defaults
     assert seen[-1] == ([], {"rate": None, "steps": 3, "folder": None, "fast": False})
     assert capsys.readouterr().err == ""
+    missing = f"--flagfile={tmp_path / 'none'}"
     for argv, message in ((["--steps=many"], "flag --steps=many: invalid literal for int()"),
-                          (["--sped"], "Unknown command line flag 'sped'")):  # fmt: skip
+                          (["--sped"], "Unknown command line flag 'sped'"),
+                          ([missing], "Unable to open flagfile: ")):  # fmt: skip
         assert toy.run(body, argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and err.endswith("; see jahp-toy --help\n")

@@ -106,7 +106,7 @@ class Command:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         except (flags.Error, UsageError) as error:
-            message = " ".join(str(error).split())
+            message = " ".join(str(error).split()).removeprefix("ERROR:: ")  # absl's flagfile
             print(f"error: {message}; see {self.name} --help", file=sys.stderr)
             return 2
 
