@@ -40,7 +40,8 @@ from benchmarks.programs import compiled_synthesis
 from jahp_jax.cli.command import Command
 from jahp_jax.coding.codec import Codec, pad_image
 from jahp_jax.io.images import ImageError, read_image
-from jahp_jax.models.compression_model import PRIORS, create_model, init_params
+from jahp_jax.models.compression_model import create_model, init_params
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.nn import layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def prepare_prior(prior: str, image: np.ndarray, size: int) -> dict:
     exact = bool(np.array_equal(y_hat, stats.y_hat)) and bool(
         np.array_equal(decoded, codec.reconstruct(stats.y_hat, *image.shape[:2]))
     )
-    padded_h, padded_w = pad_image(image).shape[1:3]
+    padded_h, padded_w = pad_image(image, model.config.pad_multiple).shape[1:3]
     row = {
         "prior": prior,
         "num_filters": size,

@@ -25,6 +25,7 @@ from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.codec import Codec
 from jahp_jax.io.checkpoints import load_model
 from jahp_jax.io.images import read_image
+from jahp_jax.models.compression_model import CompressionModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ def _bench_integer_prior(_: list[str]) -> None:
     args = FLAGS
     model, params, config = load_model(args.checkpoint)
     integer_config = dataclasses.replace(config, integer_prior=True)
-    integer_model = integer_config.build()
+    integer_model = CompressionModel(integer_config)
     codecs = {
         "float": Codec(model, params),
         "integer": Codec(integer_model, integer_prior.convert_params(model, params)),

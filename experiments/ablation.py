@@ -83,7 +83,7 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
     from jahp_jax.data.pipeline import DatasetError, ImageError
     from jahp_jax.evaluation import evaluate
     from jahp_jax.io.images import write_text
-    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.models.latent_codecs import PRIORS
     from jahp_jax.training.train import ConfigError, TrainingError, train_and_evaluate
 
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]

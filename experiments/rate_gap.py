@@ -49,7 +49,7 @@ def histogram_bits(symbols: np.ndarray) -> float:
 
 def rate_gap(checkpoint: str | Path, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Model bits of y vs the per-channel histogram bits of its rounded latents, per pixel."""
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
     symbols, model_bits, pixels, file_bytes = [], 0.0, 0, 0
@@ -97,7 +97,7 @@ def _rate_gap(_: list[str]) -> int:
     from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images, resolve_data_root
     from jahp_jax.io.checkpoints import CheckpointError
     from jahp_jax.io.images import write_text
-    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.models.latent_codecs import PRIORS
 
     root = Path(args.root)
     if args.checkpoint:

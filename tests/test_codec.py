@@ -12,10 +12,10 @@ import pytest
 from conftest import REPO_ROOT, SHARED
 
 from jahp_jax.cli import codec as codec_cli
-from jahp_jax.coding import bitstream, codec
+from jahp_jax.coding import bitstream
 from jahp_jax.coding.codec import Codec, CodecError
 from jahp_jax.data.pipeline import read_image, write_png
-from jahp_jax.io.checkpoints import ModelConfig, save_model
+from jahp_jax.io.checkpoints import ModelConfig, load_codec, save_model
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.losses import rate_distortion_loss
 
@@ -182,7 +182,7 @@ def checkpoint_dir(tmp_path_factory, codecs) -> Path:
 
 
 def test_load_codec_matches_in_memory(checkpoint_dir, codecs, test_image):
-    loaded = codec.load_codec(checkpoint_dir)
+    loaded = load_codec(checkpoint_dir)
     assert loaded.fingerprint == codecs["joint", 1, "trained"].fingerprint
     assert loaded.compress(test_image) == codecs["joint", 1, "trained"].compress(test_image)
 

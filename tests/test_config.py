@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from jahp_jax.cli import train as train_cli
+from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.training import train
@@ -66,10 +67,10 @@ def test_fingerprint_tells_every_field_apart():
 
 
 def test_options_reach_the_latent_codec():
-    model = ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}).build()
-    codec = model.make_latent_codec()
-    assert codec.num_slices == 4 and len(codec.bounds) == 4
-    assert ModelConfig("channelwise", 8, 8).build().make_latent_codec().num_slices == 10 > 8
+    model = CompressionModel(ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}))
+    assert len(model.make_latent_codec().composition.groups) == 4
+    default = ModelConfig("channelwise", 8, 8).composition()
+    assert len(default.groups) == 8  # min(num_slices = 10, M = 8)
 
 
 def test_describe():

@@ -15,9 +15,8 @@ import pytest
 from conftest import FULL_SHARED
 
 from jahp_jax.cli import convert as convert_cli
-from jahp_jax.coding.codec import load_codec
 from jahp_jax.io import convert
-from jahp_jax.io.checkpoints import load_model, read_config, resolve_checkpoint
+from jahp_jax.io.checkpoints import load_codec, load_model, read_config, resolve_checkpoint
 from jahp_jax.models.losses import bits_per_pixel
 
 ARCHS = list(convert.ARCHS)

@@ -8,7 +8,7 @@ import pytest
 from jahp_jax.cli import evaluate, report
 from jahp_jax.data.pipeline import eval_images
 from jahp_jax.io.checkpoints import ModelConfig, save_model
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def checkpoints(tmp_path_factory):
     config = ModelConfig("mean_scale", 8, 8)
     paths = []
     for i, lmbda in enumerate((0.01, 0.05)):
-        params = init_params(config.build(), jax.random.key(i))
+        params = init_params(CompressionModel(config), jax.random.key(i))
         save_model(root / f"run{i}" / "checkpoints", 1, config, params, extra={"lmbda": lmbda})
         paths.append(str(root / f"run{i}"))
     return paths
@@ -37,7 +37,7 @@ def test_cli_writes_a_curve_from_real_files(checkpoints, kodak_dir, tmp_path, ca
     ]
     assert results["bpp"] == sorted(results["bpp"])
     # bpp is the real file size: recompute it for the first image from our own codec.
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     name, image = next(eval_images("kodak", data_dir=kodak_dir, limit=1))
     rows = (tmp_path / "ours.images.csv").read_text().splitlines()

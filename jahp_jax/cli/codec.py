@@ -19,8 +19,8 @@ from pathlib import Path
 from absl import flags
 
 from jahp_jax.cli.command import Command, UsageError
-from jahp_jax.coding.codec import CodecError, load_codec
-from jahp_jax.io.checkpoints import CheckpointError
+from jahp_jax.coding.codec import CodecError
+from jahp_jax.io.checkpoints import CheckpointError, load_codec
 from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.runtime import enable_compilation_cache
 

@@ -1,39 +1,32 @@
-"""Compress images to .jahp files and back, with a trained model (the command: `jahp-codec`,
-`jahp_jax.cli.codec`).
+"""Compress images to .jahp files and back, with a trained model (the command: `jahp-codec`).
 
-Library: `codec = load_codec(WORKDIR)`; `data = codec.compress(image_uint8)`;
-`image = codec.decompress(data)`; `codec.compress_with_stats(image)` also returns the estimated
-rate (from the very distributions the coder used) and the coded latents.
+Library: `codec = jahp_jax.io.checkpoints.load_codec(WORKDIR)`; `data =
+codec.compress(image_uint8)`; `image = codec.decompress(data)`; `codec.compress_with_stats(image)`
+also returns the estimated rate (from the very distributions the coder used) and the coded latents.
 
-Images of any size: replicate-padded to a multiple of 64, cropped back after decoding. The
-decoded image is g_s(y_hat) clipped to [0, 1], times 255, rounded to uint8, where y_hat is
-bit-identical to the encoder's (see `jahp_jax.coding.range_coder`). Files are checked (magic,
-version,
-CRC32 of every byte, model identity and parameter fingerprints, entropy-table checksum) before
-anything is decoded; every problem raises `CodecError` (a ValueError) with a one-line message.
+Images of any size: replicate-padded to a multiple of the model's `pad_multiple` (64 for every
+registered transform), cropped back after decoding. The decoded image is g_s(y_hat) clipped to [0,
+1], times 255, rounded to uint8, where y_hat is bit-identical to the encoder's (see
+`jahp_jax.coding.runner`). Files are checked (magic, version, CRC32 of every byte, model identity
+and parameter fingerprints, entropy-table checksum) before anything is decoded; every problem raises
+`CodecError` (a ValueError) with a one-line message.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax.numpy as jnp
 import numpy as np
 
 from jahp_jax.coding import bitstream
-from jahp_jax.coding.range_coder import (
-    CodecError,
-    compiled_functions,
-    decode_guard,
-    make_latent_coder,
-)
-from jahp_jax.io.checkpoints import load_model, params_fingerprint
+from jahp_jax.coding.programs import compiled_functions
+from jahp_jax.coding.range_coder import CodecError, decode_guard
+from jahp_jax.coding.runner import make_latent_coder
 from jahp_jax.models.compression_model import CompressionModel
+from jahp_jax.models.config import params_fingerprint
 
-PAD_MULTIPLE = 64
-
-__all__ = ["Codec", "CodecError", "CompressStats", "load_codec"]
+__all__ = ["Codec", "CodecError", "CompressStats", "pad_image"]
 
 
 @dataclasses.dataclass
@@ -73,11 +66,12 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
-def pad_image(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of 64
-    (edge pixels replicated)."""
+def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of
+    `multiple` (a model's `config.pad_multiple`), edge pixels replicated at the bottom and
+    right."""
     height, width = image.shape[:2]
-    pad = ((0, -height % PAD_MULTIPLE), (0, -width % PAD_MULTIPLE), (0, 0))
+    pad = ((0, -height % multiple), (0, -width % multiple), (0, 0))
     return np.pad(image.astype(np.float32) / 255.0, pad, mode="edge")[None]
 
 
@@ -98,7 +92,8 @@ class Codec:
     def compress_with_stats(self, image: np.ndarray) -> tuple[bytes, CompressStats]:
         """uint8 (H, W, 3) -> (file bytes, CompressStats)."""
         _check_image(image)
-        y = np.asarray(self._analysis(self.params, jnp.asarray(pad_image(image))))[0]
+        x = jnp.asarray(pad_image(image, self.config.pad_multiple))
+        y = np.asarray(self._analysis(self.params, x))[0]
         coded = self.coder.encode(y)
         header = bitstream.Header(
             self.arithmetic,
@@ -124,10 +119,6 @@ class Codec:
     def compress(self, image: np.ndarray) -> bytes:
         """uint8 (H, W, 3) -> the .jahp file's bytes."""
         return self.compress_with_stats(image)[0]
-
-    def estimate_bits(self, image: np.ndarray) -> float:
-        """Estimated bits (y + z) of `image`: -log2 likelihood under the coder's distributions."""
-        return self.compress_with_stats(image)[1].estimated_bits
 
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
@@ -157,10 +148,7 @@ class Codec:
         """File bytes -> (uint8 image (H, W, 3), y_hat (h, w, M) float32)."""
         header, z_stream, y_stream = bitstream.unpack(data)
         self._check_header(header)
-        latent_shape = (
-            -(-header.height // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-            -(-header.width // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-        )
+        latent_shape = self.config.latent_shape(header.height, header.width)
         y_hat = decode_guard(self.coder.decode, z_stream, y_stream, latent_shape)
         return self.reconstruct(y_hat, header.height, header.width), y_hat
 
@@ -173,9 +161,3 @@ class Codec:
         x_hat = np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0]
         x_hat = np.nan_to_num(x_hat[:height, :width], nan=0.0, posinf=1.0, neginf=0.0)
         return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def load_codec(checkpoint: str | os.PathLike) -> Codec:
-    """A Codec from a training workdir (latest step), a checkpoint root or one step folder."""
-    model, params, _ = load_model(checkpoint)
-    return Codec(model, params)

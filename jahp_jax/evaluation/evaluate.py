@@ -206,7 +206,8 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
     Each new padded image shape is compiled by one untimed warm-up round trip first, so times are
     steady-state. The point's extra fields are the model's estimated bpp and the file overhead.
     """
-    from jahp_jax.coding.codec import load_codec, pad_image
+    from jahp_jax.coding.codec import pad_image
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
     prior = codec.config.prior
@@ -217,7 +218,7 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
     warmed_up: set[tuple[int, ...]] = set()
 
     def roundtrip(image: np.ndarray) -> Roundtrip:
-        shape = pad_image(image).shape
+        shape = pad_image(image, codec.config.pad_multiple).shape
         if shape not in warmed_up:
             codec.decompress(codec.compress(image))
             warmed_up.add(shape)

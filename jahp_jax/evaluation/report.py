@@ -321,7 +321,7 @@ def write_sheet(
     image = images[image_name]
     panels = []
     if checkpoint is not None:
-        from jahp_jax.coding.codec import load_codec
+        from jahp_jax.io.checkpoints import load_codec
 
         codec = load_codec(checkpoint)
         data = codec.compress(image)

@@ -10,19 +10,19 @@ folder per step with the items
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from jahp_jax.coding import integer as integer_prior
+from jahp_jax.coding.codec import Codec
 from jahp_jax.coding.integer import INTEGER_KEY
 from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.config import params_fingerprint as params_fingerprint  # re-exported
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 
@@ -175,7 +175,7 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     """
     step_dir = resolve_checkpoint(path)
     config, _ = read_config(step_dir)
-    model = config.build()
+    model = CompressionModel(config)
     handler = ocp.StandardCheckpointer()
     try:
         params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
@@ -187,20 +187,11 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     return model, params, config
 
 
-def params_fingerprint(params: Any) -> bytes:
-    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
-    int32 LE for the integer arrays of an integer-prior model)."""
-    digest = hashlib.sha256()
-    for path, leaf in sorted(
-        jax.tree_util.tree_flatten_with_path(params)[0],
-        key=lambda item: jax.tree_util.keystr(item[0]),
-    ):
-        array = np.asarray(leaf)
-        array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(str(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.digest()[:8]
+def load_codec(path: str | Path) -> Codec:
+    """A Codec (compress / decompress) from a training workdir (latest step), a checkpoint root
+    or one step folder."""
+    model, params, _ = load_model(path)
+    return Codec(model, params)
 
 
 def export_model(source: str | Path, destination: str | Path) -> Path:

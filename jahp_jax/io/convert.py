@@ -45,7 +45,7 @@ from jahp_jax.io.checkpoints import (
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
 from jahp_jax.nn.layers import REPARAM_PEDESTAL, causal_mask
@@ -186,7 +186,7 @@ def _to_ours(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def _expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    model = config.build()
+    model = CompressionModel(config)
     abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     return {
         tuple(entry.key for entry in path): tuple(leaf.shape)

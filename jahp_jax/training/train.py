@@ -49,9 +49,11 @@ from jahp_jax.io.checkpoints import (
     training_manager,
 )
 from jahp_jax.models import metrics
-from jahp_jax.models.compression_model import PRIORS, CompressionModel, init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import DISTORTIONS, rate_distortion_loss
+from jahp_jax.models.transforms import TRANSFORMS
 
 Array = jax.Array
 DATA_AXIS = "data"
@@ -84,7 +86,7 @@ _MODEL_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Mod
 class TrainConfig:
     """Everything a run depends on. `jahp-train`'s flags are made from these fields (name,
     type, default, metadata["help"]; `jahp_jax.cli.command`). The model fields (prior ...
-    integer_prior) take ModelConfig's defaults and make `model_config`, the model's identity."""
+    transform) take ModelConfig's defaults and make `model_config`, the model's identity."""
 
     lmbda: float = _field(help="Rate-distortion trade-off (MSE: 0.0018 ... 0.18); required.")
     prior: str = _field(_MODEL_DEFAULTS["prior"], help=f"One of: {', '.join(PRIORS)}.")
@@ -101,6 +103,9 @@ class TrainConfig:
     integer_prior: bool = _field(
         _MODEL_DEFAULTS["integer_prior"],
         help="Integer arithmetic in the prior path (portable files; see docs/portable_files.md).",
+    )
+    transform: str = _field(
+        _MODEL_DEFAULTS["transform"], help=f"g_a/g_s family, one of: {', '.join(TRANSFORMS)}."
     )
     distortion: str = _field("mse", help=f"One of: {', '.join(DISTORTIONS)}.")
     batch_size: int = _field(8, help="Global batch size, over all devices and hosts.")
@@ -142,6 +147,7 @@ class TrainConfig:
             self.mixture_components,
             self.prior_options,
             self.integer_prior,
+            self.transform,
         )
 
     @property
@@ -172,7 +178,7 @@ def check_train_config(config: TrainConfig, device_count: int | None) -> None:
             f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
             f"use a multiple of {device_count}"
         )
-    stride = 64 if PRIORS[model.prior].hyperprior else 16
+    stride = model.patch_multiple
     if config.patch_size % stride:
         raise ConfigError(
             f"--patch_size={config.patch_size} must be a multiple of {stride} for prior "
@@ -529,7 +535,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     if not config.validates:
         logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
 
-    model = config.model_config.build()
+    model = CompressionModel(config.model_config)
     host_hparams = hyperparams(config)
     schedule = learning_rate_schedule(host_hparams)  # for the logged learning rate
     replicated = NamedSharding(mesh, P())
