@@ -22,59 +22,57 @@ with flags alone, on accelerators:
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
+
 from experiments.common import (
-    add_experiment_args,
+    define_experiment_flags,
     eval_images_of,
     provenance,
     start_record,
     start_sources,
     train_config,
 )
+from jahp_jax.cli.command import Command
 
 MIN_RATE_POINTS = 4  # report.bd_rate interpolates curves of >= 4 points
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--priors", default="factorized,hyperprior,mean_scale,joint,checkerboard,channelwise"
-    )
-    parser.add_argument(
-        "--lmbdas",
-        default="0.0035,0.013,0.0483,0.18",
-        help=f"at least {MIN_RATE_POINTS}: BD-rate needs that many points per curve",
-    )
-    parser.add_argument(
-        "--high_rate_min_lmbda",
-        type=float,
-        default=None,
-        help="lambdas >= this train with --high_rate_num_latents latents (the paper: 0.0483)",
-    )
-    parser.add_argument("--high_rate_num_latents", type=int, default=320)
-    parser.add_argument("--root", default="runs/ablation", help="one workdir per run below")
-    parser.add_argument(
-        "--output_dir",
-        default="runs/ablation/report",
-        help="results, tables and plots (the committed reference: results/ablation)",
-    )
-    parser.add_argument("--classical_dir", default="results/classical")
-    parser.add_argument(
-        "--report_only",
-        action="store_true",
-        help="only rewrite the tables and plots from the results JSONs in --output_dir",
-    )
-    add_experiment_args(parser, num_steps=1000)
-    return parser.parse_args(argv)
+COMMAND = Command("./launch.sh ablation", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("priors", "factorized,hyperprior,mean_scale,joint,checkerboard,channelwise",
+                    "Priors to train, comma-separated.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("lmbdas", "0.0035,0.013,0.0483,0.18", f"Lambdas, comma-separated: at least "
+                    f"{MIN_RATE_POINTS}, as BD-rate needs that many points per curve.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_float("high_rate_min_lmbda", None, "Lambdas >= this train with "
+                   "--high_rate_num_latents latents (the paper: 0.0483).",
+                   flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("high_rate_num_latents", 320, "M of the high-rate runs.", flag_values=FLAGS)
+flags.DEFINE_string("root", "runs/ablation", "One workdir per run below this folder.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("output_dir", "runs/ablation/report", "Results, tables and plots (the "
+                    "committed reference: results/ablation).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("classical_dir", "results/classical", "The classical codecs' results JSONs.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_bool("report_only", False, "Only rewrite the tables and plots from the results "
+                  "JSONs in --output_dir.", flag_values=FLAGS)  # fmt: skip
+define_experiment_flags(FLAGS, num_steps=1000)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """./launch.sh ablation; argv: its arguments (default: sys.argv[1:])."""
+    return COMMAND.run(functools.partial(_ablation, argv=argv), argv)
+
+
+def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
+    args = FLAGS
     from jahp_jax import console
 
     try:
@@ -146,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def num_latents(args: argparse.Namespace, lmbda: float) -> int | None:
+def num_latents(args: flags.FlagValues, lmbda: float) -> int | None:
     """M of the run at `lmbda`: --high_rate_num_latents from --high_rate_min_lmbda on, else
     None (the --num_latents of every other run)."""
     high = args.high_rate_min_lmbda is not None and lmbda >= args.high_rate_min_lmbda

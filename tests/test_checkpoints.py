@@ -56,7 +56,8 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
 
 
 def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
-    from jahp_jax.io.checkpoints import export_model, main, read_config
+    from jahp_jax.cli.export import main
+    from jahp_jax.io.checkpoints import export_model, read_config
 
     config = ModelConfig("joint", 8, 8)
     params = init_params(CompressionModel(config), jax.random.key(1))

@@ -5,8 +5,8 @@ import json
 import jax
 import pytest
 
+from jahp_jax.cli import evaluate, report
 from jahp_jax.data.pipeline import eval_images
-from jahp_jax.evaluation import evaluate
 from jahp_jax.io.checkpoints import ModelConfig, save_model
 from jahp_jax.models.compression_model import CompressionModel, init_params
 
@@ -66,14 +66,12 @@ def test_bad_checkpoints_and_claims(checkpoints, kodak_dir, tmp_path, capsys):
 
 
 def test_comparison_sheet_puts_our_model_beside_the_codecs(checkpoints, kodak_dir, tmp_path):
-    from jahp_jax.evaluation import report
-
     results = tmp_path / "ours.json"
     argv = [f"--checkpoint={checkpoints[0]}", f"--data_dir={kodak_dir}", "--limit=1"]
     assert evaluate.main([*argv, f"--output={results}"]) == 0
     sheet = tmp_path / "sheet.png"
     assert report.main([
-        "--results", str(results), "--reference", str(results), f"--sheet={sheet}",
+        str(results), f"--reference={results}", f"--sheet={sheet}",
         "--sheet_image=kodim01", f"--sheet_checkpoint={checkpoints[0]}",
         "--sheet_codecs=jpeg420,webp", f"--data_dir={kodak_dir}", "--sheet_crop=0,0,128,128",
     ]) == 0  # fmt: skip

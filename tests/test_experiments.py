@@ -94,10 +94,16 @@ def test_quickstart_offline_without_local_data_stops_with_one_line(
     assert not (tmp_path / "w").exists()
 
 
+def ablation_flags(*argv: str):
+    """The ablation's flags parsed from `argv` (one set at a time: the next call replaces it)."""
+    ablation.COMMAND.parse(argv)
+    return ablation.FLAGS
+
+
 def test_ablation_trains_high_rates_with_more_latents():
-    args = ablation.parse_args(["--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12"])
+    assert ablation.num_latents(ablation_flags(), 1.0) is None
+    args = ablation_flags("--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12")
     assert [ablation.num_latents(args, lmbda) for lmbda in (0.01, 0.1, 1.0)] == [None, 12, 12]
-    assert ablation.num_latents(ablation.parse_args([]), 1.0) is None
     config = train_config(args, resolve_data(args), "joint", 0.1, ablation.num_latents(args, 0.1))
     assert config.num_latents == 12
 
@@ -148,23 +154,23 @@ def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):
 
 def test_experiment_data_comes_from_the_flags_then_the_data_root_then_downloads(tmp_path):
     images = str(DATA_ROOT / "train")
-    folder = ablation.parse_args([f"--train_dir={images}", "--data_root=download"])
+    folder = ablation_flags(f"--train_dir={images}", "--data_root=download")
     config = train_config(folder, resolve_data(folder), "joint", 0.01)
     assert (config.data_dir, config.dataset, config.num_latents) == (images, None, 64)
     assert not config.validates  # no validation folder without a data root
-    root = ablation.parse_args([f"--data_root={DATA_ROOT}"])
+    root = ablation_flags(f"--data_root={DATA_ROOT}")
     sources = resolve_data(root)
     assert (sources.train_dir, sources.val_dir) == (images, str(DATA_ROOT / "val"))
     complete = all((DATA_ROOT / "kodak" / f"{name}.png").is_file() for name in data.KODAK_NAMES)
     # the 24 Kodak PNGs go through the checksummed builder; any other folder is read as it is
     assert sources.eval_dataset == ("kodak" if complete else None)
     assert train_config(root, sources, "joint", 0.01).validates
-    clic = ablation.parse_args(["--dataset=clic", "--num_steps=1000000"])
+    clic = ablation_flags("--dataset=clic", "--num_steps=1000000")
     config = train_config(clic, resolve_data(clic), "joint", 0.1, num_latents=320)
     assert (config.data_dir, config.dataset, config.val_data_dir) == (None, "clic", None)
     assert config.validates and config.num_latents == 320
     assert config.checkpoint_every == 10_000
-    offline = ablation.parse_args(["--data_root=download", "--kodak_dir=download"])
+    offline = ablation_flags("--data_root=download", "--kodak_dir=download")
     sources = resolve_data(offline)
     assert (sources.dataset, sources.eval_dataset, sources.eval_dir) == (
         DOWNLOAD_TRAIN_DATASET, "kodak", None)  # fmt: skip

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, default_codegen
 
+from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.integer import (
@@ -39,7 +40,6 @@ from jahp_jax.coding.integer import (
 from jahp_jax.coding.programs import compiled_functions
 from jahp_jax.coding.range_coder import CodecError, scale_to_level
 from jahp_jax.coding.runner import LatentCoder
-from jahp_jax.io import convert
 from jahp_jax.io.checkpoints import (
     checkpoint_root,
     load_codec,

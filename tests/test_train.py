@@ -276,15 +276,15 @@ def test_runs_differing_in_lambda_seed_or_steps_share_one_program(env, tmp_path)
 NAN_SCRIPT = """
 import sys
 import numpy as np
+from jahp_jax.cli import train as train_cli
 from jahp_jax.data import pipeline as data
-from jahp_jax.training import train
 
 real = data.train_batches
 def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.
     for index, batch in enumerate(real(**kwargs), start=kwargs["start_step"]):
         yield np.full_like(batch, np.nan) if index == 2 else batch
 data.train_batches = poisoned
-train.cli(["train", *sys.argv[1:]])
+sys.exit(train_cli.main(sys.argv[1:]))
 """
 
 

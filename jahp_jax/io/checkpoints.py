@@ -21,7 +21,8 @@ from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.codec import Codec
 from jahp_jax.coding.integer import INTEGER_KEY
 from jahp_jax.models.compression_model import CompressionModel, init_params
-from jahp_jax.models.config import ModelConfig, params_fingerprint
+from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.config import params_fingerprint as params_fingerprint  # re-exported
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 
@@ -204,23 +205,3 @@ def export_model(source: str | Path, destination: str | Path) -> Path:
     _, params, config = load_model(step_dir)
     _, extra = read_config(step_dir)
     return save_model(destination, int(step_dir.name), config, params, extra)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        description="Export a checkpoint's model (config + params) for inference or shipping."
-    )
-    parser.add_argument("source", help="a training workdir, checkpoint root or step folder")
-    parser.add_argument("destination", help="a new folder")
-    args = parser.parse_args(argv)
-    try:
-        step_dir = export_model(args.source, args.destination)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    _, params, _ = load_model(step_dir)
-    print(f"wrote {step_dir} (fingerprint {params_fingerprint(params).hex()[:16]})")
-    return 0

@@ -9,16 +9,17 @@ integer-prior ones.
 The 2018 models (`ARCHS`) are converted here; cheng2020, ELIC and TCM by
 `jahp_jax.io.convert_followups` (sizes, groups and options read from the weights).
 
-`--to=integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step folder)
-and writes, into the new folder out_dir, the same model with an integer prior path
+`convert_to_integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step
+folder) and writes, into the new folder out_dir, the same model with an integer prior path
 (`jahp_jax.coding.integer`): its files decode bit-exactly on any machine
-(docs/portable_files.md). The CompressAI conversion:
+(docs/portable_files.md). The command is `jahp_jax.cli.convert`.
 
-reads a CompressAI `state_dict` (a `.pth`/`.pth.tar` file holding the bare state_dict or a training
-checkpoint with a `state_dict` entry, or an `.npz` of the same arrays, optionally prefixed
-`param/`), checks that it is exactly the named architecture, infers N and M from the weights and
-writes an ordinary jahp_jax checkpoint (`checkpoints.save_model`, step 0) under `out_dir`, which
-every other command (evaluate, codec, train) loads.
+The CompressAI conversion (`convert_file`) reads a CompressAI `state_dict` (a `.pth`/`.pth.tar`
+file holding the bare state_dict or a training checkpoint with a `state_dict` entry, or an `.npz`
+of the same arrays, optionally prefixed `param/`), checks that it is exactly the named
+architecture, infers N and M from the weights and writes an ordinary jahp_jax checkpoint
+(`checkpoints.save_model`, step 0) under `out_dir`, which every other command (evaluate, codec,
+train) loads.
 
 Layout changes: conv weights (out, in, kh, kw) -> HWIO; transposed conv weights (in, out, kh, kw)
 -> our (kh, kw, out, in) (the same axis permutation); GDN `beta`/`gamma` and the entropy
@@ -30,13 +31,11 @@ checked against the file's `*_reparam` buffers). The coder's tables (`_quantized
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
 import shutil
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -344,44 +343,3 @@ def convert_to_integer(
     return checkpoint_root(out_dir) / step_dir.name
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--from",
-        dest="source_format",
-        default="compressai",
-        choices=list(SOURCES),
-        help="the library the weights come from",
-    )
-    parser.add_argument(
-        "--to",
-        choices=["integer"],
-        help="convert a jahp_jax float model (input: a checkpoint) to an integer-prior model",
-    )
-    parser.add_argument(
-        "--arch",
-        choices=sorted({arch for archs in SOURCES.values() for arch in archs}),
-        help="the model's architecture in that library",
-    )
-    parser.add_argument(
-        "input", help="state_dict file (.pth, .pth.tar or .npz); with --to: a checkpoint"
-    )
-    parser.add_argument("out_dir", help="workdir for the checkpoint (out_dir/checkpoints)")
-    args = parser.parse_args(argv)
-    if (args.to is None) == (args.arch is None):
-        parser.error("give --arch (a CompressAI file) or --to=integer (a jahp_jax checkpoint)")
-    try:
-        if args.to:
-            step_dir = convert_to_integer(args.input, args.out_dir, log=print)
-        else:
-            step_dir = convert_file(
-                args.input, args.arch, args.out_dir, log=print, source_format=args.source_format
-            )
-    except (ValueError, OSError) as error:
-        print(
-            f"error: {(str(error).strip() or type(error).__name__).splitlines()[0]}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"wrote {step_dir}")
-    return 0
