@@ -27,6 +27,7 @@ from jahp_jax import console, runtime
 from jahp_jax.cli.command import HELP, Command
 from jahp_jax.io.checkpoints import CheckpointError
 from jahp_jax.models.compression_model import PRESETS
+from jahp_jax.models.presets import MODELS
 from jahp_jax.training import distributed
 from jahp_jax.training.train import (
     ConfigError,
@@ -49,6 +50,10 @@ flags.DEFINE_string("workdir", None, "Folder for checkpoints, summaries and the 
                     "resume. Required.", flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets --num_filters and "
                     "--num_latents.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_enum("model", None, list(MODELS), "A named model (transform + prior + options + "
+                  "the reference's sizes, docs/architecture.md); --transform, --prior, "
+                  "--num_filters, ... given beside it override its values.",
+                  flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_bool("multihost", False, "One process of a multi-process run (one per host or "
                   "GPU): settings from --coordinator_address/--num_processes/--process_id, "
                   "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, or JAX's detection "
@@ -70,6 +75,13 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
     if flag_values.lmbda is None:
         raise ConfigError("--lmbda is required (e.g. --lmbda=0.0067)")
     values = {name: flag_values[name].value for name in CONFIG_FLAGS}
+    prior_options = parse_prior_options(flag_values.prior_option)
+    if flag_values.model is not None:
+        model = MODELS[flag_values.model].fields()
+        model["prior_options"] = dict((*model["prior_options"], *prior_options))
+        given = {name for name in model if name in CONFIG_FLAGS and flag_values[name].present}
+        values.update({name: value for name, value in model.items() if name not in given})
+        prior_options = tuple(sorted(values.pop("prior_options").items()))
     if flag_values.preset is not None:
         if flag_values.preset not in PRESETS:
             raise ConfigError(f"unknown --preset '{flag_values.preset}'; choose one of {PRESETS}")
@@ -80,7 +92,7 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
                 raise ConfigError(f"--preset={flag_values.preset} sets --{name}={value}, "
                                   f"but --{name}={values[name]} was given")  # fmt: skip
         values.update(preset)
-    return TrainConfig(**values, prior_options=parse_prior_options(flag_values.prior_option))
+    return TrainConfig(**values, prior_options=prior_options)
 
 
 def parse_prior_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
