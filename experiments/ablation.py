@@ -1,12 +1,15 @@
 """The paper's ablation (factorized < hyperprior < mean_scale < joint), with the follow-up
-priors (checkerboard, channelwise), at any scale.
+priors (checkerboard, channelwise) and the named models after it (cheng2020, ELIC, TCM), at any
+scale.
 
     ./launch.sh ablation [--priors=...] [--lmbdas=...] [--num_steps=N] [--root=DIR] ...
+    ./launch.sh ablation --priors=joint,cheng2020-anchor,elic2022-official,tcm ...
 
-For every prior x lambda it trains one model (resuming an unfinished run), then evaluates each
-prior's checkpoints on Kodak through real files (one RD curve per prior), and writes the JSONs, an
-RD plot with the classical curves of --classical_dir, and a BD-rate table against `hyperprior`,
-JPEG 4:2:0 and HEVC intra to --output_dir.
+For every prior (or named model, `--model`'s names: its transform, prior and options at this
+scale's N and M) x lambda it trains one model (resuming an unfinished run), then evaluates each
+curve's checkpoints on Kodak through real files (one RD curve each), and writes the JSONs, an RD
+plot with the classical curves of --classical_dir, and a BD-rate table against `hyperprior`,
+`joint`, JPEG 4:2:0 and HEVC intra to --output_dir.
 
 Budget: the CPU default (N=M=64, batch 8, 128x128 crops, lr 5e-4, 4 lambdas, 1,000 steps each)
 trains at about 5 steps/s for every 2018 prior on a 2-core CPU (190-260 s a run); with the Kodak
@@ -47,7 +50,8 @@ MIN_RATE_POINTS = 4  # report.bd_rate interpolates curves of >= 4 points
 COMMAND = Command("./launch.sh ablation", __doc__)
 FLAGS = COMMAND.flags
 flags.DEFINE_string("priors", "factorized,hyperprior,mean_scale,joint,checkerboard,channelwise",
-                    "Priors to train, comma-separated.", flag_values=FLAGS)  # fmt: skip
+                    "Priors or named models (--model's names) to train, comma-separated.",
+                    flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("lmbdas", "0.0035,0.013,0.0483,0.18", f"Lambdas, comma-separated: at least "
                     f"{MIN_RATE_POINTS}, as BD-rate needs that many points per curve.",
                     flag_values=FLAGS)  # fmt: skip
@@ -84,16 +88,18 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
     from jahp_jax.evaluation import evaluate
     from jahp_jax.io.images import write_text
     from jahp_jax.models.latent_codecs import PRIORS
+    from jahp_jax.models.presets import MODELS
     from jahp_jax.training.train import ConfigError, TrainingError, train_and_evaluate
 
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
-    unknown = sorted(set(priors) - set(PRIORS))
+    unknown = sorted(set(priors) - set(PRIORS) - set(MODELS))
     try:
         lmbdas = [float(v) for v in args.lmbdas.split(",") if v.strip()]
     except ValueError:
         lmbdas = []
     if unknown or not priors:
-        print(f"error: unknown --priors {unknown}; choose from {sorted(PRIORS)}", file=sys.stderr)
+        print(f"error: unknown --priors {unknown}; choose from {sorted(PRIORS)} or "
+              f"{sorted(MODELS)}", file=sys.stderr)  # fmt: skip
         return 2
     if len(set(lmbdas)) < MIN_RATE_POINTS or min(lmbdas) <= 0:
         print(
@@ -122,7 +128,8 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
             for lmbda in lmbdas:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
-                config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda))
+                config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda),
+                                      model=model_at_scale(prior, args))  # fmt: skip
                 run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
                 training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
@@ -130,7 +137,8 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
         images = eval_images_of(sources, args.limit)
         for prior, workdirs in runs.items():
             print(f"== evaluating {prior} ({time.perf_counter() - started:.0f} s)", flush=True)
-            results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=prior)
+            claimed = MODELS[prior].prior if prior in MODELS else prior
+            results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=claimed)
             evaluate.write_results(output_dir, prior, results, rows)
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -142,6 +150,23 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
     print(table)
     print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
+
+
+# Named models whose reference structure needs another M than --num_latents at CPU scale: TCM's
+# Swin attention on the slice supports (M + k M / 5 channels) uses heads of 16 channels.
+CPU_SCALE_LATENTS = {"tcm": 80}
+
+
+def model_at_scale(name: str, args: flags.FlagValues) -> dict | None:
+    """The ModelConfig fields of named model `name` at this run's N and M (None for a prior)."""
+    from jahp_jax.models.presets import MODELS
+
+    if name not in MODELS:
+        return None
+    fields = MODELS[name].fields()
+    fields["num_filters"] = args.num_filters
+    fields["num_latents"] = CPU_SCALE_LATENTS.get(name, args.num_latents)
+    return fields
 
 
 def num_latents(args: flags.FlagValues, lmbda: float) -> int | None:
@@ -181,7 +206,8 @@ def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> st
         if (p := classical_dir / f"{key}.json").exists()
     ]
     curves = report.load_curves(ours + classical)
-    references = [c for c in curves if Path(c.path).stem in ("hyperprior", "jpeg420", "hevc444")]
+    anchors = ("hyperprior", "joint", "jpeg420", "hevc444")
+    references = [c for c in curves if Path(c.path).stem in anchors]
     table = report.bd_table(curves, references)
     write_text(output_dir / "bd_rate.md", table + "\n")
     priors_only = curves[: len(ours)]

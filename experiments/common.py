@@ -153,22 +153,24 @@ def train_config(
     prior: str,
     lmbda: float,
     num_latents: int | None = None,
+    model: dict | None = None,
 ):
     """The TrainConfig of one experiment run (validation once, at the end).
 
-    num_latents overrides --num_latents (the paper's high rates use M=320). The download
-    fallback (tf_flowers) has no validation split, so it trains without validation.
+    num_latents overrides --num_latents (the paper's high rates use M=320); `model` (ModelConfig
+    fields of a named model) overrides the prior and sizes. The download fallback (tf_flowers)
+    has no validation split, so it trains without validation.
     """
     from jahp_jax.training.train import TrainConfig
 
     validates = sources.val_dir is not None or (
         sources.dataset not in (None, DOWNLOAD_TRAIN_DATASET)
     )
+    sizes = {"prior": prior, "num_filters": args.num_filters,
+             "num_latents": num_latents or args.num_latents}  # fmt: skip
     return TrainConfig(
         lmbda=lmbda,
-        prior=prior,
-        num_filters=args.num_filters,
-        num_latents=num_latents or args.num_latents,
+        **(model or sizes),
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         num_steps=args.num_steps,

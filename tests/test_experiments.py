@@ -175,3 +175,14 @@ def test_experiment_data_comes_from_the_flags_then_the_data_root_then_downloads(
     assert (sources.dataset, sources.eval_dataset, sources.eval_dir) == (
         DOWNLOAD_TRAIN_DATASET, "kodak", None)  # fmt: skip
     assert not train_config(offline, sources, "joint", 0.01).validates  # tf_flowers: one split
+
+
+def test_the_ablation_trains_named_models_at_its_scale():
+    args = ablation_flags("--num_filters=16", "--num_latents=32")
+    assert ablation.model_at_scale("joint", args) is None  # a prior keeps --prior's path
+    fields = ablation.model_at_scale("elic2022-chandelier", args)
+    assert (fields["transform"], fields["prior"], fields["num_latents"]) == (
+        "elic2022-chandelier", "elic2022", 32
+    )
+    assert fields["prior_options"] == (("variant", "chandelier"),)
+    assert ablation.model_at_scale("tcm", args)["num_latents"] == ablation.CPU_SCALE_LATENTS["tcm"]
