@@ -4,7 +4,7 @@
 #   ./launch.sh quickstart         train a small joint model, compress Kodak to real files, compare
 #   ./launch.sh test               run the test suite (what CI runs; beside ../shared, the tests
 #                                  that read its folders run again as in a plain clone)
-#   ./launch.sh train [FLAGS...]   python -m jahp_jax.train FLAGS...
+#   ./launch.sh train [FLAGS...]   jahp-train FLAGS... (python -m jahp_jax.cli.train)
 #   ./launch.sh sweep [FLAGS...]   priors x lambdas, one workdir each (see README, "Sweeps")
 #   ./launch.sh ablation [FLAGS...] the CPU-scale ablation of experiments/ablation.py
 #   ./launch.sh setup              only create/update the environment
@@ -85,11 +85,11 @@ case "$cmd" in
     fi
     exit "$status"
     ;;
-  train) setup; exec "$VENV/bin/python" -m jahp_jax.train "$@" ;;
+  train) setup; exec "$VENV/bin/python" -m jahp_jax.cli.train "$@" ;;
   quickstart) setup; exec "$VENV/bin/python" -m experiments.quickstart "$@" ;;
   sweep) setup; exec "$VENV/bin/python" -m experiments.sweep "$@" ;;
   ablation) setup; exec "$VENV/bin/python" -m experiments.ablation "$@" ;;
   python) setup; exec "$VENV/bin/python" "$@" ;;
-  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help|-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) echo "launch.sh: unknown command '$cmd'; run ./launch.sh help" >&2; exit 2 ;;
 esac

@@ -10,7 +10,6 @@ run, because on a loaded machine wall time grows with the load while CPU time do
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -20,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from absl import flags
+
 from benchmarks.machine import cpu_model, load_average, write_result
+from jahp_jax.cli.command import Command
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim23.png"
@@ -39,13 +41,23 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+COMMAND = Command("python -m benchmarks.bench_cli", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("image", str(DEFAULT_IMAGE), "The image to compress and decompress.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("checkpoint", str(REPO / "models" / "joint_n64_lmbda0.013"), "The model.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("repeats", 3, "Warm decompress runs (median reported).", flag_values=FLAGS)
+flags.DEFINE_string("output", str(REPO / "benchmarks" / "results" / "bench_cli.json"),
+                    "Where the JSON goes.", flag_values=FLAGS)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", default=str(DEFAULT_IMAGE))
-    parser.add_argument("--checkpoint", default=str(REPO / "models" / "joint_n64_lmbda0.013"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "bench_cli.json"))
-    args = parser.parse_args(argv)
+    return COMMAND.run(_bench_cli, argv)
+
+
+def _bench_cli(_: list[str]) -> int:
+    args = FLAGS
     if not Path(args.image).is_file():
         sys.exit(f"error: no image at {args.image}; pass --image=PNG")
     load_before = load_average()

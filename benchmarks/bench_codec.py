@@ -19,7 +19,6 @@ another machine, said so). Writes benchmarks/results/bench_codec.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from absl import flags
 
 from benchmarks.flops import synthesis_flops
 from benchmarks.machine import (
@@ -37,9 +37,11 @@ from benchmarks.machine import (
     write_result,
 )
 from benchmarks.programs import compiled_synthesis
+from jahp_jax.cli.command import Command
 from jahp_jax.coding.codec import Codec, pad_image
 from jahp_jax.io.images import ImageError, read_image
-from jahp_jax.models.compression_model import PRIORS, create_model, init_params
+from jahp_jax.models.compression_model import create_model, init_params
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.nn import layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +89,7 @@ def prepare_prior(prior: str, image: np.ndarray, size: int) -> dict:
     exact = bool(np.array_equal(y_hat, stats.y_hat)) and bool(
         np.array_equal(decoded, codec.reconstruct(stats.y_hat, *image.shape[:2]))
     )
-    padded_h, padded_w = pad_image(image).shape[1:3]
+    padded_h, padded_w = pad_image(image, model.config.pad_multiple).shape[1:3]
     row = {
         "prior": prior,
         "num_filters": size,
@@ -126,20 +128,25 @@ def time_priors(prepared: dict[str, dict], image: np.ndarray, repeats: int) -> N
         row["synthesis_s"], row["stock_synthesis_s"] = synthesis["auto"], synthesis["stock"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", default="kodim23", help="Kodak image name")
-    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated priors")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=192, help="N = M")
-    parser.add_argument(
-        "--output", default=str(REPO / "benchmarks" / "results" / "bench_codec.json")
-    )
-    parser.add_argument(
-        "--reference", default=str(REFERENCE_FILE), help="from benchmarks/reference_compressai.py"
-    )
-    parser.add_argument("--kodak_dir", default=str(KODAK), help="folder of the Kodak PNGs")
-    args = parser.parse_args()
+COMMAND = Command("python -m benchmarks.bench_codec", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("image", "kodim23", "Kodak image name.", flag_values=FLAGS)
+flags.DEFINE_string("priors", ",".join(PRIORS), "Comma-separated priors.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 3, "Steady-state runs (best reported).", flag_values=FLAGS)
+flags.DEFINE_integer("size", 192, "N = M.", flag_values=FLAGS)
+flags.DEFINE_string("output", str(REPO / "benchmarks" / "results" / "bench_codec.json"),
+                    "Where the JSON goes.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("reference", str(REFERENCE_FILE), "CompressAI timings from "
+                    "benchmarks/reference_compressai.py.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("kodak_dir", str(KODAK), "Folder of the Kodak PNGs.", flag_values=FLAGS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_bench_codec, argv)
+
+
+def _bench_codec(_: list[str]) -> None:
+    args = FLAGS
     unknown = sorted(set(args.priors.split(",")) - set(PRIORS))
     if unknown:
         sys.exit(f"error: unknown prior(s) {unknown}; choose from {list(PRIORS)}")
@@ -200,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

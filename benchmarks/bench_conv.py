@@ -15,7 +15,6 @@ to stdout and JSON to benchmarks/results/bench_conv.json; `uptime`'s load is rec
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -24,9 +23,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
 from benchmarks.flops import conv_flops, joint_layers
 from benchmarks.machine import cpu_model, matmul_gflops, write_result
+from jahp_jax.cli.command import Command
 from jahp_jax.nn import layers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_conv.json"
@@ -84,14 +85,21 @@ def time_interleaved(functions: dict[str, tuple[Callable, tuple]], repeats: int)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=192, help="N = M")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", default=str(RESULTS))
-    args = parser.parse_args()
+COMMAND = Command("python -m benchmarks.bench_conv", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_integer("size", 192, "N = M.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 8, "Batch size.", flag_values=FLAGS)
+flags.DEFINE_integer("patch", 128, "Crop side.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).", flag_values=FLAGS)
+flags.DEFINE_string("output", str(RESULTS), "Where the JSON goes.", flag_values=FLAGS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_bench_conv, argv)
+
+
+def _bench_conv(_: list[str]) -> None:
+    args = FLAGS
     load_before = os.getloadavg()
     limit = matmul_gflops(args.repeats)
     rows = []
@@ -143,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

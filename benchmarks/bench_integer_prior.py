@@ -12,18 +12,20 @@ benchmarks/results/bench_integer_prior.json.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 from benchmarks.machine import write_result
+from jahp_jax.cli.command import Command
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.codec import Codec
 from jahp_jax.io.checkpoints import load_model
 from jahp_jax.io.images import read_image
+from jahp_jax.models.compression_model import CompressionModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,18 +48,26 @@ def measure(codec: Codec, image: np.ndarray) -> dict[str, float]:
             "encode_s": encode, "decode_s": decode}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(REPO / "models" / "joint_n64_lmbda0.013"))
-    parser.add_argument("--images", default=str(REPO.parent / "shared" / "data" / "kodak"))
-    parser.add_argument("--count", type=int, default=24, help="the first COUNT images, by name")
-    parser.add_argument(
-        "--output", default=str(REPO / "benchmarks" / "results" / "bench_integer_prior.json")
-    )
-    args = parser.parse_args()
+COMMAND = Command("python -m benchmarks.bench_integer_prior", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("checkpoint", str(REPO / "models" / "joint_n64_lmbda0.013"), "A float model.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("images", str(REPO.parent / "shared" / "data" / "kodak"), "A folder of PNGs.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("count", 24, "The first COUNT images, by name.", flag_values=FLAGS)
+flags.DEFINE_string("output", str(REPO / "benchmarks" / "results" / "bench_integer_prior.json"),
+                    "Where the JSON goes.", flag_values=FLAGS)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_bench_integer_prior, argv)
+
+
+def _bench_integer_prior(_: list[str]) -> None:
+    args = FLAGS
     model, params, config = load_model(args.checkpoint)
     integer_config = dataclasses.replace(config, integer_prior=True)
-    integer_model = integer_config.build()
+    integer_model = CompressionModel(integer_config)
     codecs = {
         "float": Codec(model, params),
         "integer": Codec(integer_model, integer_prior.convert_params(model, params)),
@@ -95,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,7 +12,6 @@ benchmarks/results/bench_metrics.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -21,8 +20,10 @@ from unittest import mock
 
 import jax
 import numpy as np
+from absl import flags
 
 from benchmarks.machine import cpu_model, write_result
+from jahp_jax.cli.command import Command
 from jahp_jax.evaluation.evaluate import image_metrics
 from jahp_jax.io.images import read_image
 from jahp_jax.models import metrics
@@ -45,12 +46,19 @@ def conv_filter_valid(images: jax.Array, window: jax.Array) -> jax.Array:
     return jax.numpy.transpose(planes, (0, 2, 3, 1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", default="kodim23")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", default=str(RESULTS))
-    args = parser.parse_args()
+COMMAND = Command("python -m benchmarks.bench_metrics", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("image", "kodim23", "Kodak image name.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).", flag_values=FLAGS)
+flags.DEFINE_string("output", str(RESULTS), "Where the JSON goes.", flag_values=FLAGS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_bench_metrics, argv)
+
+
+def _bench_metrics(_: list[str]) -> None:
+    args = FLAGS
     image = read_image(KODAK / f"{args.image}.png")
     noise = np.random.default_rng(0).integers(-8, 9, image.shape)
     decoded = np.clip(image.astype(np.int64) + noise, 0, 255).astype(np.uint8)
@@ -91,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -19,7 +19,6 @@ spends most of its time in). Writes benchmarks/results/profile_<what>.json.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import math
 import os
@@ -32,9 +31,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from absl import flags
 
 from benchmarks.machine import cpu_model, load_average, matmul_gflops, write_result
 from benchmarks.programs import compiled_synthesis, train_step_setup
+from jahp_jax.cli.command import Command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Thread-pool bookkeeping events, not ops.
@@ -190,16 +191,25 @@ def _program(what: str, size: int, batch: int, patch: int):
     return compiled, lambda: jax.block_until_ready(compiled(params, y_hat))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--what", choices=("train", "synthesis"), default="train")
-    parser.add_argument("--size", type=int, default=192, help="N = M")
-    parser.add_argument("--batch", type=int, default=8, help="train only")
-    parser.add_argument("--patch", type=int, default=128, help="train only")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--top", type=int, default=25, help="ops listed one by one")
-    parser.add_argument("--output", default=None, help="default results/profile_<what>.json")
-    args = parser.parse_args()
+COMMAND = Command("python -m benchmarks.profile_step", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_enum("what", "train", ["train", "synthesis"], "The program to profile.",
+                  flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("size", 192, "N = M.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 8, "Batch size (train only).", flag_values=FLAGS)
+flags.DEFINE_integer("patch", 128, "Crop side (train only).", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 3, "Profiled calls.", flag_values=FLAGS)
+flags.DEFINE_integer("top", 25, "Ops listed one by one.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Where the JSON goes (default: "
+                    "results/profile_<what>.json).", flag_values=FLAGS)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_profile_step, argv)
+
+
+def _profile_step(_: list[str]) -> None:
+    args = FLAGS
     if min(args.steps, args.size, args.batch) < 1 or args.patch < 16 or args.patch % 16:
         sys.exit("error: need --steps, --size and --batch >= 1 and --patch a multiple of 16; got "
                  f"{args.steps}, {args.size}, {args.batch}, {args.patch}")  # fmt: skip
@@ -275,4 +285,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.training import train
 
 
@@ -29,7 +30,8 @@ def train_step_setup(prior: str, n: int, m: int, batch: int, patch: int) -> Trai
     mesh = train.make_mesh()
     images = np.random.default_rng(0).random((batch, patch, patch, 3), np.float32)
     x = jax.device_put(images, NamedSharding(mesh, P(train.DATA_AXIS)))
-    return TrainStepSetup(config, config.model_config.build(), mesh, train.hyperparams(config), x)
+    model = CompressionModel(config.model_config)
+    return TrainStepSetup(config, model, mesh, train.hyperparams(config), x)
 
 
 def compiled_synthesis(model: Any, params: Any, y_hat: np.ndarray) -> Any:

@@ -1,12 +1,15 @@
 """The paper's ablation (factorized < hyperprior < mean_scale < joint), with the follow-up
-priors (checkerboard, channelwise), at any scale.
+priors (checkerboard, channelwise) and the named models after it (cheng2020, ELIC, TCM), at any
+scale.
 
     ./launch.sh ablation [--priors=...] [--lmbdas=...] [--num_steps=N] [--root=DIR] ...
+    ./launch.sh ablation --priors=joint,cheng2020-anchor,elic2022-official,tcm ...
 
-For every prior x lambda it trains one model (resuming an unfinished run), then evaluates each
-prior's checkpoints on Kodak through real files (one RD curve per prior), and writes the JSONs, an
-RD plot with the classical curves of --classical_dir, and a BD-rate table against `hyperprior`,
-JPEG 4:2:0 and HEVC intra to --output_dir.
+For every prior (or named model, `--model`'s names: its transform, prior and options at this
+scale's N and M) x lambda it trains one model (resuming an unfinished run), then evaluates each
+curve's checkpoints on Kodak through real files (one RD curve each), and writes the JSONs, an RD
+plot with the classical curves of --classical_dir, and a BD-rate table against `hyperprior`,
+`joint`, JPEG 4:2:0 and HEVC intra to --output_dir.
 
 Budget: the CPU default (N=M=64, batch 8, 128x128 crops, lr 5e-4, 4 lambdas, 1,000 steps each)
 trains at about 5 steps/s for every 2018 prior on a 2-core CPU (190-260 s a run); with the Kodak
@@ -22,59 +25,58 @@ with flags alone, on accelerators:
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
+
 from experiments.common import (
-    add_experiment_args,
+    define_experiment_flags,
     eval_images_of,
     provenance,
     start_record,
     start_sources,
     train_config,
 )
+from jahp_jax.cli.command import Command
 
 MIN_RATE_POINTS = 4  # report.bd_rate interpolates curves of >= 4 points
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--priors", default="factorized,hyperprior,mean_scale,joint,checkerboard,channelwise"
-    )
-    parser.add_argument(
-        "--lmbdas",
-        default="0.0035,0.013,0.0483,0.18",
-        help=f"at least {MIN_RATE_POINTS}: BD-rate needs that many points per curve",
-    )
-    parser.add_argument(
-        "--high_rate_min_lmbda",
-        type=float,
-        default=None,
-        help="lambdas >= this train with --high_rate_num_latents latents (the paper: 0.0483)",
-    )
-    parser.add_argument("--high_rate_num_latents", type=int, default=320)
-    parser.add_argument("--root", default="runs/ablation", help="one workdir per run below")
-    parser.add_argument(
-        "--output_dir",
-        default="runs/ablation/report",
-        help="results, tables and plots (the committed reference: results/ablation)",
-    )
-    parser.add_argument("--classical_dir", default="results/classical")
-    parser.add_argument(
-        "--report_only",
-        action="store_true",
-        help="only rewrite the tables and plots from the results JSONs in --output_dir",
-    )
-    add_experiment_args(parser, num_steps=1000)
-    return parser.parse_args(argv)
+COMMAND = Command("./launch.sh ablation", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("priors", "factorized,hyperprior,mean_scale,joint,checkerboard,channelwise",
+                    "Priors or named models (--model's names) to train, comma-separated.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("lmbdas", "0.0035,0.013,0.0483,0.18", f"Lambdas, comma-separated: at least "
+                    f"{MIN_RATE_POINTS}, as BD-rate needs that many points per curve.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_float("high_rate_min_lmbda", None, "Lambdas >= this train with "
+                   "--high_rate_num_latents latents (the paper: 0.0483).",
+                   flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("high_rate_num_latents", 320, "M of the high-rate runs.", flag_values=FLAGS)
+flags.DEFINE_string("root", "runs/ablation", "One workdir per run below this folder.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("output_dir", "runs/ablation/report", "Results, tables and plots (the "
+                    "committed reference: results/ablation).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("classical_dir", "results/classical", "The classical codecs' results JSONs.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_bool("report_only", False, "Only rewrite the tables and plots from the results "
+                  "JSONs in --output_dir.", flag_values=FLAGS)  # fmt: skip
+define_experiment_flags(FLAGS, num_steps=1000)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """./launch.sh ablation; argv: its arguments (default: sys.argv[1:])."""
+    return COMMAND.run(functools.partial(_ablation, argv=argv), argv)
+
+
+def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
+    args = FLAGS
     from jahp_jax import console
 
     try:
@@ -85,17 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     from jahp_jax.data.pipeline import DatasetError, ImageError
     from jahp_jax.evaluation import evaluate
     from jahp_jax.io.images import write_text
-    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.models.latent_codecs import PRIORS
+    from jahp_jax.models.presets import MODELS
     from jahp_jax.training.train import ConfigError, TrainingError, train_and_evaluate
 
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
-    unknown = sorted(set(priors) - set(PRIORS))
+    unknown = sorted(set(priors) - set(PRIORS) - set(MODELS))
     try:
         lmbdas = [float(v) for v in args.lmbdas.split(",") if v.strip()]
     except ValueError:
         lmbdas = []
     if unknown or not priors:
-        print(f"error: unknown --priors {unknown}; choose from {sorted(PRIORS)}", file=sys.stderr)
+        print(f"error: unknown --priors {unknown}; choose from {sorted(PRIORS)} or "
+              f"{sorted(MODELS)}", file=sys.stderr)  # fmt: skip
         return 2
     if len(set(lmbdas)) < MIN_RATE_POINTS or min(lmbdas) <= 0:
         print(
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             for lmbda in lmbdas:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
                 print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
-                config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda))
+                config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda),
+                                      model=model_at_scale(prior, args))  # fmt: skip
                 run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
                 training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
@@ -132,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         images = eval_images_of(sources, args.limit)
         for prior, workdirs in runs.items():
             print(f"== evaluating {prior} ({time.perf_counter() - started:.0f} s)", flush=True)
-            results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=prior)
+            claimed = MODELS[prior].prior if prior in MODELS else prior
+            results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=claimed)
             evaluate.write_results(output_dir, prior, results, rows)
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -146,7 +152,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def num_latents(args: argparse.Namespace, lmbda: float) -> int | None:
+# Named models whose reference structure needs another M than --num_latents at CPU scale: TCM's
+# Swin attention on the slice supports (M + k M / 5 channels) uses heads of 16 channels.
+CPU_SCALE_LATENTS = {"tcm": 80}
+
+
+def model_at_scale(name: str, args: flags.FlagValues) -> dict | None:
+    """The ModelConfig fields of named model `name` at this run's N and M (None for a prior)."""
+    from jahp_jax.models.presets import MODELS
+
+    if name not in MODELS:
+        return None
+    fields = MODELS[name].fields()
+    fields["num_filters"] = args.num_filters
+    fields["num_latents"] = CPU_SCALE_LATENTS.get(name, args.num_latents)
+    return fields
+
+
+def num_latents(args: flags.FlagValues, lmbda: float) -> int | None:
     """M of the run at `lmbda`: --high_rate_num_latents from --high_rate_min_lmbda on, else
     None (the --num_latents of every other run)."""
     high = args.high_rate_min_lmbda is not None and lmbda >= args.high_rate_min_lmbda
@@ -183,7 +206,8 @@ def write_report(output_dir: Path, priors: list[str], classical_dir: Path) -> st
         if (p := classical_dir / f"{key}.json").exists()
     ]
     curves = report.load_curves(ours + classical)
-    references = [c for c in curves if Path(c.path).stem in ("hyperprior", "jpeg420", "hevc444")]
+    anchors = ("hyperprior", "joint", "jpeg420", "hevc444")
+    references = [c for c in curves if Path(c.path).stem in anchors]
     table = report.bd_table(curves, references)
     write_text(output_dir / "bd_rate.md", table + "\n")
     priors_only = curves[: len(ours)]

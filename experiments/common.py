@@ -3,7 +3,6 @@ flags, the TrainConfig they build and the provenance record of their results."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import os
@@ -12,51 +11,42 @@ import subprocess
 import sys
 from pathlib import Path
 
+from absl import flags
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Trained on, through its tfds download, when no local data folder is found: 3,670 flower photos
 # (218 MB, CC-BY 2.0), most at least 240x320.
 DOWNLOAD_TRAIN_DATASET = "tf_flowers"
 
 
-def add_experiment_args(parser: argparse.ArgumentParser, num_steps: int) -> None:
+def define_experiment_flags(flag_values: flags.FlagValues, num_steps: int) -> None:
     """Data sources, Kodak subset, console and the small-model training flags."""
-    parser.add_argument(
-        "--data_root",
-        default=None,
-        help="local data folder holding train/, val/ and kodak/ (default: $JAHP_DATA, else "
-        "../shared/data when it exists); 'download' uses the tfds downloads",
-    )
-    parser.add_argument("--train_dir", default=None, help="training images (<data_root>/train)")
-    parser.add_argument("--val_dir", default=None, help="validation images (<data_root>/val)")
-    parser.add_argument(
-        "--dataset",
-        default=None,
-        help="train on this tfds data set (e.g. clic) instead of a folder; validates on its "
-        "'validation' split",
-    )
-    parser.add_argument(
-        "--kodak_dir",
-        default=None,
-        help="evaluation images (<data_root>/kodak): the 24 Kodak PNGs, or any folder of images; "
-        "'download' fetches Kodak through tfds",
-    )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
-    parser.add_argument(
-        "--check_data",
-        action="store_true",
-        help="print the data sources (and downloads) this run would use, then stop",
-    )
-    parser.add_argument(
-        "--verbosity",
-        default="warning",
-        help="third-party logging shown on the console: error, warning, info or debug",
-    )
-    parser.add_argument("--num_steps", type=int, default=num_steps)
-    parser.add_argument("--num_filters", type=int, default=64)
-    parser.add_argument("--num_latents", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--patch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    fv = flag_values
+    flags.DEFINE_string("data_root", None, "Local data folder holding train/, val/ and kodak/ "
+                        "(default: $JAHP_DATA, else ../shared/data when it exists); 'download' "
+                        "uses the tfds downloads.", flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("train_dir", None, "Training images (default: <data_root>/train).",
+                        flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("val_dir", None, "Validation images (default: <data_root>/val).",
+                        flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("dataset", None, "Train on this tfds data set (e.g. clic) instead of a "
+                        "folder; validates on its 'validation' split.",
+                        flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("kodak_dir", None, "Evaluation images (default: <data_root>/kodak): the "
+                        "24 Kodak PNGs, or any folder of images; 'download' fetches Kodak "
+                        "through tfds.", flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer("limit", None, "Only the first N Kodak images.", flag_values=fv)
+    flags.DEFINE_bool("check_data", False, "Print the data sources (and downloads) this run "
+                      "would use, then stop.", flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("verbosity", "warning", "Third-party logging shown on the console: "
+                        "error, warning, info or debug.", flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer("num_steps", num_steps, "Training steps of each model.", flag_values=fv)
+    flags.DEFINE_integer("num_filters", 64, "N: transform channels.", flag_values=fv)
+    flags.DEFINE_integer("num_latents", 64, "M: latent channels.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Batch size.", flag_values=fv)
+    flags.DEFINE_integer("patch_size", 128, "Square training crop side.", flag_values=fv)
+    flags.DEFINE_float("learning_rate", 5e-4, "Adam learning rate of the main parameters.",
+                       flag_values=fv)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +79,7 @@ class DataSources:
         ])  # fmt: skip
 
 
-def resolve_data(args: argparse.Namespace) -> DataSources:
+def resolve_data(args: flags.FlagValues) -> DataSources:
     """The data sources of --data_root/--train_dir/--val_dir/--dataset/--kodak_dir.
 
     Explicit folders win; then <data_root>/{train,val,kodak}; without a data root, training uses
@@ -158,27 +148,29 @@ def eval_images_of(sources: DataSources, limit: int | None) -> list:
 
 
 def train_config(
-    args: argparse.Namespace,
+    args: flags.FlagValues,
     sources: DataSources,
     prior: str,
     lmbda: float,
     num_latents: int | None = None,
+    model: dict | None = None,
 ):
     """The TrainConfig of one experiment run (validation once, at the end).
 
-    num_latents overrides --num_latents (the paper's high rates use M=320). The download
-    fallback (tf_flowers) has no validation split, so it trains without validation.
+    num_latents overrides --num_latents (the paper's high rates use M=320); `model` (ModelConfig
+    fields of a named model) overrides the prior and sizes. The download fallback (tf_flowers)
+    has no validation split, so it trains without validation.
     """
     from jahp_jax.training.train import TrainConfig
 
     validates = sources.val_dir is not None or (
         sources.dataset not in (None, DOWNLOAD_TRAIN_DATASET)
     )
+    sizes = {"prior": prior, "num_filters": args.num_filters,
+             "num_latents": num_latents or args.num_latents}  # fmt: skip
     return TrainConfig(
         lmbda=lmbda,
-        prior=prior,
-        num_filters=args.num_filters,
-        num_latents=num_latents or args.num_latents,
+        **(model or sizes),
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         num_steps=args.num_steps,
@@ -248,7 +240,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def start_sources(args: argparse.Namespace) -> DataSources | int:
+def start_sources(args: flags.FlagValues) -> DataSources | int:
     """An experiment's data sources, with every download they need reachable, and their note
     printed; or the exit status: 0 after --check_data printed them, 2 after a one-line error."""
     from jahp_jax.data.pipeline import DatasetError

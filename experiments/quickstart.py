@@ -17,47 +17,45 @@ Defaults take about 5 minutes on an idle 2-core CPU (see README, "Quickstart").
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 from experiments.common import (
-    add_experiment_args,
+    define_experiment_flags,
     eval_images_of,
     provenance,
     start_record,
     start_sources,
     train_config,
 )
+from jahp_jax.cli.command import Command
 
 # A shorter classical sweep than baselines' own (0.1 to ~1.3 bpp): metrics dominate its time.
 QUICK_QUALITIES = {"jpeg420": (5, 10, 20, 30, 50, 75), "webp": (0, 10, 30, 50, 75, 90)}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_experiment_args(parser, num_steps=1000)
-    parser.add_argument("--workdir", default="runs/quickstart/train")
-    parser.add_argument("--output_dir", default="runs/quickstart")
-    parser.add_argument(
-        "--model_dir",
-        default="runs/quickstart/model",
-        help="where the trained model is exported in integer form (a previous export there is "
-        "replaced)",
-    )
-    parser.add_argument("--lmbda", type=float, default=0.0130)
-    parser.add_argument(
-        "--init_from",
-        default=None,
-        help="fine-tune this checkpoint (e.g. the shipped models/joint_n64_lmbda0.013) instead of "
-        "training from scratch",
-    )
-    return parser.parse_args(argv)
+COMMAND = Command("./launch.sh quickstart", __doc__)
+FLAGS = COMMAND.flags
+define_experiment_flags(FLAGS, num_steps=1000)
+flags.DEFINE_string("workdir", "runs/quickstart/train", "Training workdir (rerun to resume).",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("output_dir", "runs/quickstart", "Results, table, plot and run.json.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("model_dir", "runs/quickstart/model", "Where the trained model is "
+                    "exported in integer form (a previous export there is replaced).",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_float("lmbda", 0.0130, "Rate-distortion trade-off of the model.", flag_values=FLAGS)
+flags.DEFINE_string("init_from", None, "Fine-tune this checkpoint (e.g. the shipped "
+                    "models/joint_n64_lmbda0.013) instead of training from scratch.",
+                    flag_values=FLAGS)  # fmt: skip
 
 
 def _interpolate(curve: dict, bpp: float, key: str) -> float:
@@ -112,8 +110,13 @@ def export_integer_model(workdir: str | Path, model_dir: str | Path) -> Path:
     return export_model(workdir, model_dir, arithmetic="integer")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """./launch.sh quickstart; argv: its arguments (default: sys.argv[1:])."""
+    return COMMAND.run(functools.partial(_quickstart, argv=argv), argv)
+
+
+def _quickstart(_: list[str], argv: Sequence[str] | None) -> int:
+    args = FLAGS
     # Imported here so that --help answers at once (console first: it quiets TensorFlow).
     from jahp_jax import console
 

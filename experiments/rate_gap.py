@@ -17,11 +17,24 @@ histogram (ratio < 1): that is what conditioning on z and on the decoded context
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import flags
+
+from jahp_jax.cli.command import Command
+
+COMMAND = Command("python -m experiments.rate_gap", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_string("root", "runs/ablation", "Folder of training workdirs.", flag_values=FLAGS)
+flags.DEFINE_multi_string("checkpoint", [], "A workdir or step folder (repeatable); replaces "
+                          "--root.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("kodak_dir", None, "Kodak folder (default: kodak/ of the data root, else "
+                    "the download).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("limit", None, "Only the first N Kodak images.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Also write the table here (Markdown).", flag_values=FLAGS)
 
 
 def histogram_bits(symbols: np.ndarray) -> float:
@@ -36,7 +49,7 @@ def histogram_bits(symbols: np.ndarray) -> float:
 
 def rate_gap(checkpoint: str | Path, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Model bits of y vs the per-channel histogram bits of its rounded latents, per pixel."""
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
     symbols, model_bits, pixels, file_bytes = [], 0.0, 0, 0
@@ -73,26 +86,18 @@ def gap_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="runs/ablation", help="folder of training workdirs")
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        help="a workdir or step folder; repeat; replaces --root",
-    )
-    parser.add_argument("--kodak_dir", default=None,
-                        help="Kodak folder (default: kodak/ of the data root, else the "
-                        "download)")  # fmt: skip
-    parser.add_argument("--limit", type=int, default=None, help="only the first N Kodak images")
-    parser.add_argument("--output", default=None, help="also write the table here (Markdown)")
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """The rate-gap table; argv: the arguments (default: sys.argv[1:])."""
+    return COMMAND.run(_rate_gap, argv)
+
+
+def _rate_gap(_: list[str]) -> int:
+    args = FLAGS
 
     from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images, resolve_data_root
     from jahp_jax.io.checkpoints import CheckpointError
     from jahp_jax.io.images import write_text
-    from jahp_jax.models.compression_model import PRIORS
+    from jahp_jax.models.latent_codecs import PRIORS
 
     root = Path(args.root)
     if args.checkpoint:

@@ -5,9 +5,9 @@
     ./launch.sh sweep --launcher=slurm --partition=gpu --gpus_per_task=1 --time=2-00:00:00 \\
         --root=runs/sweep --priors=joint --lmbdas=0.0018,0.0067 ...         # a Slurm array job
 
-Flags this module does not define are passed to every `python -m jahp_jax.cli.train` run unchanged
-(data, steps, sizes, ...); --prior, --lmbda and --workdir are set per run. Rerunning the sweep
-resumes every unfinished run.
+Flags the sweep does not define are passed to every `python -m jahp_jax.cli.train` run unchanged
+(data, steps, sizes, ...: `jahp-train --help`); --prior, --lmbda and --workdir are set per run.
+Rerunning the sweep resumes every unfinished run.
 
 --launcher=local: runs are sequential (CPU), or with --gpus=0,1,... one run per listed GPU at a
 time (CUDA_VISIBLE_DEVICES); each run's output goes to `<workdir>/train.log`. Across hosts without
@@ -26,39 +26,50 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from absl import flags
 
-flags.DEFINE_list("priors", ["joint"], "Priors to train.")
-flags.DEFINE_list("lmbdas", None, "Lambdas to train, as written in the workdir names.")
-flags.DEFINE_string("root", None, "Folder holding one workdir per run.")
-flags.DEFINE_float("high_rate_min_lmbda", None,
-                   "If set: --preset=high for lambdas >= this, --preset=low below it.")  # fmt: skip
-flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
-                  "local: run here; slurm: submit one sbatch array job.")  # fmt: skip
+from jahp_jax.cli.command import Command
+
+COMMAND = Command("./launch.sh sweep", __doc__, known_only=True)  # Others: jahp-train's.
+FLAGS = COMMAND.flags
+flags.DEFINE_list("priors", ["joint"], "Priors to train.", flag_values=FLAGS)
+flags.DEFINE_list("lmbdas", None, "Lambdas to train, as written in the workdir names.",
+                  flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("root", None, "Folder holding one workdir per run.", flag_values=FLAGS)
+flags.DEFINE_float("high_rate_min_lmbda", None, "If set: --preset=high for lambdas >= this, "
+                   "--preset=low below it.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "local: run here; slurm: submit one "
+                  "sbatch array job.", flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_bool("dry_run", False, "Print the runs' commands (local) or the sbatch script "
-                  "(slurm) without running or submitting anything.")  # fmt: skip
+                  "(slurm) without running or submitting anything.",
+                  flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_list("gpus", [], "local: GPU ids to run on in parallel, one run per GPU; empty: "
-                  "sequential.")  # fmt: skip
-flags.DEFINE_integer("task_index", 0, "local: this host's index among --num_tasks hosts.")
-flags.DEFINE_integer("num_tasks", 1, "local: hosts sharing the sweep.")
-flags.DEFINE_string("partition", None, "slurm: partition (default: the cluster's).")
+                  "sequential.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("task_index", 0, "local: this host's index among --num_tasks hosts.",
+                     flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("num_tasks", 1, "local: hosts sharing the sweep.", flag_values=FLAGS)
+flags.DEFINE_string("partition", None, "slurm: partition (default: the cluster's).",
+                    flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("time", "1-00:00:00", "slurm: time limit per task (MM, HH:MM:SS or "
-                    "D-HH:MM:SS); a task that reaches it is requeued and resumes.")  # fmt: skip
-flags.DEFINE_integer("nodes", 1, "slurm: nodes per task (one multi-process run).")
+                    "D-HH:MM:SS); a task that reaches it is requeued and resumes.",
+                    flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("nodes", 1, "slurm: nodes per task (one multi-process run).",
+                     flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_integer("processes_per_node", 1, "slurm: training processes per node, e.g. one per "
-                     "GPU.")  # fmt: skip
-flags.DEFINE_integer("gpus_per_task", None, "slurm: GPUs per training process.")
-flags.DEFINE_integer("cpus_per_task", None, "slurm: CPUs per training process.")
-flags.DEFINE_string("mem", None, "slurm: memory per node, e.g. 64G.")
-flags.DEFINE_string("account", None, "slurm: account to charge.")
-flags.DEFINE_string("qos", None, "slurm: quality of service.")
-flags.DEFINE_integer("array_parallelism", 256, "slurm: at most this many runs at once.")
-flags.DEFINE_string("job_name", "jahp-sweep", "slurm: job name.")
+                     "GPU.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_integer("gpus_per_task", None, "slurm: GPUs per training process.", flag_values=FLAGS)
+flags.DEFINE_integer("cpus_per_task", None, "slurm: CPUs per training process.", flag_values=FLAGS)
+flags.DEFINE_string("mem", None, "slurm: memory per node, e.g. 64G.", flag_values=FLAGS)
+flags.DEFINE_string("account", None, "slurm: account to charge.", flag_values=FLAGS)
+flags.DEFINE_string("qos", None, "slurm: quality of service.", flag_values=FLAGS)
+flags.DEFINE_integer("array_parallelism", 256, "slurm: at most this many runs at once.",
+                     flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("job_name", "jahp-sweep", "slurm: job name.", flag_values=FLAGS)
 flags.DEFINE_multi_string("setup", [], "slurm: a shell line run before each task (repeatable), "
-                          "e.g. --setup='module load cuda'.")  # fmt: skip
-FLAGS = flags.FLAGS
+                          "e.g. --setup='module load cuda'.", flag_values=FLAGS)  # fmt: skip
 PER_RUN_FLAGS = ("--prior", "--lmbda", "--workdir", "--preset")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,8 +165,13 @@ def run_slurm(runs: list[tuple[Path, list[str]]]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    train_args = FLAGS(argv, known_only=True)[1:]
+def main(argv: Sequence[str] | None = None) -> int:
+    """./launch.sh sweep; argv: its arguments (default: sys.argv[1:]), of which those the sweep
+    does not define go to every training run."""
+    return COMMAND.run(_sweep, argv)
+
+
+def _sweep(train_args: list[str]) -> int:
     bad = [arg for arg in train_args if arg.split("=")[0] in PER_RUN_FLAGS]
     if bad:
         return _error(f"{bad[0]} is set per run by the sweep; use --priors/--lmbdas/--root")
@@ -181,4 +197,4 @@ def _error(message: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

@@ -21,7 +21,7 @@ checkpoints=()
 for prior in hyperprior joint; do
   for step in $every $((2 * every)) $((3 * every)) "$steps"; do
     checkpoint="workdirs/trend/${prior}_lmbda${lmbda}/checkpoints/$step"
-    ./launch.sh python -m jahp_jax.evaluate --checkpoint="$checkpoint" \
+    ./launch.sh python -m jahp_jax.cli.evaluate --checkpoint="$checkpoint" \
       --data_dir=../shared/data/kodak --output="results/ablation/trend/${prior}_step$step.json"
     checkpoints+=("--checkpoint=$checkpoint")
   done

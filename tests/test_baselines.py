@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from jahp_jax.cli import baselines as baselines_cli
 from jahp_jax.data.pipeline import read_image
 from jahp_jax.evaluation import baselines, evaluate
 
@@ -61,7 +62,7 @@ def test_cli_writes_results_and_skips_missing_codecs(tmp_path, kodak_dir, capsys
 
     absent = baselines.ClassicalCodec("absent", "Absent", (1,), lambda im, q: b"", missing, "")
     monkeypatch.setitem(baselines.CODECS, "absent", absent)
-    code = baselines.main([
+    code = baselines_cli.main([
         "--dataset=kodak", f"--data_dir={kodak_dir}",
         "--codecs=jpeg420,absent", f"--output_dir={tmp_path}", "--limit=1",
     ])
@@ -79,6 +80,6 @@ def test_cli_writes_results_and_skips_missing_codecs(tmp_path, kodak_dir, capsys
 
 
 def test_cli_unknown_codec_is_one_line_error(tmp_path, capsys):
-    assert baselines.main(["--codecs=jpeg420,bpg", f"--output_dir={tmp_path}"]) == 1
+    assert baselines_cli.main(["--codecs=jpeg420,bpg", f"--output_dir={tmp_path}"]) == 1
     assert "unknown codec(s) ['bpg']" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

@@ -12,12 +12,12 @@ from jahp_jax.io.checkpoints import (
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 
 
 def test_save_and_load_roundtrip(tmp_path):
     config = ModelConfig("mean_scale", 8, 12)
-    params = init_params(config.build(), jax.random.key(0))
+    params = init_params(CompressionModel(config), jax.random.key(0))
     save_model(tmp_path / "checkpoints", 3, config, params, extra={"lmbda": 0.01})
     save_model(tmp_path / "checkpoints", 7, config, params)
     # a workdir, the root and the step folder all resolve; the latest step wins
@@ -34,7 +34,7 @@ def test_save_and_load_roundtrip(tmp_path):
 
 
 def test_fingerprint_sees_every_value():
-    params = init_params(ModelConfig("factorized", 4, 4).build(), jax.random.key(0))
+    params = init_params(CompressionModel(ModelConfig("factorized", 4, 4)), jax.random.key(0))
     changed = jax.tree_util.tree_map(lambda v: v, params)
     changed["g_s"]["layers_6"]["bias"] = changed["g_s"]["layers_6"]["bias"].at[0].add(1e-6)
     assert params_fingerprint(params) != params_fingerprint(changed)
@@ -49,7 +49,7 @@ def test_bad_checkpoint_paths(tmp_path):
 
 def test_checkpoint_of_another_shape_is_refused(tmp_path):
     config = ModelConfig("joint", 8, 12)
-    save_model(tmp_path, 1, config, init_params(config.build(), jax.random.key(0)))
+    save_model(tmp_path, 1, config, init_params(CompressionModel(config), jax.random.key(0)))
     config_path = tmp_path / "1" / "config" / "metadata"
     text = config_path.read_text().replace('"num_latents": 12', '"num_latents": 16')
     config_path.write_text(text)
@@ -65,7 +65,7 @@ def test_a_failed_restore_returns_nothing_and_the_next_one_is_complete(tmp_path)
     filterwarnings, for this reason). The failed restore returns nothing, and a restore after it
     (a fresh loop) reads every array completely: bit for bit what was saved."""
     config = ModelConfig("joint", 8, 8)
-    params = init_params(config.build(), jax.random.key(0))
+    params = init_params(CompressionModel(config), jax.random.key(0))
     for name in ("good", "bad"):
         step_dir = save_model(tmp_path / name, 1, config, params)
     data_files = [p for p in (step_dir / "params").rglob("*") if p.parent.name == "d"]
@@ -83,11 +83,12 @@ def test_a_failed_restore_returns_nothing_and_the_next_one_is_complete(tmp_path)
 def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
     """jahp-export writes the integer form by default (the float model converted), the float form
     with arithmetic='float'; the step and the metadata stay."""
+    from jahp_jax.cli.export import main
     from jahp_jax.coding.integer import INTEGER_KEY
-    from jahp_jax.io.checkpoints import export_model, main, read_config
+    from jahp_jax.io.checkpoints import export_model, read_config
 
     config = ModelConfig("joint", 8, 8)
-    params = init_params(config.build(), jax.random.key(1))
+    params = init_params(CompressionModel(config), jax.random.key(1))
     save_model(tmp_path / "run" / "checkpoints", 42, config, params, extra={"lmbda": 0.013})
     step_dir = export_model(tmp_path / "run", tmp_path / "shipped")
     assert step_dir == tmp_path / "shipped" / "42"
@@ -114,10 +115,11 @@ def test_export_keeps_the_model_and_its_metadata(tmp_path, capsys):
 
 
 def test_export_of_a_prior_without_integer_form_names_the_float_flag(tmp_path, capsys):
-    from jahp_jax.io.checkpoints import main
+    from jahp_jax.cli.export import main
 
     config = ModelConfig("mean_scale", 8, 8, 3)
-    save_model(tmp_path / "run", 0, config, init_params(config.build(), jax.random.key(1)))
+    params = init_params(CompressionModel(config), jax.random.key(1))
+    save_model(tmp_path / "run", 0, config, params)
     assert main([str(tmp_path / "run"), str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1

@@ -12,10 +12,11 @@ import optax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
-from jahp_jax.coding import bitstream, codec
-from jahp_jax.coding.codec import Codec, CodecError
+from jahp_jax.cli import codec as codec_cli
+from jahp_jax.coding import bitstream
+from jahp_jax.coding.codec import Codec, CodecError, portability_warning
 from jahp_jax.data.pipeline import read_image, write_png
-from jahp_jax.io.checkpoints import ModelConfig, save_model
+from jahp_jax.io.checkpoints import ModelConfig, load_codec, save_model
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.losses import rate_distortion_loss
 
@@ -137,13 +138,13 @@ def test_a_stream_that_goes_on_past_its_symbols_is_refused(codecs, test_image):
     ("config", "says"),
     [
         (ModelConfig("joint", N, M), "convert it once: jahp-convert --to=integer runs/a runs/a_"),
-        (ModelConfig("factorized", N, M), "it has no integer form: the integer prior path does"),
-        (ModelConfig("joint", N, M, 2), "it has no integer form: the integer prior path needs"),
+        (ModelConfig("factorized", N, M), "; the 'factorized' prior has no integer form: its y"),
+        (ModelConfig("joint", N, M, 2), "; the 'joint' prior has no integer form: it needs one"),
         (ModelConfig("joint", N, M, integer_prior=True), None),
     ],
 )
 def test_compressing_with_a_float_model_warns_in_one_line(config, says):
-    warning = codec.portability_warning(config, "runs/a")
+    warning = portability_warning(config, "runs/a")
     if says is None:
         assert warning is None
     else:
@@ -212,7 +213,7 @@ def checkpoint_dir(tmp_path_factory, codecs) -> Path:
 
 
 def test_load_codec_matches_in_memory(checkpoint_dir, codecs, test_image):
-    loaded = codec.load_codec(checkpoint_dir)
+    loaded = load_codec(checkpoint_dir)
     assert loaded.fingerprint == codecs["joint", 1, "trained"].fingerprint
     assert loaded.compress(test_image) == codecs["joint", 1, "trained"].compress(test_image)
 
@@ -236,7 +237,7 @@ def test_cli_roundtrip_and_errors(checkpoint_dir, codecs, test_image, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "bpp" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert warnings == [codec.portability_warning(ModelConfig("joint", N, M), checkpoint_dir)]
+    assert warnings == [portability_warning(ModelConfig("joint", N, M), checkpoint_dir)]
     assert f"jahp-convert --to=integer {checkpoint_dir} {checkpoint_dir}_integer" in warnings[0]
     assert jahp.read_bytes() == codecs["joint", 1, "trained"].compress(test_image)
     result = _cli("decompress", ckpt, str(jahp), str(back), umask=0o077)
@@ -278,7 +279,7 @@ def test_cli_bad_input(checkpoint_dir, tmp_path, capsys, make_args, message):
     (tmp_path / "text.png").write_text("hello, not an image")
     (tmp_path / "empty").write_bytes(b"")
     before = sorted(tmp_path.iterdir())
-    assert codec.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
+    assert codec_cli.main(make_args(f"--checkpoint={checkpoint_dir}", tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
     assert sorted(tmp_path.iterdir()) == before  # no output file, not even a partial one

@@ -3,9 +3,13 @@
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
+from conftest import REPO_ROOT
 
+from jahp_jax.cli import train as train_cli
+from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.training import train
@@ -63,10 +67,10 @@ def test_fingerprint_tells_every_field_apart():
 
 
 def test_options_reach_the_latent_codec():
-    model = ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}).build()
-    codec = model.make_latent_codec()
-    assert codec.num_slices == 4 and len(codec.bounds) == 4
-    assert ModelConfig("channelwise", 8, 8).build().make_latent_codec().num_slices == 10 > 8
+    model = CompressionModel(ModelConfig("channelwise", 8, 8, prior_options={"num_slices": 4}))
+    assert len(model.make_latent_codec().composition.groups) == 4
+    default = ModelConfig("channelwise", 8, 8).composition()
+    assert len(default.groups) == 8  # min(num_slices = 10, M = 8)
 
 
 def test_describe():
@@ -78,20 +82,20 @@ def test_describe():
 
 
 def test_train_flags_carry_prior_options():
-    assert train.parse_prior_options(["num_slices=4", "max_support_slices=2"]) == (
+    assert train_cli.parse_prior_options(["num_slices=4", "max_support_slices=2"]) == (
         ("max_support_slices", 2),
         ("num_slices", 4),
     )
-    assert train.parse_prior_options(["a=0.5", "b=true", "c=text"]) == (
+    assert train_cli.parse_prior_options(["a=0.5", "b=true", "c=text"]) == (
         ("a", 0.5),
         ("b", True),
         ("c", "text"),
     )
     for bad, message in (("num_slices", "not NAME=VALUE"), ("=4", "not NAME=VALUE")):
         with pytest.raises(train.ConfigError, match=message):
-            train.parse_prior_options([bad])
+            train_cli.parse_prior_options([bad])
     with pytest.raises(train.ConfigError, match="given twice"):
-        train.parse_prior_options(["num_slices=4", "num_slices=5"])
+        train_cli.parse_prior_options(["num_slices=4", "num_slices=5"])
     config = train.TrainConfig(lmbda=0.01, prior="channelwise", prior_options=(("num_slices", 4),))
     assert config.model_config == ModelConfig("channelwise", prior_options={"num_slices": 4})
     with pytest.raises(train.ConfigError, match="prior 'joint' has no option num_slices"):
@@ -100,31 +104,42 @@ def test_train_flags_carry_prior_options():
         )
 
 
-def test_importing_the_library_registers_no_flags():
-    """Library modules leave absl's FLAGS alone (the train command registers its own)."""
+def test_the_library_has_no_command_lines():
+    """Library modules parse no command line (no argparse, no flags, no `main`): the commands
+    do, each in its jahp_jax.cli module and on a FlagValues of its own, so that importing any
+    module, a command's too, leaves absl's global FLAGS alone."""
+    package = REPO_ROOT / "jahp_jax"
+    library = [p for p in package.rglob("*.py") if package / "cli" not in p.parents]
+    assert len(library) > 20
+    for path in library:
+        text = path.read_text()
+        for sign in ("argparse", "DEFINE_", "FlagValues", "def main(", "absl import app"):
+            assert sign not in text, f"{path.relative_to(REPO_ROOT)} has {sign!r}"
     code = (
-        "import jahp_jax.coding.codec, jahp_jax.evaluation.evaluate, jahp_jax.training.train\n"
-        "import jahp_jax.io.convert\n"
+        "import importlib, pkgutil, jahp_jax\n"
         "from absl import flags\n"
+        "names = [m.name for m in pkgutil.walk_packages(jahp_jax.__path__, 'jahp_jax.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
         "ours = [m for m in flags.FLAGS.flags_by_module_dict() if 'jahp_jax' in m]\n"
-        "assert not ours and 'lmbda' not in flags.FLAGS, ours\n"
-        "jahp_jax.training.train.define_flags()\n"
-        "assert 'lmbda' in flags.FLAGS\n"
+        "assert not ours, ours\n"
+        "print(*names)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {target.split(":")[0] for target in scripts.values()} < set(proc.stdout.split())
 
 
 def test_the_commands_import_tensorflow_only_to_read_data(tmp_path):
-    """TensorFlow (seconds to import) waits for the data pipelines: importing the commands' modules
-    leaves it out, and `jahp-train` refuses a bad flag without it."""
+    """TensorFlow (seconds to import) waits for the data pipelines: importing the commands'
+    modules leaves it out, and `jahp-train` refuses a bad flag without it."""
     code = (
-        "import atexit, sys, jahp_jax.coding.codec, jahp_jax.evaluation.evaluate\n"
-        "import jahp_jax.training.train, jahp_jax.io.convert\n"
+        "import atexit, sys\n"
+        "from jahp_jax.cli import codec, convert, evaluate, export, report, train\n"
         "atexit.register(lambda: print('tensorflow' in sys.modules))\n"
         "assert 'tensorflow' not in sys.modules\n"
-        "jahp_jax.training.train.cli(\n"
-        "    ['train', '--lmbda=1', '--prior=bogus', '--workdir=' + sys.argv[1]])\n"
+        "sys.exit(train.main(['--lmbda=1', '--prior=bogus', '--workdir=' + sys.argv[1]]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
                           capture_output=True, text=True)  # fmt: skip

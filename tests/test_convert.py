@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import FULL_SHARED
 
-from jahp_jax.coding.codec import load_codec
+from jahp_jax.cli import convert as convert_cli
 from jahp_jax.io import convert
-from jahp_jax.io.checkpoints import load_model, read_config, resolve_checkpoint
+from jahp_jax.io.checkpoints import load_codec, load_model, read_config, resolve_checkpoint
 from jahp_jax.models.losses import bits_per_pixel
 
 ARCHS = list(convert.ARCHS)
@@ -56,7 +56,7 @@ def converted(tmp_path_factory):
     for arch in ARCHS:
         out_dir = tmp_path_factory.mktemp(arch)
         args = ["--from=compressai", f"--arch={arch}", str(golden_path(arch)), str(out_dir)]
-        assert convert.main(args) == 0
+        assert convert_cli.main(args) == 0
         models[arch] = (out_dir, *load_model(out_dir))
     return models
 
@@ -191,7 +191,7 @@ def test_truncated_file_fails_cleanly_and_writes_nothing(tmp_path, capsys):
     truncated = tmp_path / "cut.npz"
     truncated.write_bytes(data[: len(data) // 2])
     out_dir = tmp_path / "out"
-    assert convert.main(["--arch=mbt2018-mean", str(truncated), str(out_dir)]) == 1
+    assert convert_cli.main(["--arch=mbt2018-mean", str(truncated), str(out_dir)]) == 1
     message = capsys.readouterr().err
     assert message.startswith("error: cannot read") and message.count("\n") == 1
     assert not out_dir.exists()
@@ -200,10 +200,10 @@ def test_truncated_file_fails_cleanly_and_writes_nothing(tmp_path, capsys):
 def test_cli_refuses_wrong_arch_and_existing_output(converted, tmp_path, capsys):
     out_dir, *_ = converted["mbt2018"]
     args = ["--arch=bmshj2018-factorized", str(golden_path("mbt2018")), str(tmp_path / "a")]
-    assert convert.main(args) == 1
+    assert convert_cli.main(args) == 1
     assert "not a CompressAI bmshj2018-factorized" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
-    assert convert.main(["--arch=mbt2018", str(golden_path("mbt2018")), str(out_dir)]) == 1
+    assert convert_cli.main(["--arch=mbt2018", str(golden_path("mbt2018")), str(out_dir)]) == 1
     assert "already holds checkpoints" in capsys.readouterr().err
 
 

@@ -5,10 +5,10 @@ import json
 import jax
 import pytest
 
+from jahp_jax.cli import evaluate, report
 from jahp_jax.data.pipeline import eval_images
-from jahp_jax.evaluation import evaluate
 from jahp_jax.io.checkpoints import ModelConfig, save_model
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def checkpoints(tmp_path_factory):
     config = ModelConfig("mean_scale", 8, 8)
     paths = []
     for i, lmbda in enumerate((0.01, 0.05)):
-        params = init_params(config.build(), jax.random.key(i))
+        params = init_params(CompressionModel(config), jax.random.key(i))
         save_model(root / f"run{i}" / "checkpoints", 1, config, params, extra={"lmbda": lmbda})
         paths.append(str(root / f"run{i}"))
     return paths
@@ -37,7 +37,7 @@ def test_cli_writes_a_curve_from_real_files(checkpoints, kodak_dir, tmp_path, ca
     ]
     assert results["bpp"] == sorted(results["bpp"])
     # bpp is the real file size: recompute it for the first image from our own codec.
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     name, image = next(eval_images("kodak", data_dir=kodak_dir, limit=1))
     rows = (tmp_path / "ours.images.csv").read_text().splitlines()
@@ -66,14 +66,12 @@ def test_bad_checkpoints_and_claims(checkpoints, kodak_dir, tmp_path, capsys):
 
 
 def test_comparison_sheet_puts_our_model_beside_the_codecs(checkpoints, kodak_dir, tmp_path):
-    from jahp_jax.evaluation import report
-
     results = tmp_path / "ours.json"
     argv = [f"--checkpoint={checkpoints[0]}", f"--data_dir={kodak_dir}", "--limit=1"]
     assert evaluate.main([*argv, f"--output={results}"]) == 0
     sheet = tmp_path / "sheet.png"
     assert report.main([
-        "--results", str(results), "--reference", str(results), f"--sheet={sheet}",
+        str(results), f"--reference={results}", f"--sheet={sheet}",
         "--sheet_image=kodim01", f"--sheet_checkpoint={checkpoints[0]}",
         "--sheet_codecs=jpeg420,webp", f"--data_dir={kodak_dir}", "--sheet_crop=0,0,128,128",
     ]) == 0  # fmt: skip

@@ -15,7 +15,7 @@ from experiments import ablation, quickstart
 from experiments.common import DOWNLOAD_TRAIN_DATASET, resolve_data, train_config
 from jahp_jax.data import pipeline as data
 from jahp_jax.io.checkpoints import CheckpointError, read_config, resolve_checkpoint, save_model
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
 
 DATA_ROOT = SHARED / "data"  # ../shared/data, or the committed stand-in
@@ -66,7 +66,8 @@ def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
 
 def test_the_quickstart_export_replaces_an_earlier_export_and_nothing_else(tmp_path):
     config = ModelConfig("joint", 8, 8)
-    save_model(tmp_path / "run", 3, config, init_params(config.build(), jax.random.key(0)))
+    params = init_params(CompressionModel(config), jax.random.key(0))
+    save_model(tmp_path / "run", 3, config, params)
     for _ in range(2):  # the second replaces the first
         step = quickstart.export_integer_model(tmp_path / "run", tmp_path / "model")
         assert step == tmp_path / "model" / "3" and read_config(step)[0].integer_prior
@@ -114,10 +115,16 @@ def test_quickstart_offline_without_local_data_stops_with_one_line(
     assert not (tmp_path / "w").exists()
 
 
+def ablation_flags(*argv: str):
+    """The ablation's flags parsed from `argv` (one set at a time: the next call replaces it)."""
+    ablation.COMMAND.parse(argv)
+    return ablation.FLAGS
+
+
 def test_ablation_trains_high_rates_with_more_latents():
-    args = ablation.parse_args(["--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12"])
+    assert ablation.num_latents(ablation_flags(), 1.0) is None
+    args = ablation_flags("--high_rate_min_lmbda=0.1", "--high_rate_num_latents=12")
     assert [ablation.num_latents(args, lmbda) for lmbda in (0.01, 0.1, 1.0)] == [None, 12, 12]
-    assert ablation.num_latents(ablation.parse_args([]), 1.0) is None
     config = train_config(args, resolve_data(args), "joint", 0.1, ablation.num_latents(args, 0.1))
     assert config.num_latents == 12
 
@@ -168,24 +175,35 @@ def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):
 
 def test_experiment_data_comes_from_the_flags_then_the_data_root_then_downloads(tmp_path):
     images = str(DATA_ROOT / "train")
-    folder = ablation.parse_args([f"--train_dir={images}", "--data_root=download"])
+    folder = ablation_flags(f"--train_dir={images}", "--data_root=download")
     config = train_config(folder, resolve_data(folder), "joint", 0.01)
     assert (config.data_dir, config.dataset, config.num_latents) == (images, None, 64)
     assert not config.validates  # no validation folder without a data root
-    root = ablation.parse_args([f"--data_root={DATA_ROOT}"])
+    root = ablation_flags(f"--data_root={DATA_ROOT}")
     sources = resolve_data(root)
     assert (sources.train_dir, sources.val_dir) == (images, str(DATA_ROOT / "val"))
     complete = all((DATA_ROOT / "kodak" / f"{name}.png").is_file() for name in data.KODAK_NAMES)
     # the 24 Kodak PNGs go through the checksummed builder; any other folder is read as it is
     assert sources.eval_dataset == ("kodak" if complete else None)
     assert train_config(root, sources, "joint", 0.01).validates
-    clic = ablation.parse_args(["--dataset=clic", "--num_steps=1000000"])
+    clic = ablation_flags("--dataset=clic", "--num_steps=1000000")
     config = train_config(clic, resolve_data(clic), "joint", 0.1, num_latents=320)
     assert (config.data_dir, config.dataset, config.val_data_dir) == (None, "clic", None)
     assert config.validates and config.num_latents == 320
     assert config.checkpoint_every == 10_000
-    offline = ablation.parse_args(["--data_root=download", "--kodak_dir=download"])
+    offline = ablation_flags("--data_root=download", "--kodak_dir=download")
     sources = resolve_data(offline)
     assert (sources.dataset, sources.eval_dataset, sources.eval_dir) == (
         DOWNLOAD_TRAIN_DATASET, "kodak", None)  # fmt: skip
     assert not train_config(offline, sources, "joint", 0.01).validates  # tf_flowers: one split
+
+
+def test_the_ablation_trains_named_models_at_its_scale():
+    args = ablation_flags("--num_filters=16", "--num_latents=32")
+    assert ablation.model_at_scale("joint", args) is None  # a prior keeps --prior's path
+    fields = ablation.model_at_scale("elic2022-chandelier", args)
+    assert (fields["transform"], fields["prior"], fields["num_latents"]) == (
+        "elic2022-chandelier", "elic2022", 32
+    )
+    assert fields["prior_options"] == (("variant", "chandelier"),)
+    assert ablation.model_at_scale("tcm", args)["num_latents"] == ablation.CPU_SCALE_LATENTS["tcm"]

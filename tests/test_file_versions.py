@@ -46,8 +46,8 @@ def _sums(y_hat: np.ndarray) -> dict[str, list[float]]:
 def decode_float_files() -> dict:
     """What this process's float arithmetic makes of every committed float file."""
     from jahp_jax.coding import bitstream, versions
-    from jahp_jax.coding.codec import load_codec
     from jahp_jax.coding.range_coder import CodecError
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(REPO_ROOT / "models" / "joint_n64_lmbda0.013")
     reference = bitstream.unpack((FILES / REFERENCE_FLOAT_FILE).read_bytes())[0]
@@ -113,7 +113,7 @@ def test_a_header_of_any_version_names_the_model_that_wrote_it(name):
 
 def test_the_integer_file_decodes_bit_exactly():
     """In this process, under the test suite's XLA flags: the integer path runs no XLA."""
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     for name, expected in EXPECTED.items():
         if expected["arithmetic"] == "integer":

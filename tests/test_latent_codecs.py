@@ -9,13 +9,13 @@ import pytest
 from conftest import SHARED
 
 from jahp_jax.coding.codec import Codec, pad_image
-from jahp_jax.coding.range_coder import CodedLatents, compiled_functions
+from jahp_jax.coding.programs import compiled_functions
+from jahp_jax.coding.runner import CodedLatents
 from jahp_jax.data.pipeline import read_image
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.latent_codecs.channelwise import slice_bounds
-from jahp_jax.models.latent_codecs.checkerboard import anchor_map, checkerboard_mask
-from jahp_jax.models.latent_codecs.rasterscan import wavefront_schedule
+from jahp_jax.models.latent_codecs.parts import anchor_map, checkerboard_mask, wavefront_schedule
 from jahp_jax.nn.layers import causal_mask
 
 MIXTURES = [prior for prior, codec in PRIORS.items() if codec.supports_mixture]
@@ -37,7 +37,9 @@ def _codec(prior: str, k: int) -> Codec:
 
 
 def _encode(codec: Codec, image: np.ndarray) -> CodedLatents:
-    y = compiled_functions(codec.model)["analysis"](codec.params, pad_image(image))
+    y = compiled_functions(codec.model)["analysis"](
+        codec.params, pad_image(image, codec.config.pad_multiple)
+    )
     return codec.coder.encode(np.asarray(y)[0])
 
 
@@ -135,7 +137,7 @@ def test_channel_slices():
 if __name__ == "__main__":  # the figures in docs: cd tests; python test_latent_codecs.py
     from conftest import REPO_ROOT
 
-    from jahp_jax.coding.codec import load_codec
+    from jahp_jax.io.checkpoints import load_codec
 
     crop = read_image(SHARED / "data" / "val" / "bsds500" / "101085.jpg")[:97, :131]
     cases = [(f"{p} K={k} (N=M={N}, random init, 97x131)", _codec(p, k), crop) for p, k in CONFIGS]

@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from jahp_jax.models.compression_model import PRIORS, count_params, create_model, init_params
+from jahp_jax.models.compression_model import count_params, create_model, init_params
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import rate_distortion_loss
 
 CONFIGS = [(prior, 1) for prior in PRIORS] + [("joint", 3), ("mean_scale", 2)]
@@ -24,7 +25,7 @@ def test_every_prior_forward_and_gradients(prior, components):
     for train in (True, False):
         out = model.apply({"params": params}, x, train=train, rngs={"noise": jax.random.key(2)})
         assert out["x_hat"].shape == x.shape
-        expected = {"y", "z"} if PRIORS[prior].hyperprior else {"y"}
+        expected = {"y", "z"} if model.make_latent_codec().hyperprior else {"y"}
         assert set(out["likelihoods"]) == expected
         for lik in out["likelihoods"].values():
             assert float(lik.min()) > 0.0 and float(lik.max()) <= 1.0

@@ -27,27 +27,35 @@ import numpy as np
 import pytest
 from conftest import SHARED, default_codegen
 
+from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
-from jahp_jax.coding.codec import load_codec
 from jahp_jax.coding.integer import (
     ONE,
-    SUPPORTED_PRIORS,
-    IntegerLatentCoder,
     IntegerLayer,
     IntegerPriorError,
     LayerSpec,
     rounding_divide,
 )
-from jahp_jax.coding.range_coder import CodecError, LatentCoder, compiled_functions, scale_to_level
-from jahp_jax.io import convert
-from jahp_jax.io.checkpoints import checkpoint_root, load_model, params_fingerprint, save_model
+from jahp_jax.coding.programs import compiled_functions
+from jahp_jax.coding.range_coder import CodecError, scale_to_level
+from jahp_jax.coding.runner import LatentCoder
+from jahp_jax.io.checkpoints import (
+    checkpoint_root,
+    load_codec,
+    load_model,
+    params_fingerprint,
+    save_model,
+)
 from jahp_jax.io.images import read_image, write_png
 from jahp_jax.models.compression_model import create_model, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
+from jahp_jax.models.latent_codecs.integer_form import has_integer_form
 from jahp_jax.training import train
 
 SIZE = 16  # N = M
+INTEGER_PRIORS = [prior for prior in PRIORS if has_integer_form(ModelConfig(prior).composition())]
 LATENT = (8, 8)
 SETUPS = {
     "sse4_2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
@@ -103,9 +111,9 @@ def _run_coders(cases: dict) -> dict:
         model = create_model(prior, SIZE, SIZE)
         float_coder = LatentCoder(model, case["float_params"])
         float_coded = float_coder.encode(y)
-        integer_coder = IntegerLatentCoder(model, case["integer_params"])
+        integer_coder = LatentCoder(model, case["integer_params"], "integer")
         integer_coded = integer_coder.encode(y)
-        z_tables = float_coder.density_tables.get("z")
+        z_tables = float_coder.backend.density_tables.get("z")
         results[prior] = {
             "float_z_counts": None if z_tables is None else z_tables[0].counts,
             "float_checksum": float_coder.table_checksum,
@@ -123,11 +131,11 @@ def reference(tmp_path_factory) -> dict:
     """Every supported prior encoded here: params, streams, y_hat and distributions."""
     cases, coded = {}, {}
     y = _latents()
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         model, params = _model_and_params(prior)
         integer_params = integer_prior.convert_params(model, params)
         float_coded = LatentCoder(model, params).encode(y)
-        integer_coded = IntegerLatentCoder(model, integer_params).encode(y)
+        integer_coded = LatentCoder(model, integer_params, "integer").encode(y)
         cases[prior] = {
             "float_params": params,
             "integer_params": integer_params,
@@ -180,7 +188,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
     assert not np.array_equal(here["blas_probe"], there["blas_probe"])
     perturbed_y = {}
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         count, largest = _differing(
             here[prior]["float_distribution"], there[prior]["float_distribution"]
         )
@@ -201,7 +209,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
 @pytest.mark.parametrize("setup", SETUPS)
 def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         coded = reference["coded"][prior]["integer"]
         assert there[prior]["integer_checksum"] == here[prior]["integer_checksum"], prior
         assert np.array_equal(there[prior]["integer_decoded"], coded.y_hat), prior
@@ -210,18 +218,18 @@ def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup)
 
 def test_the_int64_numpy_decoder_decodes_bit_exactly(reference):
     """The reference decoder: numpy int64 sums (no BLAS, no XLA) give the float64-BLAS result."""
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         case, coded = reference["cases"][prior], reference["coded"][prior]
-        coder = IntegerLatentCoder(coded["model"], case["integer_params"], matmul="int64")
+        coder = LatentCoder(coded["model"], case["integer_params"], "integer", matmul="int64")
         decoded = coder.decode(*case["integer_streams"], LATENT)
         assert np.array_equal(decoded, coded["integer"].y_hat), prior
 
 
 def test_integer_files_decode_here(reference, elsewhere):
     """In this process (the suite's XLA flags) and in the host subprocess (a user's)."""
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         case, coded = reference["cases"][prior], reference["coded"][prior]
-        decoded = IntegerLatentCoder(coded["model"], case["integer_params"]).decode(
+        decoded = LatentCoder(coded["model"], case["integer_params"], "integer").decode(
             *case["integer_streams"], LATENT
         )
         assert np.array_equal(decoded, coded["integer"].y_hat), prior
@@ -235,7 +243,7 @@ def test_the_integer_path_follows_the_float_model(reference):
     """Given the integer coder's own z_hat and y_hat, the float model's means are within a few
     fixed-point steps of the integer means, and the table index is the float scale's level at
     almost every latent."""
-    for prior in SUPPORTED_PRIORS:
+    for prior in INTEGER_PRIORS:
         model = reference["coded"][prior]["model"]
         params = reference["cases"][prior]["float_params"]
         coded = reference["coded"][prior]["integer"]
@@ -262,7 +270,7 @@ def test_the_integer_layers_match_float_convolutions():
     hyper = compiled_functions(model)["hyper_synthesis"](params, z[None].astype(np.float32))
     codec = model.make_latent_codec()
     prior = integer_prior.IntegerPrior(codec, arrays)
-    assert np.abs(prior.hyper(z) / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
+    assert np.abs(prior.hyper(z)[0] / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +293,7 @@ def test_a_layer_whose_sums_could_pass_2_to_53_is_refused():
 @pytest.mark.parametrize(
     ("prior", "components", "message"),
     [
-        ("factorized", 1, "'factorized' prior"),
+        ("factorized", 1, "factorized density"),
         ("mean_scale", 2, "K=2"),
     ],
 )
@@ -300,18 +308,18 @@ def test_an_integer_coder_needs_its_arrays_and_valid_tables(reference):
     model = reference["coded"]["joint"]["model"]
     params = reference["cases"]["joint"]["integer_params"]
     with pytest.raises(IntegerPriorError, match="no integer arrays"):
-        IntegerLatentCoder(model, reference["cases"]["joint"]["float_params"])
+        LatentCoder(model, reference["cases"]["joint"]["float_params"], "integer")
     broken = {**params, "integer_prior": {**params["integer_prior"]}}
     tables = dict(broken["integer_prior"]["gaussian_tables"])
     tables["counts"] = tables["counts"].copy()
     tables["counts"][3, 0] += 1
     broken["integer_prior"]["gaussian_tables"] = tables
     with pytest.raises(IntegerPriorError, match="not a 24-bit PMF"):
-        IntegerLatentCoder(model, broken)
+        LatentCoder(model, broken, "integer")
     incomplete = {**params, "integer_prior": {**params["integer_prior"]}}
     del incomplete["integer_prior"]["entropy_parameters"]
     with pytest.raises(IntegerPriorError, match="incomplete"):
-        IntegerLatentCoder(model, incomplete)
+        LatentCoder(model, incomplete, "integer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +410,7 @@ def test_an_exported_models_file_decodes_identically_under_another_isa(workdirs,
                   env=default_codegen(dict(os.environ)))  # fmt: skip
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
     decode = (
-        "import sys; import numpy as np; from jahp_jax.coding.codec import load_codec; "
+        "import sys; import numpy as np; from jahp_jax.io.checkpoints import load_codec; "
         "y_hat = load_codec(sys.argv[1]).decompress_with_latents(open(sys.argv[2], 'rb').read())"
         "[1]; np.save(sys.argv[3], y_hat)"
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jahp_jax.cli import report as report_cli
 from jahp_jax.evaluation import report
 
 RATE = np.array([0.12, 0.25, 0.5, 0.9, 1.6])
@@ -71,8 +72,8 @@ def test_cli_writes_table_and_plot(tmp_path, capsys):
     half = _write(tmp_path / "half.json", "Half rate", RATE / 2, PSNR)
     anchor = _write(tmp_path / "anchor.json", "JPEG", RATE * 1.1, PSNR, with_db=False)
     table, plot = tmp_path / "out" / "bd.md", tmp_path / "rd.png"
-    code = report.main(["--results", str(ref), str(half), "--anchors", str(anchor),
-                        "--reference", "jpeg420", "hevc444", "--table", str(table),
+    code = report_cli.main([str(ref), f"--results={half}", f"--anchors={anchor}",
+                        "--reference=jpeg420", "--reference", "hevc444", f"--table={table}",
                         "--plot", str(plot)])
     assert code == 0
     text = table.read_text()
@@ -87,7 +88,7 @@ def test_cli_writes_table_and_plot(tmp_path, capsys):
 def test_cli_bad_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    assert report.main(["--results", str(bad)]) == 1
+    assert report_cli.main([str(bad)]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 
 

@@ -28,7 +28,7 @@ from jahp_jax.io.checkpoints import (
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.training import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_workdir_holding_a_model_without_training_state_is_refused(tmp_path):
     # A converted (step 0) or exported model: resuming it would silently start from scratch next
     # to it (step 0) or fail deep in orbax; the error points to --init_from instead.
     config = train.TrainConfig(lmbda=0.01, num_filters=8, num_latents=8)
-    params = init_params(config.model_config.build(), jax.random.key(0))
+    params = init_params(CompressionModel(config.model_config), jax.random.key(0))
     for step in (0, 8000):
         workdir = tmp_path / f"model{step}"
         save_model(checkpoint_root(workdir), step, config.model_config, params)
@@ -185,7 +185,7 @@ from jahp_jax.training import train
 
 config = train.TrainConfig(lmbda=0.01, prior="factorized", num_filters=8, num_latents=8,
                            patch_size=32, batch_size=4)
-model = config.model_config.build()
+model = train.CompressionModel(config.model_config)
 hparams = train.hyperparams(config)
 batches = np.random.default_rng(0).random((3, 4, 32, 32, 3), np.float32)
 result = {"device_count": jax.device_count()}
@@ -250,7 +250,7 @@ for lmbda, seed, num_steps in ((0.01, 0, 100), (0.05, 7, 3000)):
     config = train.TrainConfig(lmbda=lmbda, seed=seed, num_steps=num_steps, prior="hyperprior",
                                num_filters=4, num_latents=4, patch_size=64, batch_size=2)
     mesh = train.make_mesh()
-    model = config.model_config.build()
+    model = train.CompressionModel(config.model_config)
     state = train.create_train_state(config, model, mesh)
     step = train.jit_train_step(config, model, mesh)
     state, stats = step(state, np.zeros((2, 64, 64, 3), np.float32), train.hyperparams(config))
@@ -276,15 +276,15 @@ def test_runs_differing_in_lambda_seed_or_steps_share_one_program(env, tmp_path)
 NAN_SCRIPT = """
 import sys
 import numpy as np
+from jahp_jax.cli import train as train_cli
 from jahp_jax.data import pipeline as data
-from jahp_jax.training import train
 
 real = data.train_batches
 def poisoned(**kwargs):  # Step 3's batch (index 2 from step 0) is NaN.
     for index, batch in enumerate(real(**kwargs), start=kwargs["start_step"]):
         yield np.full_like(batch, np.nan) if index == 2 else batch
 data.train_batches = poisoned
-train.cli(["train", *sys.argv[1:]])
+sys.exit(train_cli.main(sys.argv[1:]))
 """
 
 
@@ -367,7 +367,7 @@ def test_optimizer_partitions_quantiles_to_the_aux_adam():
     config = train.TrainConfig(lmbda=0.01, prior="hyperprior", num_filters=4, num_latents=4,
                                learning_rate=1e-4, aux_learning_rate=1e-3)  # fmt: skip
     params = jax.eval_shape(
-        lambda: train.init_params(config.model_config.build(), jax.random.key(0))
+        lambda: train.init_params(CompressionModel(config.model_config), jax.random.key(0))
     )
     labels = train._param_labels(params)
     assert labels["z_density"]["quantiles"] == "aux"

@@ -1,49 +1,34 @@
-"""Compress images to .jahp files and back, with a trained model.
+"""Compress images to .jahp files and back, with a trained model (the command: `jahp-codec`).
 
-    python -m jahp_jax.cli.codec compress   --checkpoint=WORKDIR in.png out.jahp
-    python -m jahp_jax.cli.codec decompress --checkpoint=WORKDIR in.jahp out.png
+Library: `codec = jahp_jax.io.checkpoints.load_codec(WORKDIR)`; `data =
+codec.compress(image_uint8)`; `image = codec.decompress(data)`; `codec.compress_with_stats(image)`
+also returns the estimated rate (from the very distributions the coder used) and the coded latents.
 
-Library: `codec = load_codec(WORKDIR)`; `data = codec.compress(image_uint8)`;
-`image = codec.decompress(data)`; `codec.compress_with_stats(image)` also returns the estimated
-rate (from the very distributions the coder used) and the coded latents.
-
-Images of any size: replicate-padded to a multiple of 64, cropped back after decoding. The
-decoded image is g_s(y_hat) clipped to [0, 1], times 255, rounded to uint8, where y_hat is
-bit-identical to the encoder's (see `jahp_jax.coding.range_coder`). Files are checked (magic,
-version,
-CRC32 of every byte, model identity and parameter fingerprints, entropy-table checksum) before
-anything is decoded; every problem raises `CodecError` (a ValueError) with a one-line message.
+Images of any size: replicate-padded to a multiple of the model's `pad_multiple` (64 for every
+registered transform), cropped back after decoding. The decoded image is g_s(y_hat) clipped to [0,
+1], times 255, rounded to uint8, where y_hat is bit-identical to the encoder's (see
+`jahp_jax.coding.runner`). Files are checked (magic, version, CRC32 of every byte, model identity
+and parameter fingerprints, entropy-table checksum) before anything is decoded; every problem raises
+`CodecError` (a ValueError) with a one-line message.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
 from jahp_jax.coding import bitstream, versions
-from jahp_jax.coding.range_coder import (
-    CodecError,
-    CodingRules,
-    LatentCoder,
-    compiled_functions,
-    decode_guard,
-    make_latent_coder,
-)
-from jahp_jax.io.checkpoints import CheckpointError, load_model, params_fingerprint
-from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
+from jahp_jax.coding.programs import compiled_functions
+from jahp_jax.coding.range_coder import CodecError, CodingRules, decode_guard
+from jahp_jax.coding.runner import LatentCoder, make_latent_coder
 from jahp_jax.models.compression_model import CompressionModel
-from jahp_jax.models.config import ModelConfig
-from jahp_jax.runtime import enable_compilation_cache
+from jahp_jax.models.config import ModelConfig, params_fingerprint
 
-PAD_MULTIPLE = 64
-
-__all__ = ["Codec", "CodecError", "CompressStats", "load_codec", "main", "portability_warning"]
+__all__ = ["Codec", "CodecError", "CompressStats", "pad_image", "portability_warning"]
 
 
 @dataclasses.dataclass
@@ -83,11 +68,12 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
-def pad_image(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of 64
-    (edge pixels replicated)."""
+def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (1, H', W', 3) in [0, 1], H' and W' the next multiples of
+    `multiple` (a model's `config.pad_multiple`), edge pixels replicated at the bottom and
+    right."""
     height, width = image.shape[:2]
-    pad = ((0, -height % PAD_MULTIPLE), (0, -width % PAD_MULTIPLE), (0, 0))
+    pad = ((0, -height % multiple), (0, -width % multiple), (0, 0))
     return np.pad(image.astype(np.float32) / 255.0, pad, mode="edge")[None]
 
 
@@ -109,7 +95,8 @@ class Codec:
     def compress_with_stats(self, image: np.ndarray) -> tuple[bytes, CompressStats]:
         """uint8 (H, W, 3) -> (file bytes, CompressStats)."""
         _check_image(image)
-        y = np.asarray(self._analysis(self.params, jnp.asarray(pad_image(image))))[0]
+        x = jnp.asarray(pad_image(image, self.config.pad_multiple))
+        y = np.asarray(self._analysis(self.params, x))[0]
         coded = self.coder.encode(y)
         header = bitstream.Header(
             self.arithmetic,
@@ -135,10 +122,6 @@ class Codec:
     def compress(self, image: np.ndarray) -> bytes:
         """uint8 (H, W, 3) -> the .jahp file's bytes."""
         return self.compress_with_stats(image)[0]
-
-    def estimate_bits(self, image: np.ndarray) -> float:
-        """Estimated bits (y + z) of `image`: -log2 likelihood under the coder's distributions."""
-        return self.compress_with_stats(image)[1].estimated_bits
 
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
@@ -169,7 +152,7 @@ class Codec:
             coders = []
             for rules in versions.RULES[header.version]:
                 if rules != self.coder.rules and rules not in self._coders:
-                    self._coders[rules] = LatentCoder(self.model, self.params, rules)
+                    self._coders[rules] = LatentCoder(self.model, self.params, rules=rules)
                 coders.append(self.coder if rules == self.coder.rules else self._coders[rules])
         for coder in coders:
             if coder.table_checksum == header.tables_crc:
@@ -185,10 +168,7 @@ class Codec:
         float32)."""
         header, z_stream, y_stream = bitstream.unpack(data)
         self._check_header(header)
-        latent_shape = (
-            -(-header.height // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-            -(-header.width // PAD_MULTIPLE) * PAD_MULTIPLE // 16,
-        )
+        latent_shape = self.config.latent_shape(header.height, header.width)
         coder = self.coder_for(header)
         y_hat = decode_guard(coder.decode, z_stream, y_stream, latent_shape)
         return self.reconstruct(y_hat, header.height, header.width), y_hat
@@ -216,85 +196,10 @@ def portability_warning(config: ModelConfig, checkpoint: str | os.PathLike) -> s
     )
     try:
         dataclasses.replace(config, integer_prior=True)
-    except ValueError as error:
-        return f"{where}; it has no integer form: {error}"
+    except ValueError as error:  # "the '<prior>' prior has no integer form: <why>"
+        return f"{where}; {error}"
     source = Path(checkpoint)
     return (
         f"{where}; for files that decode anywhere, convert it once: "
         f"jahp-convert --to=integer {source} {source.parent / (source.name + '_integer')}"
     )
-
-
-def load_codec(checkpoint: str | os.PathLike) -> Codec:
-    """A Codec from a training workdir (latest step), a checkpoint root or one step folder."""
-    model, params, _ = load_model(checkpoint)
-    return Codec(model, params)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    if not path.parent.is_dir():
-        raise CodecError(f"{path}: folder {path.parent} does not exist; create it first")
-    write_atomic(path, lambda f: f.write(data))
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CodecError(f"{path}: is a directory, not a .jahp file") from None
-    except OSError as error:
-        raise CodecError(f"{path}: cannot read ({error.strerror})") from None
-
-
-def _compress(args: argparse.Namespace) -> str:
-    image = read_image(args.input)
-    codec = load_codec(args.checkpoint)
-    warning = portability_warning(codec.config, args.checkpoint)
-    if warning:
-        print(warning, file=sys.stderr)
-    data, stats = codec.compress_with_stats(image)
-    _write_atomic(Path(args.output), data)
-    return (
-        f"{args.output}: {len(data)} bytes, {stats.bits_per_pixel:.4f} bpp "
-        f"(estimated {stats.estimated_bits / stats.num_pixels:.4f} bpp, "
-        f"{image.shape[0]}x{image.shape[1]}, {codec.config.prior})"
-    )
-
-
-def _decompress(args: argparse.Namespace) -> str:
-    data = _read_file(Path(args.input))
-    codec = load_codec(args.checkpoint)
-    image = codec.decompress(data)
-    write_png(args.output, image)
-    return f"{args.output}: {image.shape[0]}x{image.shape[1]} PNG"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jahp_jax.cli.codec", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, inputs, outputs in (
-        ("compress", "image file (PNG, JPEG, ...)", ".jahp file to write"),
-        ("decompress", ".jahp file", "PNG file to write"),
-    ):
-        command = commands.add_parser(name)
-        command.add_argument(
-            "--checkpoint", required=True, help="training workdir or checkpoint step folder"
-        )
-        command.add_argument("input", help=inputs)
-        command.add_argument("output", help=outputs)
-    args = parser.parse_args(argv)
-    enable_compilation_cache()
-    try:
-        message = (_compress if args.command == "compress" else _decompress)(args)
-    except (CodecError, ImageError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(message)
-    return 0

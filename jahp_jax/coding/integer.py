@@ -43,7 +43,7 @@ conversion will (rounded inputs, outputs, kernels and biases, straight-through g
 
 Storage. A converted checkpoint's params hold, beside the float params, the subtree
 `params["integer_prior"]` (int32 arrays, `convert_params`); its config has `integer_prior=True`.
-Supported priors: SUPPORTED_PRIORS, with one Gaussian (K = 1).
+Which priors have an integer form: `jahp_jax.models.latent_codecs.integer_form`.
 """
 
 from __future__ import annotations
@@ -60,31 +60,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jahp_jax.coding.programs import compiled_functions
 from jahp_jax.coding.range_coder import (
     MAX_TABLE_HALF_WIDTH,
     PRECISION,
     SCALE_LEVELS,
     SCALE_MAX,
     TAIL_SIGMAS,
-    CodedLatents,
     TableSet,
-    check_exhausted,
-    compiled_functions,
-    decode_symbols,
-    encode_symbols,
     factorized_tables,
     gaussian_tables,
-    new_decoder,
-    new_encoder,
     scale_levels,
-    stream_bytes,
 )
-from jahp_jax.models.latent_codecs import PRIORS, LatentCodec
-from jahp_jax.models.latent_codecs.channelwise import ChannelwisePrior
-from jahp_jax.models.latent_codecs.checkerboard import ANCHOR, CheckerboardPrior
-from jahp_jax.models.latent_codecs.hyperprior import ScaleHyperprior
-from jahp_jax.models.latent_codecs.mean_scale import MeanScaleHyperprior
-from jahp_jax.models.latent_codecs.rasterscan import ContextPrior
+from jahp_jax.models.latent_codecs import Composition, LatentCodec
+from jahp_jax.models.latent_codecs.integer_form import (
+    IntegerFormError,
+    LayerSpec,
+    integer_networks,
+)
 from jahp_jax.nn.layers import Conv, ConvTranspose, MaskedConv, conv_transpose, strided_conv
 
 INTEGER_KEY = "integer_prior"  # the params subtree of the integer arrays
@@ -97,7 +90,6 @@ MAX_DIVISOR_BITS = 30
 EXACT_FLOAT64 = 1 << 53  # integers below this add and multiply exactly in float64
 LEAKY_DIVISOR = 100  # the leaky ReLU's negative slope 1/100
 BLAS_MIN_ROWS = 64  # smaller products are summed by numpy's einsum loops (`exact_matmul`)
-SUPPORTED_PRIORS = ("hyperprior", "mean_scale", "context", "joint", "checkerboard", "channelwise")
 TANH_REACH = 8 * ONE  # the LRP's 0.5 tanh table covers |x| <= 8 (beyond: within 2^-23 of +-1/2)
 Z_TABLE_WIDTH = 2 * MAX_TABLE_HALF_WIDTH + 2  # stored z table columns: symbols + escape
 GAUSSIAN_TABLE_WIDTH = 2 * int(np.ceil(TAIL_SIGMAS * SCALE_MAX)) + 2
@@ -105,88 +97,7 @@ GAUSSIAN_TABLE_WIDTH = 2 * int(np.ceil(TAIL_SIGMAS * SCALE_MAX)) + 2
 Arrays = dict[str, Any]  # a nested dict of integer arrays
 
 
-class IntegerPriorError(ValueError):
-    """A model that cannot be converted to, or run with, the integer prior path."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The networks of each prior: which params, which layer kinds, which nonlinearities.
-# ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """One integer layer: `name` its params' key in the network (None: the network's own params),
-    `kind` 'deconv' (k x k transposed conv, stride 2), 'conv' (k x k, stride 1), 'dense' (1x1)
-    or 'context' (the masked 5x5 conv, applied to gathered windows), `activation` 'relu',
-    'leaky' or 'none'."""
-
-    name: str | None
-    kind: str
-    activation: str
-
-
-def _hyper_synthesis(last: str, between: str) -> tuple[LayerSpec, ...]:
-    return (
-        LayerSpec("layers_0", "deconv", between),
-        LayerSpec("layers_2", "deconv", between),
-        LayerSpec("layers_4", "conv", last),
-    )
-
-
-_SCALE_HYPER_SYNTHESIS = _hyper_synthesis("relu", "relu")
-_MEAN_SCALE_HYPER_SYNTHESIS = _hyper_synthesis("none", "leaky")
-_CONTEXT = (LayerSpec(None, "context", "none"),)
-_SLICE_TRANSFORM = (
-    LayerSpec("layers_0", "conv", "relu"),
-    LayerSpec("layers_2", "conv", "relu"),
-    LayerSpec("layers_4", "conv", "none"),
-)
-_SLICE_NETWORKS = ("cc_mean_transforms", "cc_scale_transforms", "lrp_transforms")
-_ENTROPY_PARAMETERS = (
-    LayerSpec("layers_0", "dense", "leaky"),
-    LayerSpec("layers_2", "dense", "leaky"),
-    LayerSpec("layers_4", "dense", "none"),
-)
-
-
-def prior_name(codec: LatentCodec) -> str:
-    """The registry name of a latent codec's prior."""
-    return next(name for name, cls in PRIORS.items() if type(codec) is cls)
-
-
-def check_supported(codec: LatentCodec) -> None:
-    """IntegerPriorError (one line) unless the integer path covers this prior and K."""
-    check_supported_config(prior_name(codec), codec.mixture_components)
-
-
-def check_supported_config(name: str, mixture_components: int) -> None:
-    """IntegerPriorError (one line) unless the integer path covers prior `name` with K
-    components (`ModelConfig` calls it for `integer_prior=True`)."""
-    if name not in SUPPORTED_PRIORS:
-        why = " (it has no network to convert)" if name == "factorized" else ""
-        raise IntegerPriorError(
-            f"the integer prior path does not support the '{name}' prior{why}; "
-            f"supported: {', '.join(SUPPORTED_PRIORS)}"
-        )
-    if mixture_components != 1:
-        raise IntegerPriorError(
-            f"the integer prior path needs one Gaussian (K=1), this model has "
-            f"K={mixture_components} mixture components"
-        )
-
-
-def networks(codec: LatentCodec) -> dict[str, tuple[LayerSpec, ...]]:
-    """The integer networks of a supported prior, by params key."""
-    if isinstance(codec, ScaleHyperprior):
-        return {"h_s": _SCALE_HYPER_SYNTHESIS}
-    if isinstance(codec, MeanScaleHyperprior):
-        return {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS}
-    if isinstance(codec, ChannelwisePrior):
-        nets = {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS, "h_s_scales": _MEAN_SCALE_HYPER_SYNTHESIS}
-        for index in range(len(codec.bounds)):
-            nets.update({f"{name}_{index}": _SLICE_TRANSFORM for name in _SLICE_NETWORKS})
-        return nets
-    nets = {"h_s": _MEAN_SCALE_HYPER_SYNTHESIS} if codec.hyperprior else {}
-    return {**nets, "context_prediction": _CONTEXT, "entropy_parameters": _ENTROPY_PARAMETERS}
+IntegerPriorError = IntegerFormError  # a model that cannot be converted to, or run with, it
 
 
 def _layer_params(network: Mapping, spec: LayerSpec) -> Mapping:
@@ -405,26 +316,29 @@ def _z_tables(model, params: Mapping) -> dict[str, np.ndarray]:
     return {**pack_tables(tables, Z_TABLE_WIDTH), "medians": medians.astype(np.int32)}
 
 
+def _context_mask(composition: Composition, network: str) -> np.ndarray:
+    return composition.spatial.mask()
+
+
 def integer_arrays(model, params: Mapping) -> Arrays:
     """The integer arrays of a float model's prior path (what `params["integer_prior"]` holds)."""
-    codec = model.make_latent_codec()
-    check_supported(codec)
+    composition = model.config.composition()
     arrays: Arrays = {}
-    for network, specs in networks(codec).items():
+    for network, specs in integer_networks(composition).items():
         arrays[network] = {}
         for spec in specs:
             layer = _layer_params(params[network], spec)
-            mask = codec.context_mask if spec.kind == "context" else None
+            mask = _context_mask(composition, network) if spec.kind == "context" else None
             quantized = quantize_layer(layer["kernel"], layer["bias"], spec.kind, mask)
             if spec.name is None:
                 arrays[network] = quantized
             else:
                 arrays[network][spec.name] = quantized
-    if codec.hyperprior:
+    if composition.side is not None:
         arrays["z_tables"] = _z_tables(model, params)
     arrays["gaussian_tables"] = pack_tables(gaussian_tables(), GAUSSIAN_TABLE_WIDTH)
     arrays["scale_thresholds"] = scale_thresholds()
-    if isinstance(codec, ChannelwisePrior):
+    if composition.residual is not None:
         arrays["half_tanh"] = half_tanh_table()
     return arrays
 
@@ -440,14 +354,13 @@ def convert_params(model, params: Mapping) -> dict[str, Any]:
 def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
     """The shapes of `integer_arrays` (int32 `jax.ShapeDtypeStruct`s) from the float params'
     shapes (a tree with `.shape` leaves): what a checkpoint restore needs."""
-    codec = model.make_latent_codec()
-    check_supported(codec)
+    composition = model.config.composition()
 
     def struct(*shape):
         return jax.ShapeDtypeStruct(tuple(shape), np.int32)
 
     arrays: Arrays = {}
-    for network, specs in networks(codec).items():
+    for network, specs in integer_networks(composition).items():
         arrays[network] = {}
         for spec in specs:
             layer = _layer_params(float_shapes[network], spec)
@@ -460,18 +373,18 @@ def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
                 arrays[network] = shapes
             else:
                 arrays[network][spec.name] = shapes
-    n = codec.num_filters
-    if codec.hyperprior:
+    if composition.side is not None:
+        z = composition.side.z_channels
         arrays["z_tables"] = {
-            "counts": struct(n, Z_TABLE_WIDTH),
-            **{k: struct(n) for k in ("lows", "sizes", "medians")},
+            "counts": struct(z, Z_TABLE_WIDTH),
+            **{k: struct(z) for k in ("lows", "sizes", "medians")},
         }
     arrays["gaussian_tables"] = {
         "counts": struct(SCALE_LEVELS, GAUSSIAN_TABLE_WIDTH),
         **{k: struct(SCALE_LEVELS) for k in ("lows", "sizes")},
     }
     arrays["scale_thresholds"] = struct(SCALE_LEVELS - 1)
-    if isinstance(codec, ChannelwisePrior):
+    if composition.residual is not None:
         arrays["half_tanh"] = struct(2 * TANH_REACH + 1)
     return arrays
 
@@ -521,8 +434,7 @@ def fake_quantization(codec: LatentCodec) -> Iterator[None]:
     conversion will, with straight-through gradients (integer-aware training, Balle et al.
     2019). The nonlinearities between them stay float: the next layer's input rounding puts
     their output on the integer grid."""
-    check_supported(codec)
-    names = set(networks(codec))
+    names = set(integer_networks(codec.composition))
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -548,45 +460,76 @@ def split_params(params: Mapping) -> tuple[dict[str, Any], Arrays | None]:
 # ---------------------------------------------------------------------------------------------
 # Running the integer prior path.
 # ---------------------------------------------------------------------------------------------
-class IntegerPrior:
-    """The integer prior path of one model: z tables, h_s, the per-step table indices and means.
+class IntegerOps:
+    """The parts' `Ops` in exact integer arithmetic: int64 numpy, fixed-point values in units of
+    2^-12 (`jahp_jax.models.latent_codecs.base.Ops`)."""
 
-    All inputs and outputs are int64 numpy; fixed-point values are in units of 2^-12.
-    """
+    xp = np
+
+    def __init__(self, layers: dict[str, list[IntegerLayer]], half_tanh, matmul: str):
+        self.layers = layers
+        self.half_tanh_values = half_tanh
+        self.matmul = matmul
+
+    def network(self, name: str, x: np.ndarray) -> np.ndarray:
+        if x.ndim == 2:  # rows through 1x1 layers
+            for layer in self.layers[name]:
+                x = layer.output(x, self.matmul)
+            return x
+        features = x[0]  # a map (1, h, w, C)
+        for layer in self.layers[name]:
+            features = layer.apply_map(features, self.matmul)
+        return features[None]
+
+    def context(self, name: str, windows: np.ndarray, taps: np.ndarray) -> np.ndarray:
+        return self.layers[name][0].output(windows, self.matmul, taps)
+
+    def half_tanh(self, x: np.ndarray) -> np.ndarray:
+        return self.half_tanh_values[np.clip(x, -TANH_REACH, TANH_REACH) + TANH_REACH]
+
+    def split_parameters(self, params: np.ndarray) -> dict[str, np.ndarray]:
+        scales, means = np.split(params, 2, axis=-1)
+        return {"scales": scales, "means": means}
+
+
+class IntegerPrior:
+    """The integer prior path of one model, from its stored arrays: the layers of every network,
+    the z and Gaussian tables, the scale thresholds (and LRP's tanh table). All int64 numpy."""
 
     def __init__(self, codec: LatentCodec, arrays: Arrays, matmul: str = "float64"):
-        check_supported(codec)
+        composition = codec.composition
+        networks = integer_networks(composition)
         self.codec = codec
-        self.matmul = matmul
         try:
             arrays = jax.tree_util.tree_map(np.asarray, arrays)
-            self.layers = {
+            layers = {
                 network: [
                     IntegerLayer.from_arrays(spec, _layer_params(arrays[network], spec))
                     for spec in specs
                 ]
-                for network, specs in networks(codec).items()
+                for network, specs in networks.items()
             }
             self.gaussian_tables = unpack_tables(arrays["gaussian_tables"])
             self.thresholds = np.asarray(arrays["scale_thresholds"], np.int64)
             self.z_tables, self.z_medians = None, None
-            self.half_tanh = None
-            if isinstance(codec, ChannelwisePrior):
-                self.half_tanh = np.asarray(arrays["half_tanh"], np.int64)
-                if self.half_tanh.shape != (2 * TANH_REACH + 1,):
+            half_tanh = None
+            if composition.residual is not None:
+                half_tanh = np.asarray(arrays["half_tanh"], np.int64)
+                if half_tanh.shape != (2 * TANH_REACH + 1,):
                     raise IntegerPriorError(
                         "the stored tanh table is invalid (corrupt checkpoint?)"
                     )
-            if codec.hyperprior:
+            if composition.side is not None:
                 self.z_tables = unpack_tables(arrays["z_tables"])
                 self.z_medians = np.asarray(arrays["z_tables"]["medians"], np.int64)
         except (KeyError, TypeError) as error:
             raise IntegerPriorError(
                 f"the model's integer arrays are incomplete (missing {error}); convert the "
-                "float model again with `python -m jahp_jax.cli.convert --to=integer`"
+                "float model again with `jahp-convert --to=integer`"
             ) from None
         if self.thresholds.shape != (SCALE_LEVELS - 1,) or (np.diff(self.thresholds) < 0).any():
             raise IntegerPriorError("the stored scale thresholds are invalid (corrupt checkpoint?)")
+        self.ops = IntegerOps(layers, half_tanh, matmul)
 
     def table_checksum(self) -> int:
         """CRC32 of every stored table (the header's table CRC)."""
@@ -597,78 +540,14 @@ class IntegerPrior:
         return crc
 
     def hyper(self, z_hat: np.ndarray) -> np.ndarray:
-        """z_hat (h/4, w/4, N) int64 -> hyper features (h, w, C) int64 fixed-point."""
-        networks = ("h_s", "h_s_scales") if self.half_tanh is not None else ("h_s",)
-        return np.concatenate([self._map(name, to_fixed(z_hat)) for name in networks], axis=-1)
-
-    def _map(self, network: str, features: np.ndarray) -> np.ndarray:
-        """A network of conv layers on a map (h, w, C) int64."""
-        for layer in self.layers[network]:
-            features = layer.apply_map(features, self.matmul)
-        return features
-
-    def _slice_support(self, index: int, hyper: np.ndarray, decoded: np.ndarray):
-        """Channel-wise: (mean support, scale support) maps of slice `index`."""
-        codec = self.codec
-        mean_hyper, scale_hyper = np.split(hyper, 2, axis=-1)
-        support = decoded[..., : codec.bounds[min(index, codec.max_support_slices)][0]]
-        return (
-            np.concatenate([mean_hyper, support], axis=-1),
-            np.concatenate([scale_hyper, support], axis=-1),
-        )
-
-    def finalize(self, kind: int, values: np.ndarray, hyper: np.ndarray, decoded: np.ndarray):
-        """Channel-wise: the decoded slice `kind` (h w, width) fixed-point plus the latent
-        residual prediction round_table(0.5 tanh(lrp(mean support, slice)))."""
-        mean_support, _ = self._slice_support(kind, hyper, decoded)
-        slice_map = values.reshape(*decoded.shape[:2], -1)
-        lrp = self._map(f"lrp_transforms_{kind}", np.concatenate([mean_support, slice_map], -1))
-        residual = self.half_tanh[np.clip(lrp, -TANH_REACH, TANH_REACH) + TANH_REACH]
-        return values + residual.reshape(values.shape)
+        """z_hat (h/4, w/4, Z) int64 -> hyper features (1, h, w, C) int64 fixed-point."""
+        z_fixed = to_fixed(z_hat)[None]
+        names = self.codec.composition.side.synthesis_names
+        return np.concatenate([self.ops.network(name, z_fixed) for name in names], axis=-1)
 
     def table_index(self, scales: np.ndarray) -> np.ndarray:
         """Fixed-point scales -> the Gaussian table index (number of thresholds <= scale)."""
         return np.searchsorted(self.thresholds, scales, side="right").astype(np.int64)
-
-    def _from_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        for layer in self.layers["entropy_parameters"]:
-            features = layer.output(features, self.matmul)
-        scales, means = np.split(features, 2, axis=-1)
-        return scales, means
-
-    def step(self, kind: int, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The step's inputs (`LatentCodec.step_inputs` on int64 y_pad and hyper) ->
-        (table index (P, M), mean (P, M) fixed-point), both int64."""
-        codec = self.codec
-        if isinstance(codec, ScaleHyperprior):
-            (scales,) = inputs
-            means = np.zeros_like(scales)
-        elif isinstance(codec, MeanScaleHyperprior):
-            (hyper,) = inputs
-            scales, means = np.split(hyper, 2, axis=-1)
-        elif isinstance(codec, ChannelwisePrior):
-            hyper, decoded = inputs
-            mean_support, scale_support = self._slice_support(kind, hyper, decoded)
-            means = self._map(f"cc_mean_transforms_{kind}", mean_support)
-            scales = self._map(f"cc_scale_transforms_{kind}", scale_support)
-            means, scales = means.reshape(-1, means.shape[-1]), scales.reshape(-1, scales.shape[-1])
-        else:
-            context_layer = self.layers["context_prediction"][0]
-            if isinstance(codec, CheckerboardPrior):
-                hyper, *patches = inputs
-                if kind == ANCHOR:
-                    context = np.zeros((hyper.shape[0], 2 * codec.num_latents), np.int64)
-                else:
-                    context = context_layer.output(patches[0], self.matmul, codec.context_taps)
-            elif isinstance(codec, ContextPrior):
-                patches, *hyper = inputs
-                hyper = hyper[0] if hyper else None
-                context = context_layer.output(patches, self.matmul, codec.context_taps)
-            else:  # a ContextCodec subclass added later must say how it reads its context
-                raise IntegerPriorError(f"no integer step for {type(codec).__name__}")
-            features = context if hyper is None else np.concatenate([hyper, context], axis=-1)
-            scales, means = self._from_features(features)
-        return self.table_index(scales), means
 
 
 def information_bits(symbols: np.ndarray, table_index: np.ndarray, tables: TableSet) -> float:
@@ -687,111 +566,3 @@ def information_bits(symbols: np.ndarray, table_index: np.ndarray, tables: Table
     values = symbols[escaped]
     u = np.where(values >= 0, 2 * values, -2 * values - 1) + 1
     return bits + float(np.sum(5 + np.frexp(u.astype(np.float64))[1] - 1))
-
-
-class IntegerLatentCoder:
-    """`coding.LatentCoder` for an integer-prior model: the same streams API, with the prior path
-    of `IntegerPrior`. Decoding runs no XLA at all (numpy and the range coder only)."""
-
-    def __init__(self, model, params: Mapping, matmul: str = "float64"):
-        float_params, arrays = split_params(params)
-        if arrays is None:
-            raise IntegerPriorError(
-                "this integer-prior model has no integer arrays (params['integer_prior']); "
-                "make one with `python -m jahp_jax.cli.convert --to=integer FLOAT_MODEL DST`"
-            )
-        self.model = model
-        self.params = float_params
-        self.codec = model.make_latent_codec()
-        self.prior = IntegerPrior(self.codec, arrays, matmul)
-        self.table_checksum = self.prior.table_checksum()
-
-    # --- z ------------------------------------------------------------------------------------
-    def _z_index(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[-1]), shape)
-
-    def _encode_z(self, y: np.ndarray) -> tuple[bytes, np.ndarray, float]:
-        hyper_analysis = compiled_functions(self.model)["hyper_analysis"]
-        z = np.asarray(hyper_analysis(self.params, y[None]), np.float64)[0]
-        symbols = np.rint(z - self.prior.z_medians).astype(np.int64)
-        encoder = new_encoder()
-        encode_symbols(encoder, symbols, self._z_index(z.shape), self.prior.z_tables)
-        bits = information_bits(symbols, self._z_index(z.shape), self.prior.z_tables)
-        return stream_bytes(encoder), symbols + self.prior.z_medians, bits
-
-    def _decode_z(self, z_stream: bytes, shape: tuple[int, int]) -> np.ndarray:
-        z_shape = (-(-shape[0] // 4), -(-shape[1] // 4), self.codec.num_filters)
-        index = self._z_index(z_shape)
-        decoder = new_decoder(z_stream)
-        symbols = decode_symbols(decoder, index, self.prior.z_tables)
-        check_exhausted(decoder, "z")
-        return symbols.reshape(z_shape) + self.prior.z_medians
-
-    # --- y ------------------------------------------------------------------------------------
-    def _code_y(self, coder, hyper: np.ndarray | None, shape: tuple[int, int, int], y):
-        """Code y (h, w, M) float (encoder) or None (decoder) -> (y_hat float32, table index and
-        fixed-point mean maps (h, w, M) int64, bits)."""
-        height, width, m = shape
-        top, bottom, left, right = self.codec.coding_padding
-        y_pad = np.zeros((height + top + bottom, width + left + right, m), np.int64)
-        y_fixed = np.zeros(shape, np.int64)
-        index_map = np.zeros(shape, np.int64)
-        mean_map = np.zeros(shape, np.int64)
-        tables = self.prior.gaussian_tables
-        bits = 0.0
-        for step in self.codec.schedule(height, width):
-            n = step.count
-            if n == 0:
-                continue
-            channels = slice(*step.channels) if step.channels else slice(0, m)
-            inputs = self.codec.step_inputs(step, y_pad, hyper)
-            index, means = self.prior.step(step.kind, *inputs)
-            index, means = index[:n], means[:n]
-            rows, cols = step.rows[:n], step.cols[:n]
-            if y is not None:
-                offset = means.astype(np.float64) / ONE
-                values = y[rows, cols, channels].astype(np.float64)
-                symbols = np.rint(values - offset).astype(np.int64)
-                encode_symbols(coder, symbols, index, tables)
-                bits += information_bits(symbols, index, tables)
-            else:
-                symbols = decode_symbols(coder, index, tables).reshape(means.shape)
-            values = symbols * ONE + means
-            if self.codec.finalizes:
-                values = self.prior.finalize(step.kind, values, *inputs)
-            y_fixed[rows, cols, channels] = values
-            clipped = np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-            y_pad[rows + top, cols + left, channels] = clipped
-            index_map[rows, cols, channels] = index
-            mean_map[rows, cols, channels] = means
-        y_hat = (y_fixed.astype(np.float64) / ONE).astype(np.float32)
-        return y_hat, index_map, mean_map, bits
-
-    # --- public -------------------------------------------------------------------------------
-    def encode(self, y: np.ndarray) -> CodedLatents:
-        """y (h, w, M) float32 (the analysis transform's output) -> CodedLatents; bits are the
-        information content under the integer tables."""
-        y = np.asarray(y, np.float32)
-        z_stream, z_hat, hyper, bits_z = b"", None, None, 0.0
-        if self.codec.hyperprior:
-            z_stream, z_hat, bits_z = self._encode_z(y)
-            hyper = self.prior.hyper(z_hat)
-        encoder = new_encoder()
-        y_hat, index, means, bits_y = self._code_y(encoder, hyper, y.shape, y)
-        distribution = {
-            "scales": scale_levels()[index].astype(np.float32),
-            "means": (means / ONE).astype(np.float32),
-            "table_index": index,
-        }
-        z_float = None if z_hat is None else z_hat.astype(np.float32)
-        return CodedLatents(
-            z_stream, stream_bytes(encoder), y_hat, z_float, distribution, bits_y, bits_z
-        )
-
-    def decode(self, z_stream: bytes, y_stream: bytes, shape: tuple[int, int]) -> np.ndarray:
-        """(z_stream, y_stream, latent (h, w)) -> y_hat (h, w, M) float32."""
-        hyper = self.prior.hyper(self._decode_z(z_stream, shape)) if self.codec.hyperprior else None
-        decoder = new_decoder(y_stream)
-        y_hat = self._code_y(decoder, hyper, (*shape, self.codec.num_latents), None)[0]
-        check_exhausted(decoder, "y")
-        return y_hat

@@ -31,14 +31,7 @@ Escapes. A value v is mapped to u = zigzag(v) + 1 >= 1 with b + 1 = bit_length(u
 is coded uniformly over 32 values, then the b bits of u below its leading one, uniformly, in
 chunks of at most 16 bits. |v| <= 2^30.
 
-Schedules. y is coded in the steps of its latent codec's schedule (`jahp_jax.models.latent_codecs`):
-one step for the factorized and hyperprior priors, two for the checkerboard, the wavefronts of
-the raster-scan context. Encoder and decoder run the same loop (`LatentCoder._code_y`): gather the
-step's inputs from the decoded y_hat so far (a zero-padded numpy buffer), call the codec's one
-jitted step function (fixed shapes per step kind) -> distribution, code the step's symbols with the
-table family of the codec's density, write y_hat = symbol + offset back. The encoder fills its
-buffer exactly as the decoder does, so both feed bit-identical inputs to the same compiled
-function.
+The loop that codes y step by step over a prior's schedule is `jahp_jax.coding.runner`.
 """
 
 from __future__ import annotations
@@ -54,13 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
-from jahp_jax.models.compression_model import CompressionModel, latent_codec_params
 from jahp_jax.models.entropy_models import (
     SCALE_BOUND,
     GaussianConditional,
     GaussianMixtureConditional,
 )
-from jahp_jax.models.latent_codecs import CodingStep, LatentCodec
 
 PRECISION = 24
 SCALE_LEVELS = 64
@@ -463,6 +454,9 @@ class CodingRules:
     eager_density_tables: bool = False
 
 
+CURRENT_RULES = CodingRules()  # how this code codes (and every file since 2026-12-01 20:59)
+
+
 def table_family(
     conditional, density_tables: TableSet | None, floor: float | None = PROBABILITY_FLOOR
 ) -> TableFamily:
@@ -496,207 +490,6 @@ def code_step(
     else:
         symbols = family.decode(coder, dist, channels, offset.shape)
     return symbols.reshape(offset.shape).astype(np.float32) + offset
-
-
-# ---------------------------------------------------------------------------------------------
-# The latent coder of a model.
-# ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class CodedLatents:
-    """What the encoder produced: the two streams, the coded latents, the estimated rate."""
-
-    z_stream: bytes
-    y_stream: bytes
-    y_hat: np.ndarray  # (h, w, M) float32, exactly what the decoder reconstructs
-    z_hat: np.ndarray | None  # (h/4, w/4, N) float32
-    y_distribution: dict[str, np.ndarray]  # (h, w, [K,] M) the parameters the coder used
-    bits_y: float  # sum of -log2 likelihood under the coder's (unsnapped) distribution
-    bits_z: float
-
-
-def _latent_codec(model: CompressionModel) -> LatentCodec:
-    return model.latent_codec
-
-
-def _density_quantiles(model: CompressionModel) -> dict[str, jax.Array]:
-    densities = _latent_codec(model).factorized_densities()
-    return {name: density.quantiles for name, density in densities.items()}
-
-
-def _step(model: CompressionModel, kind: int, *inputs):
-    codec = _latent_codec(model)
-    dist = codec.step_distribution(kind, *inputs)
-    return dist, codec.y_offset(dist)
-
-
-def _finalize(model: CompressionModel, kind: int, values, *inputs):
-    return _latent_codec(model).step_finalize(kind, values, *inputs)
-
-
-@functools.cache
-def compiled_functions(model: CompressionModel) -> dict[str, Callable]:
-    """The jitted pieces of `model` the coder uses (params are arguments), compiled once per
-    model configuration and shared by every LatentCoder/Codec of that configuration."""
-
-    def method(function):
-        return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=function))
-
-    def codec_method(name):
-        return method(lambda m, *a: getattr(_latent_codec(m), name)(*a))
-
-    functions = {name: method(name) for name in ("analysis", "synthesis")}
-    for name in ("hyper_analysis", "hyper_synthesis", "y_likelihood", "coding_constants"):
-        functions[name] = codec_method(name)
-    for name, function in (("step", _step), ("finalize", _finalize)):
-        functions[name] = jax.jit(
-            lambda p, kind, *a, function=function: model.apply(
-                {"params": p}, kind, *a, method=function
-            ),
-            static_argnums=1,
-        )
-    for name in ("z", "y"):
-        functions[f"{name}_density_likelihood"] = method(
-            lambda m, x, name=name: _latent_codec(m).factorized_densities()[name].likelihood(x)
-        )
-    return functions
-
-
-class LatentCoder:
-    """Codes y (and z) of one model with fixed parameters. All arrays are single images (no batch).
-
-    `encode(y)` -> CodedLatents; `decode(z_stream, y_stream, (h, w))` -> y_hat (h, w, M).
-    `rules`: today's `CodingRules` unless decoding a file of an earlier format version.
-    """
-
-    def __init__(self, model: CompressionModel, params: dict, rules: CodingRules = CodingRules()):
-        self.model = model
-        self.params = latent_codec_params(params)  # all that the coder's functions read
-        self.codec = model.make_latent_codec()
-        self.num_latents = model.config.num_latents
-        self.rules = rules
-        self.functions = compiled_functions(model)
-        self.constants = self.functions["coding_constants"](self.params)  # once, for every step
-        quantiles = model.apply({"params": self.params}, method=_density_quantiles)
-        self.density_tables = {}
-        for name in ("z", "y"):  # a fixed order for the checksum
-            if name in quantiles:
-                self.density_tables[name] = factorized_tables(
-                    quantiles[name], self._density_likelihood(name), rules.floor
-                )
-        y_tables = self.density_tables["y"][0] if "y" in self.density_tables else None
-        self.y_family = table_family(self.codec.conditional, y_tables, rules.floor)
-        tables = [gaussian_tables(rules.floor)]
-        tables += [tables for tables, _ in self.density_tables.values()]
-        self.table_checksum = functools.reduce(
-            lambda crc, t: zlib.crc32(t.checksum().to_bytes(4, "little"), crc), tables, 0
-        )
-
-    def _density_likelihood(self, name: str) -> Callable[[jax.Array], jax.Array]:
-        """The likelihood of the factorized density `name` ('z' or 'y') its tables are built
-        from: jitted, or evaluated op by op (`CodingRules.eager_density_tables`)."""
-        if not self.rules.eager_density_tables:
-            return functools.partial(self.functions[f"{name}_density_likelihood"], self.params)
-        return lambda values: self.model.apply(
-            {"params": self.params},
-            values,
-            method=lambda m, x: _latent_codec(m).factorized_densities()[name].likelihood(x),
-        )
-
-    # --- z ------------------------------------------------------------------------------------
-    def _code_z(self, coder, shape: tuple[int, ...], z: np.ndarray | None) -> np.ndarray:
-        """Code z (h/4, w/4, N) around its medians -> z_hat."""
-        tables, medians = self.density_tables["z"]
-        offset = np.broadcast_to(medians, shape)
-        return code_step(ChannelTables(tables), coder, {}, offset, np.arange(shape[-1]), z)
-
-    def _hyper(self, z_hat: np.ndarray) -> np.ndarray:
-        return np.asarray(self.functions["hyper_synthesis"](self.params, z_hat[None]))[0]
-
-    # --- y: the schedule ----------------------------------------------------------------------
-    def _code_y(self, coder, hyper: np.ndarray | None, shape, y: np.ndarray | None):
-        """Code y (h, w, M) (encoder: y given; decoder: None) -> (y_hat, the dequantized symbols
-        (y_hat before `step_finalize`), dist maps) numpy."""
-        height, width, m = shape
-        top, bottom, left, right = self.codec.coding_padding
-        y_pad = np.zeros((height + top + bottom, width + left + right, m), np.float32)
-        y_hat = y_pad[top : top + height, left : left + width]  # a view: written in place
-        y_coded = np.zeros(shape, np.float32) if self.codec.finalizes else y_hat
-        dist_maps: dict[str, np.ndarray] = {}
-        step: CodingStep
-        for step in self.codec.schedule(height, width):
-            if step.count == 0:
-                continue
-            channels = slice(*step.channels) if step.channels else slice(0, m)
-            inputs = self.codec.step_inputs(step, y_pad, hyper)
-            dist, offset = self.functions["step"](self.params, step.kind, *self.constants, *inputs)
-            n = step.count
-            dist = {k: np.asarray(v)[:n] for k, v in dist.items()}
-            rows, cols = step.rows[:n], step.cols[:n]
-            values = code_step(
-                self.y_family,
-                coder,
-                dist,
-                np.asarray(offset)[:n],
-                np.arange(m)[channels],
-                None if y is None else y[rows, cols, channels],
-            )
-            if self.codec.finalizes:
-                y_coded[rows, cols, channels] = values
-                values = self.functions["finalize"](
-                    self.params, step.kind, values, *self.constants, *inputs
-                )
-            y_hat[rows, cols, channels] = np.asarray(values)
-            for k, v in dist.items() if y is not None else ():  # the encoder's rate needs them
-                if k not in dist_maps:
-                    dist_maps[k] = np.zeros((height, width, *v.shape[1:-1], m), np.float32)
-                dist_maps[k][rows, cols, ..., channels] = v
-        return np.ascontiguousarray(y_hat), np.ascontiguousarray(y_coded), dist_maps
-
-    # --- public -------------------------------------------------------------------------------
-    def encode(self, y: np.ndarray) -> CodedLatents:
-        """y (h, w, M) float32 (the analysis transform's output) -> CodedLatents."""
-        y = np.asarray(y, np.float32)
-        z_stream, z_hat, hyper, bits_z = b"", None, None, 0.0
-        if self.codec.hyperprior:
-            z = np.asarray(self.functions["hyper_analysis"](self.params, y[None]))[0]
-            encoder = new_encoder()
-            z_hat = self._code_z(encoder, z.shape, z)
-            z_stream = stream_bytes(encoder)
-            hyper = self._hyper(z_hat)
-            z_lik = self.functions["z_density_likelihood"](self.params, z_hat[None])
-            bits_z = float(-np.sum(np.log2(np.asarray(z_lik, np.float64))))
-        encoder = new_encoder()
-        y_hat, y_coded, dist = self._code_y(encoder, hyper, y.shape, y)
-        y_lik = self.functions["y_likelihood"](
-            self.params, y_coded[None], {k: v[None] for k, v in dist.items()}
-        )
-        bits_y = float(-np.sum(np.log2(np.asarray(y_lik, np.float64))))
-        return CodedLatents(z_stream, stream_bytes(encoder), y_hat, z_hat, dist, bits_y, bits_z)
-
-    def decode(self, z_stream: bytes, y_stream: bytes, shape: tuple[int, int]) -> np.ndarray:
-        """(z_stream, y_stream, latent (h, w)) -> y_hat (h, w, M) float32."""
-        height, width = shape
-        hyper = None
-        if self.codec.hyperprior:
-            z_shape = (-(-height // 4), -(-width // 4), self.model.config.num_filters)
-            decoder = new_decoder(z_stream)
-            hyper = self._hyper(self._code_z(decoder, z_shape, None))
-            check_exhausted(decoder, "z")
-        decoder = new_decoder(y_stream)
-        y_hat = self._code_y(decoder, hyper, (height, width, self.num_latents), None)[0]
-        check_exhausted(decoder, "y")
-        return y_hat
-
-
-def make_latent_coder(model: CompressionModel, params: dict):
-    """The latent coder of a model: `LatentCoder` (float prior path), or for a model whose
-    config has `integer_prior` the `integer_prior.IntegerLatentCoder` (same API, integer
-    arithmetic from z_hat to every table index, decodable on any machine)."""
-    if model.config.integer_prior:
-        from jahp_jax.coding.integer import IntegerLatentCoder  # it imports this module
-
-        return IntegerLatentCoder(model, params)
-    return LatentCoder(model, params)
 
 
 # constriction raises AssertionError on data its range decoder cannot continue

@@ -32,16 +32,15 @@ tolerate any difference). docs/file_format.md has what a user can rely on.
 
 from __future__ import annotations
 
-from jahp_jax.coding.range_coder import PROBABILITY_FLOOR, CodingRules
+from jahp_jax.coding.range_coder import CURRENT_RULES, PROBABILITY_FLOOR, CodingRules
 
-TODAY = CodingRules()
 # format version -> the rules its files were coded with, in the order a reader tries them
 RULES: dict[int, tuple[CodingRules, ...]] = {
     1: (
         CodingRules(PROBABILITY_FLOOR, eager_density_tables=True),
-        TODAY,
+        CURRENT_RULES,
         CodingRules(None, eager_density_tables=True),
     ),
-    2: (TODAY,),
-    3: (TODAY,),
+    2: (CURRENT_RULES,),
+    3: (CURRENT_RULES,),
 }

@@ -5,15 +5,11 @@ jpeg2000 (OpenJPEG via Pillow: 9/7 wavelet + colour transform, rate control by t
 hevc444 (x265 via pillow-heif/libheif: BPG-like constant QP, no psy-rd/AQ, 4:4:4),
 avif (libaom via Pillow's AVIF plugin, 4:4:4), jxl (libjxl via pillow-jxl-plugin).
 
-    python -m jahp_jax.cli.baselines --dataset=kodak --data_dir=../shared/data/kodak \
-        --codecs=jpeg420,jpeg444,webp,jpeg2000,hevc444,avif,jxl --output_dir=results/classical
-
-writes ``<key>.json`` (CompressAI results format) and ``<key>.images.csv`` per codec.
+`run` (the command `jahp-baselines`, `jahp_jax.cli.baselines`) writes ``<key>.json`` (CompressAI
+results format) and ``<key>.images.csv`` per codec.
 """
 
-import argparse
 import io
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +18,6 @@ from functools import partial
 import numpy as np
 from PIL import Image, features
 
-from jahp_jax import console
-from jahp_jax.data.pipeline import eval_images
 from jahp_jax.evaluation import evaluate
 
 # Target rates for JPEG 2000 rate control, bits per pixel.
@@ -254,6 +248,8 @@ def run(
 
     `qualities` optionally replaces the sweep of some codecs (key -> quality values).
     """
+    from jahp_jax.data.pipeline import eval_images  # TensorFlow: imported when needed
+
     unknown = [k for k in codec_keys if k not in CODECS]
     if unknown:
         raise ValueError(f"unknown codec(s) {unknown}; choose from {sorted(CODECS)}")
@@ -279,21 +275,3 @@ def run(
         print(f"[{key}] wrote {json_path} and {csv_path}", flush=True)
         done.append(key)
     return done
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="kodak")
-    parser.add_argument("--data_dir", default=None, help="folder of the dataset's images")
-    parser.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec keys")
-    parser.add_argument("--output_dir", default="results/classical")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
-    args = parser.parse_args(argv)
-    console.setup()
-    keys = [k.strip() for k in args.codecs.split(",") if k.strip()]
-    try:
-        run(keys, args.output_dir, args.dataset, args.data_dir, args.limit)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0

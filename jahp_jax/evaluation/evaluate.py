@@ -206,7 +206,8 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
     Each new padded image shape is compiled by one untimed warm-up round trip first, so times are
     steady-state. The point's extra fields are the model's estimated bpp and the file overhead.
     """
-    from jahp_jax.coding.codec import load_codec, pad_image
+    from jahp_jax.coding.codec import pad_image
+    from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
     prior = codec.config.prior
@@ -217,7 +218,7 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
     warmed_up: set[tuple[int, ...]] = set()
 
     def roundtrip(image: np.ndarray) -> Roundtrip:
-        shape = pad_image(image).shape
+        shape = pad_image(image, codec.config.pad_multiple).shape
         if shape not in warmed_up:
             codec.decompress(codec.compress(image))
             warmed_up.add(shape)
@@ -279,65 +280,3 @@ def evaluate_checkpoints(
         for k, v in results["results"].items()
     }
     return results, rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from jahp_jax.coding.codec import CodecError
-    from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images
-    from jahp_jax.io.checkpoints import CheckpointError
-    from jahp_jax.runtime import enable_compilation_cache
-
-    parser = argparse.ArgumentParser(
-        description="Evaluate checkpoints on a data set through real compressed files."
-    )
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        required=True,
-        help="a training workdir or checkpoint folder; repeat for the points of one curve",
-    )
-    parser.add_argument("--dataset", default="kodak",
-                        help="tfds name (default: kodak), or 'folder': the images of "
-                        "--data_dir")  # fmt: skip
-    parser.add_argument("--data_dir", default=None,
-                        help="offline copy, e.g. ../shared/data/kodak; with --dataset=folder, any "
-                        "folder of images")  # fmt: skip
-    parser.add_argument("--output", required=True, help="results JSON (per-image CSV beside it)")
-    parser.add_argument("--name", default=None, help="curve name in the JSON and plots")
-    parser.add_argument("--prior", default=None, help="refuse checkpoints of another prior")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    args = parser.parse_args(argv)
-    enable_compilation_cache()
-    console.setup()
-    output = Path(args.output)
-    if output.suffix != ".json":
-        print(f"error: --output must end in .json, got '{output}'", file=sys.stderr)
-        return 2
-    try:
-        dataset = None if args.dataset == "folder" else args.dataset
-        images = list(eval_images(dataset, data_dir=args.data_dir, limit=args.limit))
-        results, rows = evaluate_checkpoints(
-            args.checkpoint,
-            images,
-            args.name,
-            args.prior,
-            log=lambda line: print(line, flush=True),
-        )
-    except (CheckpointError, CodecError, DatasetError, ImageError, ValueError, OSError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 1
-    json_path, csv_path = write_results(output.parent, output.stem, results, rows)
-    for i, quality in enumerate(results["results"]["quality"]):
-        r = results["results"]
-        print(
-            f"{quality}: {r['bpp'][i]:.4f} bpp (estimated {r['estimated-bpp'][i]:.4f}), "
-            f"PSNR {r['psnr-rgb'][i]:.2f} dB, MS-SSIM {r['ms-ssim-rgb-db'][i]:.2f} dB, "
-            f"encode {r['encoding_time'][i]:.3f} s, decode {r['decoding_time'][i]:.3f} s"
-        )
-    if results["errors"]:
-        print(f"{len(results['errors'])} image(s) failed; see {csv_path}", file=sys.stderr)
-    print(f"wrote {json_path} and {csv_path}")
-    return 1 if results["errors"] else 0

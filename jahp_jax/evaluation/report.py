@@ -5,12 +5,9 @@ BD-rate and BD-PSNR follow Bjontegaard (VCEG-M33): both curves are interpolated 
 interpolation is piecewise cubic Hermite (PCHIP), as in the JCT-VC/JVET common-test-condition
 sheets; ``method="cubic"`` is the original least-squares cubic polynomial fit.
 
-    python -m jahp_jax.cli.report --results results/classical/*.json \
-        --anchors ../shared/anchors/kodak/jpeg.json --reference jpeg420 hevc444 \
-        --plot results/classical/rd.png --table results/classical/bd_rate.md
+The command is `jahp-report` (`jahp_jax.cli.report`).
 """
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -25,10 +22,11 @@ import numpy as np  # noqa: E402
 from scipy.interpolate import PchipInterpolator  # noqa: E402
 
 from jahp_jax.evaluation.evaluate import load_results  # noqa: E402
-from jahp_jax.io.images import write_atomic, write_text  # noqa: E402
+from jahp_jax.io.images import write_atomic  # noqa: E402
 
 BD_METHODS = ("pchip", "cubic")
 DEFAULT_REFERENCES = ("jpeg420", "hevc444")
+SHEET_CODECS = ("jpeg420", "webp", "jpeg2000", "hevc444", "avif", "jxl")  # beside ours, if given
 # Ten strong colours, then ten light ones: neighbouring curves never share a hue.
 CURVE_COLORS = list(plt.cm.tab10.colors) + list(plt.cm.tab20.colors[1::2])
 
@@ -145,7 +143,8 @@ def load_curves(
     return curves
 
 
-def _find(curves: Sequence[Curve], key: str) -> Curve | None:
+def find_curve(curves: Sequence[Curve], key: str) -> Curve | None:
+    """The first curve that `key` names (file stem, name, label or path), or None."""
     return next((c for c in curves if key in c.keys), None)
 
 
@@ -302,89 +301,33 @@ def classical_panels(
     return panels
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", nargs="+", required=True, help="results JSON files")
-    parser.add_argument(
-        "--anchors",
-        nargs="*",
-        default=[],
-        help="published results JSONs (e.g. ../shared/anchors/kodak/jpeg.json)",
-    )
-    parser.add_argument(
-        "--reference",
-        nargs="+",
-        default=list(DEFAULT_REFERENCES),
-        help="reference curves for the table: file stem, name or path",
-    )
-    parser.add_argument("--method", choices=BD_METHODS, default="pchip")
-    parser.add_argument("--plot", help="RD plot PNG to write")
-    parser.add_argument("--max_bpp", type=float, default=2.0, help="x-axis limit of the plot")
-    parser.add_argument("--table", help="Markdown BD-rate table to write (printed if omitted)")
-    parser.add_argument("--sheet", help="visual comparison PNG to write")
-    parser.add_argument("--sheet_image", default="kodim23", help="image name for the sheet")
-    parser.add_argument("--sheet_bpp", type=float, default=0.3, help="target bpp for the sheet")
-    parser.add_argument("--sheet_codecs", default="jpeg420,webp,jpeg2000,hevc444,avif,jxl")
-    parser.add_argument("--sheet_crop", default=None, help="top,left,height,width")
-    parser.add_argument(
-        "--sheet_checkpoint",
-        default=None,
-        help="put our model's decoded image first; the codecs are then matched to its bpp",
-    )
-    parser.add_argument("--data_dir", default=None, help="Kodak folder for the sheet")
-    args = parser.parse_args(argv)
-    try:
-        curves = load_curves(args.results, args.anchors)
-        references = []
-        for key in args.reference:
-            found = _find(curves, key)
-            if found is None:
-                print(
-                    f"reference {key!r} is not among --results; left out of the table",
-                    file=sys.stderr,
-                )
-            else:
-                references.append(found)
-        if references:
-            table = bd_table(curves, references, args.method)
-            if args.table:
-                write_text(args.table, table)
-                print(f"wrote {args.table}")
-            else:
-                print(table)
-        if args.plot:
-            plot_rd(curves, args.plot, args.max_bpp)
-            print(f"wrote {args.plot}")
-        if args.sheet:
-            write_sheet(args)
-    except (ValueError, OSError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def write_sheet(args: argparse.Namespace) -> None:
-    """Builds the comparison sheet requested on the command line (our model first, if given)."""
+def write_sheet(
+    path: str | os.PathLike,
+    image_name: str = "kodim23",
+    data_dir: str | None = None,
+    codec_keys: Sequence[str] = SHEET_CODECS,
+    target_bpp: float = 0.3,
+    crop: tuple[int, int, int, int] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> None:
+    """The comparison sheet of Kodak image `image_name` (from `data_dir`, else the download):
+    the decoded image of our model first if `checkpoint` is given (the codecs are then matched
+    to its bpp instead of `target_bpp`), then each classical codec's closest to that bpp."""
     from jahp_jax.data.pipeline import eval_images
 
-    images = dict(eval_images("kodak", data_dir=args.data_dir))
-    if args.sheet_image not in images:
-        raise ValueError(f"image {args.sheet_image!r} not found; have {sorted(images)[:3]}...")
-    image = images[args.sheet_image]
-    crop = tuple(int(v) for v in args.sheet_crop.split(",")) if args.sheet_crop else None
-    if crop is not None and len(crop) != 4:
-        raise ValueError("--sheet_crop needs four integers: top,left,height,width")
-    keys = [k for k in args.sheet_codecs.split(",") if k]
-    panels, target_bpp = [], args.sheet_bpp
-    if args.sheet_checkpoint:
-        from jahp_jax.coding.codec import load_codec
+    images = dict(eval_images("kodak", data_dir=data_dir))
+    if image_name not in images:
+        raise ValueError(f"image {image_name!r} not found; have {sorted(images)[:3]}...")
+    image = images[image_name]
+    panels = []
+    if checkpoint is not None:
+        from jahp_jax.io.checkpoints import load_codec
 
-        codec = load_codec(args.sheet_checkpoint)
+        codec = load_codec(checkpoint)
         data = codec.compress(image)
         target_bpp = 8.0 * len(data) / (image.shape[0] * image.shape[1])
         panels.append(
             (f"jahp_jax {codec.config.prior} {target_bpp:.2f} bpp", codec.decompress(data))
         )
-    panels += classical_panels(image, keys, target_bpp)
-    comparison_sheet(image, panels, args.sheet, crop)
-    print(f"wrote {args.sheet}")
+    panels += classical_panels(image, codec_keys, target_bpp)
+    comparison_sheet(image, panels, path, crop)

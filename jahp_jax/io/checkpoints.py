@@ -11,19 +11,19 @@ folder per step with the items
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from jahp_jax.coding import integer as integer_prior
+from jahp_jax.coding.codec import Codec
 from jahp_jax.coding.integer import INTEGER_KEY
 from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.config import params_fingerprint as params_fingerprint  # re-exported
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 
@@ -176,7 +176,7 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     """
     step_dir = resolve_checkpoint(path)
     config, _ = read_config(step_dir)
-    model = config.build()
+    model = CompressionModel(config)
     handler = ocp.StandardCheckpointer()
     try:
         params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
@@ -188,20 +188,11 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     return model, params, config
 
 
-def params_fingerprint(params: Any) -> bytes:
-    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
-    int32 LE for the integer arrays of an integer-prior model)."""
-    digest = hashlib.sha256()
-    for path, leaf in sorted(
-        jax.tree_util.tree_flatten_with_path(params)[0],
-        key=lambda item: jax.tree_util.keystr(item[0]),
-    ):
-        array = np.asarray(leaf)
-        array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(str(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.digest()[:8]
+def load_codec(path: str | Path) -> Codec:
+    """A Codec (compress / decompress) from a training workdir (latest step), a checkpoint root
+    or one step folder."""
+    model, params, _ = load_model(path)
+    return Codec(model, params)
 
 
 def integer_form(
@@ -219,7 +210,7 @@ def integer_form(
             "params_fingerprint": params_fingerprint(params).hex(),
         },
     }
-    return integer_config, integer_prior.convert_params(config.build(), params), extra
+    return integer_config, integer_prior.convert_params(CompressionModel(config), params), extra
 
 
 EXPORT_ARITHMETIC = ("integer", "float")
@@ -254,30 +245,3 @@ def export_model(source: str | Path, destination: str | Path, arithmetic: str = 
         params = {k: v for k, v in params.items() if k != INTEGER_KEY}
         config = dataclasses.replace(config, integer_prior=False)
     return save_model(destination, int(step_dir.name), config, params, extra)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        description="Export a checkpoint's model (config + params) for inference or shipping."
-    )
-    parser.add_argument("source", help="a training workdir, checkpoint root or step folder")
-    parser.add_argument("destination", help="a new folder")
-    parser.add_argument(
-        "--arithmetic",
-        choices=EXPORT_ARITHMETIC,
-        default="integer",
-        help="the prior path of the exported model: integer (default; its files decode "
-        "bit-exactly on any machine) or float (only where the float arithmetic matches)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        step_dir = export_model(args.source, args.destination, args.arithmetic)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    _, params, config = load_model(step_dir)
-    print(f"wrote {step_dir} ({config.describe()}, fingerprint {params_fingerprint(params).hex()})")
-    return 0

@@ -1,18 +1,25 @@
-"""Convert CompressAI models to jahp_jax checkpoints, and float models to integer-prior ones.
+"""Convert CompressAI and LIC_TCM models to jahp_jax checkpoints, and float models to
+integer-prior ones.
 
     jahp-convert --from=compressai --arch=mbt2018 mbt2018-3-22901978.pth.tar out_dir
-    python -m jahp_jax.cli.convert --to=integer FLOAT_CHECKPOINT out_dir
+    jahp-convert --from=compressai --arch=cheng2020-anchor cheng2020-anchor-3-e49be189.pth.tar out
+    jahp-convert --from=tcm --arch=tcm mse_lambda_0.0035.pth.tar out_dir
+    jahp-convert --to=integer FLOAT_CHECKPOINT out_dir
 
-`--to=integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step folder)
-and writes, into the new folder out_dir, the same model with an integer prior path
+The 2018 models (`ARCHS`) are converted here; cheng2020, ELIC and TCM by
+`jahp_jax.io.convert_followups` (sizes, groups and options read from the weights).
+
+`convert_to_integer` reads a jahp_jax checkpoint (a workdir, its checkpoints/ folder or a step
+folder) and writes, into the new folder out_dir, the same model with an integer prior path
 (`jahp_jax.coding.integer`): its files decode bit-exactly on any machine
-(docs/portable_files.md). The CompressAI conversion:
+(docs/portable_files.md). The command is `jahp_jax.cli.convert`.
 
-reads a CompressAI `state_dict` (a `.pth`/`.pth.tar` file holding the bare state_dict or a training
-checkpoint with a `state_dict` entry, or an `.npz` of the same arrays, optionally prefixed
-`param/`), checks that it is exactly the named architecture, infers N and M from the weights and
-writes an ordinary jahp_jax checkpoint (`checkpoints.save_model`, step 0) under `out_dir`, which
-every other command (evaluate, codec, train) loads.
+The CompressAI conversion (`convert_file`) reads a CompressAI `state_dict` (a `.pth`/`.pth.tar`
+file holding the bare state_dict or a training checkpoint with a `state_dict` entry, or an `.npz`
+of the same arrays, optionally prefixed `param/`), checks that it is exactly the named
+architecture, infers N and M from the weights and writes an ordinary jahp_jax checkpoint
+(`checkpoints.save_model`, step 0) under `out_dir`, which every other command (evaluate, codec,
+train) loads.
 
 Layout changes: conv weights (out, in, kh, kw) -> HWIO; transposed conv weights (in, out, kh, kw)
 -> our (kh, kw, out, in) (the same axis permutation); GDN `beta`/`gamma` and the entropy
@@ -24,14 +31,10 @@ checked against the file's `*_reparam` buffers). The coder's tables (`_quantized
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import re
 import shutil
-import sys
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +49,17 @@ from jahp_jax.io.checkpoints import (
     resolve_checkpoint,
     save_model,
 )
-from jahp_jax.models.compression_model import init_params
+from jahp_jax.io.convert_followups import ARCHS as FOLLOWUP_ARCHS
+from jahp_jax.io.convert_followups import convert_followup_model
+from jahp_jax.io.state_dicts import (
+    ConversionError,
+    constant_checks,
+    normalize_names,
+    read_state_dict,
+)
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
-from jahp_jax.models.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
-from jahp_jax.nn.layers import REPARAM_PEDESTAL, causal_mask
+from jahp_jax.nn.layers import causal_mask
 
 # CompressAI zoo architecture name -> our prior.
 ARCHS: dict[str, str] = {
@@ -59,7 +69,11 @@ ARCHS: dict[str, str] = {
     "mbt2018": "joint",
 }
 
-NPZ_PREFIX = "param/"
+# The architectures each source library offers (`--from`, `--arch`).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "compressai": (*ARCHS, *(arch for arch in FOLLOWUP_ARCHS if arch != "tcm")),
+    "tcm": ("tcm",),  # the authors' LIC_TCM checkpoints
+}
 CONVERTED_STEP = 0  # the step a converted model is saved at
 
 # Buffers CompressAI keeps in its state_dict that hold no learned value for us: the coder's tables
@@ -71,94 +85,6 @@ _IGNORED_SUFFIXES = (
     ".scale_table",
     "entropy_bottleneck.target",
 )
-
-
-class ConversionError(ValueError):
-    """A source file that cannot be read, or that does not hold the named architecture."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a state_dict.
-# ---------------------------------------------------------------------------------------------
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = archive.files
-            if any(name.startswith(NPZ_PREFIX) for name in names):
-                names = [name for name in names if name.startswith(NPZ_PREFIX)]
-                return {name[len(NPZ_PREFIX) :]: np.asarray(archive[name]) for name in names}
-            return {name: np.asarray(archive[name]) for name in names}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise ConversionError(
-            f"cannot read '{path}' as an .npz of arrays (truncated or not an .npz?): "
-            f"{_first_sentence(error)}"
-        ) from None
-
-
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(
-            f"reading '{path.name}' needs PyTorch, which is not installed: run "
-            "`pip install -e '.[torch]'` (or convert an .npz of the state_dict instead)"
-        ) from None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise ConversionError(
-            f"cannot read '{path}' with torch.load (truncated or not a PyTorch file?): "
-            f"{_first_sentence(error)}"
-        ) from None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]  # a CompressAI training checkpoint
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(value, torch.Tensor) for value in loaded.values()
-    ):
-        raise ConversionError(
-            f"'{path}' holds neither a state_dict (name -> tensor) nor a checkpoint with a "
-            "'state_dict' entry"
-        )
-    return {
-        str(name): value.detach().cpu().float().numpy()
-        if value.is_floating_point()
-        else value.detach().cpu().numpy()
-        for name, value in loaded.items()
-    }
-
-
-def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a `.pth`/`.pth.tar`/`.pt` (PyTorch) or `.npz` file, by CompressAI name."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"input file '{path}' does not exist")
-    return _read_npz(path) if path.suffix == ".npz" else _read_torch(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Naming: CompressAI's history of entropy-bottleneck names, DataParallel prefixes.
-# ---------------------------------------------------------------------------------------------
-_DENSITY_NAME = re.compile(
-    r"^entropy_bottleneck\.(?:_?(matrices|biases|factors)\.|_(matrix|bias|factor))(\d+)$"
-)
-_PLURAL = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
-
-
-def normalize_names(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """CompressAI 1.2 names: drop `module.`, and map the entropy bottleneck's `_matrix{k}` (1.1)
-    and `_matrices.{k}` (the v1 zoo files) to `matrices.{k}` (likewise biases, factors)."""
-    normalized = {}
-    for name, value in state.items():
-        if name.startswith("module."):
-            name = name[len("module.") :]
-        match = _DENSITY_NAME.match(name)
-        if match:
-            kind = match.group(1) or _PLURAL[match.group(2)]
-            name = f"entropy_bottleneck.{kind}.{match.group(3)}"
-        if name in normalized:
-            raise ConversionError(f"the file holds '{name}' twice (under two naming schemes)")
-        normalized[name] = value
-    return normalized
 
 
 def _source_name(path: tuple[str, ...]) -> str:
@@ -187,7 +113,7 @@ def _to_ours(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def _expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    model = config.build()
+    model = CompressionModel(config)
     abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     return {
         tuple(entry.key for entry in path): tuple(leaf.shape)
@@ -205,28 +131,10 @@ def _torch_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 # Checks of the constants our model hard-codes.
 # ---------------------------------------------------------------------------------------------
-def _constant_checks(name: str) -> float | None:
-    """The value a CompressAI constant buffer must hold for our model to compute the same thing."""
-    gdn_bounds = {
-        "beta_reparam.pedestal": REPARAM_PEDESTAL,
-        "gamma_reparam.pedestal": REPARAM_PEDESTAL,
-        "beta_reparam.lower_bound.bound": float(np.sqrt(1e-6 + REPARAM_PEDESTAL)),
-        "gamma_reparam.lower_bound.bound": float(np.sqrt(REPARAM_PEDESTAL)),
-    }
-    for suffix, value in gdn_bounds.items():
-        if name.endswith("." + suffix):
-            return value
-    if name.endswith("likelihood_lower_bound.bound"):
-        return LIKELIHOOD_BOUND
-    if name in ("gaussian_conditional.scale_bound", "gaussian_conditional.lower_bound_scale.bound"):
-        return SCALE_BOUND
-    return None
-
-
 def _check_constants(state: Mapping[str, np.ndarray]) -> None:
     """Verify the constant buffers and the context model's mask, where the file has them."""
     for name, array in state.items():
-        expected = _constant_checks(name)
+        expected = constant_checks(name)
         if expected is None:
             continue
         if array.size != 1 or not np.isclose(float(array.reshape(())), expected, rtol=1e-5):
@@ -294,7 +202,7 @@ def _match(
             node = node.setdefault(key, {})
         node[path[-1]] = _to_ours(name, array)
     ignored = {name for name in state if name.endswith(_IGNORED_SUFFIXES)}
-    constants = {name for name in state if _constant_checks(name) is not None}
+    constants = {name for name in state if constant_checks(name) is not None}
     constants |= {"context_prediction.mask"} & set(state)
     unexpected = sorted(set(state) - used - ignored - constants)
     problems["unexpected"] = [f"'{name}'" for name in unexpected]
@@ -360,9 +268,20 @@ def convert_file(
     arch: str,
     out_dir: str | Path,
     log: Callable[[str], None] = lambda _line: None,
+    source_format: str = "compressai",
 ) -> Path:
-    """Convert a CompressAI file of `arch` into a checkpoint under `out_dir` (a workdir);
-    returns the step folder written. Refuses an `out_dir` that already holds checkpoints."""
+    """Convert a file of `arch` from `source_format` (`SOURCES`) into a checkpoint under
+    `out_dir` (a workdir); returns the step folder written. Refuses an `out_dir` that already
+    holds checkpoints."""
+    if source_format not in SOURCES:
+        raise ConversionError(
+            f"unknown source '{source_format}'; choose one of: {', '.join(SOURCES)}"
+        )
+    if arch not in SOURCES[source_format]:
+        raise ConversionError(
+            f"--from={source_format} has no architecture '{arch}'; choose one of: "
+            f"{', '.join(SOURCES[source_format])}"
+        )
     source_path = Path(source_path)
     root = checkpoint_root(out_dir)
     if root.exists() and any(root.iterdir()):
@@ -370,19 +289,20 @@ def convert_file(
             f"'{root}' already holds checkpoints; choose an empty or new output folder"
         )
     state = read_state_dict(source_path)
-    config, params = convert_state_dict(state, arch, source=f"'{source_path.name}'")
+    source = f"'{source_path.name}'"
+    if arch in ARCHS:
+        config, params = convert_state_dict(state, arch, source=source)
+    else:
+        config, params = convert_followup_model(state, arch, source=source)
     extra = {
         "source": {
-            "format": "compressai",
+            "format": source_format,
             "arch": arch,
             "file": source_path.name,
             "sha256": file_sha256(source_path),
         }
     }
-    log(
-        f"{source_path.name}: CompressAI {arch} -> prior={config.prior}, "
-        f"N={config.num_filters}, M={config.num_latents}"
-    )
+    log(f"{source_path.name}: {source_format} {arch} -> {config.describe()}")
     return save_model(root, CONVERTED_STEP, config, params, extra=extra)
 
 
@@ -417,44 +337,3 @@ def convert_to_integer(
     return checkpoint_root(out_dir) / step_dir.name
 
 
-def _first_sentence(error: BaseException) -> str:
-    """The first sentence of a library's error message (they append long explanations)."""
-    text = str(error).strip()
-    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--from",
-        dest="source_format",
-        default="compressai",
-        choices=["compressai"],
-        help="the library the weights come from",
-    )
-    parser.add_argument(
-        "--to",
-        choices=["integer"],
-        help="convert a jahp_jax float model (input: a checkpoint) to an integer-prior model",
-    )
-    parser.add_argument("--arch", choices=sorted(ARCHS), help="CompressAI model (--from)")
-    parser.add_argument(
-        "input", help="state_dict file (.pth, .pth.tar or .npz); with --to: a checkpoint"
-    )
-    parser.add_argument("out_dir", help="workdir for the checkpoint (out_dir/checkpoints)")
-    args = parser.parse_args(argv)
-    if (args.to is None) == (args.arch is None):
-        parser.error("give --arch (a CompressAI file) or --to=integer (a jahp_jax checkpoint)")
-    try:
-        if args.to:
-            step_dir = convert_to_integer(args.input, args.out_dir, log=print)
-        else:
-            step_dir = convert_file(args.input, args.arch, args.out_dir, log=print)
-    except (ValueError, OSError) as error:
-        print(
-            f"error: {(str(error).strip() or type(error).__name__).splitlines()[0]}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"wrote {step_dir}")
-    return 0

@@ -3,8 +3,9 @@
 Training writes it into every checkpoint, `checkpoints.load_model` rebuilds the model from it, the
 .jahp header carries its `fingerprint()` (so a file names the model that can decode it), and every
 "wrong model" error message prints it with `describe()`. A prior's own keyword arguments (e.g.
-the channel-wise prior's `num_slices`) are `prior_options`; the prior's latent codec declares and
-validates them (`LatentCodec.options`, `LatentCodec.check_options`).
+the channel-wise prior's `num_slices`) are `prior_options`; the prior declares and validates them
+(`Prior.options`, `Prior.check_options`). The geometry every tool needs (how much an image is
+padded, a latent's size) is derived here from the transform family's `downsampling`.
 """
 
 from __future__ import annotations
@@ -13,20 +14,31 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jahp_jax.models.latent_codecs import PRIORS
+import jax
+import numpy as np
+
+from jahp_jax.models.latent_codecs import PRIORS, Composition, PriorArgs
 from jahp_jax.models.latent_codecs.base import check_positive_int
-
-if TYPE_CHECKING:
-    from jahp_jax.models.compression_model import CompressionModel
+from jahp_jax.models.latent_codecs.integer_form import IntegerFormError, integer_networks
+from jahp_jax.models.transforms import DEFAULT_TRANSFORM, TRANSFORMS, Transform
 
 OptionValue = int | float | str | bool
+
+# The side latent z is 1/4 of y in each dimension (the hyperprior's two stride-2 layers); every
+# image is padded to `downsampling x HYPER_DOWNSAMPLING`, with or without a side latent, so that
+# every prior's files share one geometry.
+HYPER_DOWNSAMPLING = 4
+# Fields added after format 3 enter the identity (`fingerprint`) only when they differ from
+# these defaults, so that the models and files made before them keep their identity.
+_LATER_FIELDS = {"transform": DEFAULT_TRANSFORM}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The prior, its sizes (N, M, K), its own options and the arithmetic of its prior path.
+    """The prior, its sizes (N, M, K), its own options, the arithmetic of its prior path and the
+    transform family.
 
     `prior_options` may be given as a mapping; it is stored as sorted (name, value) pairs so
     that the config stays hashable (a Flax module field). Invalid values raise ValueError with a
@@ -39,6 +51,7 @@ class ModelConfig:
     mixture_components: int = 1
     prior_options: tuple[tuple[str, OptionValue], ...] = ()
     integer_prior: bool = False
+    transform: str = DEFAULT_TRANSFORM
 
     def __post_init__(self):
         options = self.prior_options
@@ -50,38 +63,78 @@ class ModelConfig:
     def _check(self) -> None:
         if self.prior not in PRIORS:
             raise ValueError(f"unknown prior '{self.prior}'; choose one of: {', '.join(PRIORS)}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(
+                f"unknown transform '{self.transform}'; choose one of: {', '.join(TRANSFORMS)}"
+            )
         for name in ("num_filters", "num_latents", "mixture_components"):
             check_positive_int(name, getattr(self, name))
-        codec = PRIORS[self.prior]
-        if self.mixture_components > 1 and not codec.supports_mixture:
-            with_means = ", ".join(name for name, c in PRIORS.items() if c.supports_mixture)
+        prior = PRIORS[self.prior]
+        if self.mixture_components > 1 and not prior.supports_mixture:
+            with_means = ", ".join(name for name, p in PRIORS.items() if p.supports_mixture)
             raise ValueError(
                 f"mixture_components={self.mixture_components} needs a prior that predicts "
                 f"means ({with_means}), not '{self.prior}'"
             )
-        unknown = sorted(set(self.options) - set(codec.options))
+        unknown = sorted(set(self.options) - set(prior.options))
         if unknown:
-            accepted = ", ".join(codec.options) or "none"
+            accepted = ", ".join(prior.options) or "none"
             raise ValueError(
                 f"prior '{self.prior}' has no option {', '.join(unknown)} (its options: {accepted})"
             )
-        codec.check_options(self.options)
+        prior.check_options(self.options)
         if self.integer_prior:
-            from jahp_jax.coding.integer import check_supported_config  # it imports this module
-
-            check_supported_config(self.prior, self.mixture_components)
+            try:
+                integer_networks(self.composition())
+            except IntegerFormError as error:
+                raise IntegerFormError(
+                    f"the '{self.prior}' prior has no integer form: {error}"
+                ) from None
 
     @property
     def options(self) -> dict[str, OptionValue]:
         """The prior's own keyword arguments, by name."""
         return dict(self.prior_options)
 
-    def build(self, straight_through: bool = False) -> CompressionModel:
-        """The Flax model this config describes (unbound; `models.init_params` initialises it)."""
-        from jahp_jax.models.compression_model import CompressionModel  # models imports this module
+    @property
+    def transform_family(self) -> Transform:
+        return TRANSFORMS[self.transform]
 
-        return CompressionModel(self, straight_through)
+    def composition(self) -> Composition:
+        """The parts of this model's prior (`jahp_jax.models.latent_codecs`)."""
+        args = PriorArgs(
+            self.num_filters,
+            self.num_latents,
+            self.mixture_components,
+            self.transform_family,
+            self.options,
+        )
+        return PRIORS[self.prior].compose(args)
 
+    # --- geometry -----------------------------------------------------------------------------
+    @property
+    def latent_downsampling(self) -> int:
+        """y is 1/this of the image in each dimension."""
+        return self.transform_family.downsampling
+
+    @property
+    def pad_multiple(self) -> int:
+        """Images are replicate-padded to a multiple of this before the analysis transform."""
+        return max(self.latent_downsampling * HYPER_DOWNSAMPLING, self.transform_family.alignment)
+
+    @property
+    def patch_multiple(self) -> int:
+        """A training crop's side must be a multiple of this (the side latent needs 4 more)."""
+        side = self.composition().side is not None
+        multiple = self.latent_downsampling * (HYPER_DOWNSAMPLING if side else 1)
+        return max(multiple, self.transform_family.alignment if side else multiple)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of y for an image of height x width pixels (after padding)."""
+        multiple, d = self.pad_multiple, self.latent_downsampling
+        return -(-height // multiple) * multiple // d, -(-width // multiple) * multiple // d
+
+    # --- identity -----------------------------------------------------------------------------
     def describe(self) -> str:
         """One line for messages, e.g. 'joint N=192 M=192' or 'channelwise N=192 M=320
         num_slices=5'."""
@@ -89,6 +142,8 @@ class ModelConfig:
         if self.mixture_components > 1:
             parts.append(f"K={self.mixture_components}")
         parts += [f"{name}={value}" for name, value in self.prior_options]
+        if self.transform != DEFAULT_TRANSFORM:
+            parts.append(f"transform={self.transform}")
         if self.integer_prior:
             parts.append("integer prior")
         return " ".join(parts)
@@ -105,6 +160,28 @@ class ModelConfig:
         return cls(**{key: value for key, value in values.items() if key in names})
 
     def fingerprint(self) -> bytes:
-        """8-byte SHA-256 of the canonical JSON of `to_dict()` (what the .jahp header carries)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """8-byte SHA-256 of the canonical JSON of `to_dict()` (what the .jahp header carries),
+        without the later fields that are at their defaults."""
+        identity = {
+            key: value
+            for key, value in self.to_dict().items()
+            if not (key in _LATER_FIELDS and value == _LATER_FIELDS[key])
+        }
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()[:8]
+
+
+def params_fingerprint(params: Any) -> bytes:
+    """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
+    int32 LE for the integer arrays of an integer-prior model)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        key=lambda item: jax.tree_util.keystr(item[0]),
+    ):
+        array = np.asarray(leaf)
+        array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.digest()[:8]

@@ -33,13 +33,26 @@ class DistributedError(RuntimeError):
     """A multi-process set-up that cannot start (message says what to give or fix)."""
 
 
+TIMEOUT_S = 300  # Default wait for the coordinator and for every process to join.
+HEARTBEAT_TIMEOUT_S = 100  # Default time after which a silent process ends the run.
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterSettings:
-    """What `jax.distributed.initialize` needs; None fields are left to JAX's cluster detection."""
+    """What `jax.distributed.initialize` needs; None fields are left to JAX's cluster detection.
+    (metadata["help"]: the help of `jahp-train`'s flag of the same name.)"""
 
-    coordinator_address: str | None = None  # host:port of process 0's coordination service
-    num_processes: int | None = None
-    process_id: int | None = None
+    coordinator_address: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Multi-process: host:port of process 0 (implies --multihost)."},
+    )
+    num_processes: int | None = dataclasses.field(
+        default=None, metadata={"help": "Multi-process: number of processes (implies --multihost)."}
+    )
+    process_id: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Multi-process: this process's index (implies --multihost)."},
+    )
 
     @property
     def explicit(self) -> bool:
@@ -78,8 +91,8 @@ def cluster_settings(
     return settings
 
 
-def initialize(settings: ClusterSettings, *, timeout_s: int = 300,
-               heartbeat_timeout_s: int = 100) -> None:  # fmt: skip
+def initialize(settings: ClusterSettings, *, timeout_s: int = TIMEOUT_S,
+               heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> None:  # fmt: skip
     """Start this process's part of a multi-process JAX run (DistributedError if it cannot).
 
     timeout_s: how long to wait for the coordinator and for all processes to join (seconds).

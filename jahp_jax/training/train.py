@@ -1,11 +1,12 @@
-"""Training: `jahp-train --prior=joint --lmbda=0.0067 --workdir=DIR --data_dir=DIR`.
+"""Training: `train_and_evaluate(TrainConfig(...), workdir)`; the command is `jahp-train`
+(`jahp_jax.cli.train`).
 
 Data-parallel on every device: one jitted `train_step`, the global batch sharded over a 1-D
 device mesh ('data'), parameters and optimiser state replicated; jit's sharding propagation
-averages the gradients. Multi-process (`--multihost`, see `jahp_jax.training.distributed`): every
-process
-feeds its own rows of the global batch, which is the same as a single-process run's; all
-processes write each checkpoint together; logs and summaries come from process 0.
+averages the gradients. Multi-process (`jahp-train --multihost`, see
+`jahp_jax.training.distributed`): every process feeds its own rows of the global batch, which
+is the same as a single-process run's; all processes write each checkpoint together; logs and
+summaries come from process 0.
 
 Optimisation as in the published setups: Adam (lr 1e-4, x0.1 near the end), gradient clipping
 at global norm 1.0, and a separate Adam (lr 1e-3) for the factorized densities' `quantiles`,
@@ -22,7 +23,6 @@ import dataclasses
 import functools
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,15 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jahp_jax import console, runtime
+from jahp_jax import console
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.io.checkpoints import (
-    CheckpointError,
     abstract_params,
     checkpoint_root,
     load_model,
@@ -50,10 +49,11 @@ from jahp_jax.io.checkpoints import (
     training_manager,
 )
 from jahp_jax.models import metrics
-from jahp_jax.models.compression_model import PRESETS, PRIORS, CompressionModel, init_params
+from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import DISTORTIONS, rate_distortion_loss
-from jahp_jax.training import distributed
+from jahp_jax.models.transforms import TRANSFORMS
 
 Array = jax.Array
 DATA_AXIS = "data"
@@ -74,40 +74,68 @@ class TrainingError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
+def _field(default: Any = dataclasses.MISSING, *, help: str) -> Any:
+    """A TrainConfig field: its default and its one-line help (that of its `jahp-train` flag)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+_MODEL_DEFAULTS = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; the absl flags of `main` map one to one onto it. The model
-    fields (prior ... integer_prior) are the flags of `ModelConfig`, the model's identity:
-    `model_config`."""
+    """Everything a run depends on. `jahp-train`'s flags are made from these fields (name,
+    type, default, metadata["help"]; `jahp_jax.cli.command`). The model fields (prior ...
+    transform) take ModelConfig's defaults and make `model_config`, the model's identity."""
 
-    lmbda: float
-    prior: str = "joint"
-    num_filters: int = 192
-    num_latents: int = 192
-    mixture_components: int = 1
-    prior_options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: --prior_option
-    integer_prior: bool = False
-    distortion: str = "mse"
-    batch_size: int = 8  # Global, over all devices and hosts.
-    patch_size: int = 256
-    num_steps: int = 1_000_000
-    learning_rate: float = 1e-4
-    lr_drop_fraction: float = 0.9  # At this fraction of num_steps the rate is multiplied ...
-    lr_drop_factor: float = 0.1  # ... by this.
-    aux_learning_rate: float = 1e-3
-    clip_norm: float = 1.0  # Global gradient norm of the main parameters; 0 disables.
-    seed: int = 0
-    data_dir: str | None = None
-    dataset: str | None = None
-    tfds_data_dir: str | None = None
-    val_data_dir: str | None = None
-    val_split: str = "validation"
-    eval_every: int = 5000  # 0 disables validation.
-    eval_images: int = 16
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    init_from: str | None = None  # Fine-tune: start from this checkpoint's parameters.
+    lmbda: float = _field(help="Rate-distortion trade-off (MSE: 0.0018 ... 0.18); required.")
+    prior: str = _field(_MODEL_DEFAULTS["prior"], help=f"One of: {', '.join(PRIORS)}.")
+    num_filters: int = _field(_MODEL_DEFAULTS["num_filters"], help="N: transform channels.")
+    num_latents: int = _field(_MODEL_DEFAULTS["num_latents"], help="M: latent channels.")
+    mixture_components: int = _field(
+        _MODEL_DEFAULTS["mixture_components"], help="K: Gaussian mixture components (1: Gaussian)."
+    )
+    prior_options: tuple[tuple[str, Any], ...] = _field(
+        _MODEL_DEFAULTS["prior_options"],
+        help="NAME=VALUE: an option of the prior (repeatable), e.g. --prior_option=num_slices=5 "
+        "for channelwise",
+    )
+    integer_prior: bool = _field(
+        _MODEL_DEFAULTS["integer_prior"],
+        help="Integer arithmetic in the prior path (portable files; see docs/portable_files.md).",
+    )
+    transform: str = _field(
+        _MODEL_DEFAULTS["transform"], help=f"g_a/g_s family, one of: {', '.join(TRANSFORMS)}."
+    )
+    distortion: str = _field("mse", help=f"One of: {', '.join(DISTORTIONS)}.")
+    batch_size: int = _field(8, help="Global batch size, over all devices and hosts.")
+    patch_size: int = _field(256, help="Square training crop side.")
+    num_steps: int = _field(1_000_000, help="Total training steps.")
+    learning_rate: float = _field(1e-4, help="Adam learning rate of the main parameters.")
+    lr_drop_fraction: float = _field(0.9, help="Fraction of --num_steps at which the rate drops.")
+    lr_drop_factor: float = _field(0.1, help="Factor of the learning-rate drop.")
+    aux_learning_rate: float = _field(1e-3, help="Adam learning rate of the density quantiles.")
+    clip_norm: float = _field(1.0, help="Gradient clipping (global norm of the main "
+                              "parameters); 0 disables.")  # fmt: skip
+    seed: int = _field(0, help="Seed of the initialisation, the noise and the data order.")
+    data_dir: str | None = _field(None, help="A local folder of training images.")
+    dataset: str | None = _field(None, help="A tfds data set name (split 'train'), not a folder.")
+    tfds_data_dir: str | None = _field(
+        None, help="Where tfds keeps prepared data (default: tfds's)."
+    )
+    val_data_dir: str | None = _field(None, help="A local folder of validation images.")
+    val_split: str = _field("validation", help="Validation split of --dataset (no val folder).")
+    eval_every: int = _field(5000, help="Validate every K steps; 0: never.")
+    eval_images: int = _field(16, help="Validation images (center crops), at most.")
+    log_every: int = _field(100, help="Console line and summaries every K steps.")
+    checkpoint_every: int = _field(1000, help="Checkpoint every K steps (and at the end).")
+    keep_checkpoints: int = _field(3, help="How many of the latest checkpoints to keep.")
+    init_from: str | None = _field(
+        None,
+        help="Fine-tune: start from the parameters of this checkpoint (workdir or step folder) "
+        "of the same model; fresh optimiser, step 0. A --workdir that has checkpoints resumes "
+        "instead.",
+    )
     sigkill_after_step: int = 0  # Testing only: SIGKILL the process after saving this step.
 
     @property
@@ -119,6 +147,7 @@ class TrainConfig:
             self.mixture_components,
             self.prior_options,
             self.integer_prior,
+            self.transform,
         )
 
     @property
@@ -149,7 +178,7 @@ def check_train_config(config: TrainConfig, device_count: int | None) -> None:
             f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
             f"use a multiple of {device_count}"
         )
-    stride = 64 if PRIORS[model.prior].hyperprior else 16
+    stride = model.patch_multiple
     if config.patch_size % stride:
         raise ConfigError(
             f"--patch_size={config.patch_size} must be a multiple of {stride} for prior "
@@ -451,7 +480,7 @@ def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
 
 def _validation_chunks(config: TrainConfig) -> list[np.ndarray]:
     """This process's rows of each global-batch-sized chunk of validation crops."""
-    from jahp_jax.data.pipeline import DatasetError, validation_batches  # TensorFlow: see `main`
+    from jahp_jax.data.pipeline import DatasetError, validation_batches  # TensorFlow: imported late
 
     crops = validation_batches(
         dataset=None if config.val_data_dir else config.dataset,
@@ -482,7 +511,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
       ConfigError, DatasetError, CheckpointError: before any compute, for bad input.
       TrainingError: a non-finite loss; the last checkpoint is kept as it was.
     """
-    from jahp_jax.data import pipeline as data  # TensorFlow: see `main`
+    from jahp_jax.data import pipeline as data  # TensorFlow: imported late
 
     workdir = Path(workdir)
     mesh = make_mesh()
@@ -506,7 +535,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     if not config.validates:
         logging.info("no validation (give --val_data_dir, or --dataset with a validation split)")
 
-    model = config.model_config.build()
+    model = CompressionModel(config.model_config)
     host_hparams = hyperparams(config)
     schedule = learning_rate_schedule(host_hparams)  # for the logged learning rate
     replicated = NamedSharding(mesh, P())
@@ -642,157 +671,3 @@ def _write_summaries(writer, prefix: str, values: dict[str, float], step: int) -
         for name, value in values.items():
             tf.summary.write(f"{prefix}/{name}", tf.constant(value, tf.float32), metadata=metadata)
     writer.flush()
-
-
-# --------------------------------------------------------------------------------------------
-# Entry point
-# --------------------------------------------------------------------------------------------
-
-FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
-
-
-def define_flags() -> None:
-    """Register the training flags on absl's global FLAGS (the command line only; importing this
-    module registers nothing). Idempotent."""
-    if "lmbda" in flags.FLAGS:
-        return
-    d = flags
-    d.DEFINE_string("workdir", None, "Folder for checkpoints and summaries; rerun to resume.")
-    d.DEFINE_float("lmbda", None, "Rate-distortion trade-off (MSE: 0.0018 ... 0.18).")
-    d.DEFINE_string("prior", "joint", f"One of: {', '.join(PRIORS)}.")
-    d.DEFINE_string("preset", None, f"Named (N, M): {PRESETS}; sets N and M.")
-    d.DEFINE_integer("num_filters", FIELDS["num_filters"].default, "N: transform channels.")
-    d.DEFINE_integer("num_latents", FIELDS["num_latents"].default, "M: latent channels.")
-    d.DEFINE_integer("mixture_components", 1, "K: Gaussian mixture components (1: Gaussian).")
-    d.DEFINE_multi_string("prior_option", [], "NAME=VALUE: an option of the prior (repeatable), "
-                          "e.g. --prior_option=num_slices=5 for channelwise.")  # fmt: skip
-    d.DEFINE_bool("integer_prior", False, "Integer arithmetic in the prior path (portable "
-                  "files; see docs/portable_files.md).")  # fmt: skip
-    d.DEFINE_string("distortion", "mse", f"One of: {', '.join(DISTORTIONS)}.")
-    d.DEFINE_integer("batch_size", FIELDS["batch_size"].default, "Global batch size.")
-    d.DEFINE_integer("patch_size", FIELDS["patch_size"].default, "Square training crop side.")
-    d.DEFINE_integer("num_steps", FIELDS["num_steps"].default, "Total training steps.")
-    d.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of the main parameters.")
-    d.DEFINE_float("lr_drop_fraction", 0.9, "Fraction of --num_steps at which the rate drops.")
-    d.DEFINE_float("lr_drop_factor", 0.1, "Factor of the learning-rate drop.")
-    d.DEFINE_float("aux_learning_rate", 1e-3, "Adam learning rate of the density quantiles.")
-    d.DEFINE_float("clip_norm", 1.0, "Gradient clipping (global norm); 0 disables.")
-    d.DEFINE_integer("seed", 0, "Seed of the initialisation, the noise and the data order.")
-    d.DEFINE_string("data_dir", None, "A local folder of training images.")
-    d.DEFINE_string("dataset", None, "A tfds data set name (split 'train'), not a folder.")
-    d.DEFINE_string("tfds_data_dir", None, "Where tfds keeps prepared data (default: tfds's).")
-    d.DEFINE_string("val_data_dir", None, "A local folder of validation images.")
-    d.DEFINE_string("val_split", "validation", "Validation split of --dataset (no val folder).")
-    d.DEFINE_integer("eval_every", 5000, "Validate every K steps; 0: never.")
-    d.DEFINE_integer("eval_images", 16, "Validation images (center crops), at most.")
-    d.DEFINE_integer("log_every", 100, "Console line and summaries every K steps.")
-    d.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every K steps (and at the end).")
-    d.DEFINE_integer("keep_checkpoints", 3, "How many of the latest checkpoints to keep.")
-    d.DEFINE_string("init_from", None, "Fine-tune: start from the parameters of this "
-                    "checkpoint (workdir or step folder) of the same model; fresh optimiser, "
-                    "step 0. A --workdir that has checkpoints resumes instead.")  # fmt: skip
-    d.DEFINE_bool("multihost", False, "One process of a multi-process run (one per host or "
-                  "GPU): settings from the flags below, JAX_COORDINATOR_ADDRESS/"
-                  "JAX_NUM_PROCESSES/JAX_PROCESS_ID, or JAX's detection of Slurm, TPU VMs and "
-                  "Open MPI.")  # fmt: skip
-    d.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
-                    "(implies --multihost).")  # fmt: skip
-    d.DEFINE_integer("num_processes", None, "Multi-process: number of processes "
-                     "(implies --multihost).")  # fmt: skip
-    d.DEFINE_integer("process_id", None, "Multi-process: this process's index "
-                     "(implies --multihost).")  # fmt: skip
-    d.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for the "
-                     "coordinator and for every process to join.")  # fmt: skip
-    d.DEFINE_integer("heartbeat_timeout", 100, "Multi-process: seconds after which a process "
-                     "that stopped responding ends the run on every process.")  # fmt: skip
-    d.DEFINE_integer("testonly_sigkill_after_step", 0, "Testing only: SIGKILL after this save.")
-
-
-def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:
-    """The TrainConfig the flags describe (ConfigError for missing or conflicting flags)."""
-    if flag_values.lmbda is None:
-        raise ConfigError("--lmbda is required (e.g. --lmbda=0.0067)")
-    sizes = {"num_filters": flag_values.num_filters, "num_latents": flag_values.num_latents}
-    if flag_values.preset is not None:
-        if flag_values.preset not in PRESETS:
-            raise ConfigError(f"unknown --preset '{flag_values.preset}'; choose one of {PRESETS}")
-        preset = dict(zip(sizes, PRESETS[flag_values.preset], strict=True))
-        for name, value in preset.items():
-            if flag_values[name].present and sizes[name] != value:
-                raise ConfigError(f"--preset={flag_values.preset} sets --{name}={value}, "
-                                  f"but --{name}={sizes[name]} was given")  # fmt: skip
-        sizes = preset
-    names = set(FIELDS) - {"sigkill_after_step", "prior_options", *sizes}
-    return TrainConfig(
-        **{name: flag_values[name].value for name in names},
-        **sizes,
-        prior_options=parse_prior_options(flag_values.prior_option),
-        sigkill_after_step=flag_values.testonly_sigkill_after_step,
-    )
-
-
-def parse_prior_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
-    """['num_slices=5', ...] -> (('num_slices', 5), ...): values as int, float, bool or str."""
-    options = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--prior_option={item!r} is not NAME=VALUE")
-        if name in options:
-            raise ConfigError(f"--prior_option {name} is given twice")
-        options[name] = _option_value(text)
-    return tuple(sorted(options.items()))
-
-
-def _option_value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
-    flag_values = flags.FLAGS
-    try:
-        if flag_values.workdir is None:
-            raise ConfigError("--workdir is required (checkpoints and summaries go there)")
-        config = config_from_flags(flag_values)
-        check_train_config(config, None)
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
-    # The data pipelines import TensorFlow (~5 s on 2 cores): only once the flags are valid, so
-    # that --help and a mistyped flag answer in the time of importing jax.
-    from jahp_jax.data.pipeline import DatasetError
-
-    try:
-        # absl's own --verbosity (0: info, 1: debug) brings third-party INFO back.
-        verbosity = flag_values.verbosity if flag_values["verbosity"].present else "warning"
-        console.setup(verbosity, Path(flag_values.workdir) / console.LOG_FILE)
-        runtime.enable_compilation_cache()
-        cluster = ("coordinator_address", "num_processes", "process_id")
-        if flag_values.multihost or any(flag_values[name].present for name in cluster):
-            settings = distributed.cluster_settings(*(flag_values[name].value for name in cluster))
-            distributed.initialize(
-                settings,
-                timeout_s=flag_values.distributed_timeout,
-                heartbeat_timeout_s=flag_values.heartbeat_timeout,
-            )
-            if jax.process_index() != 0:  # Logs and summaries come from process 0 only.
-                logging.set_verbosity(logging.WARNING)
-        train_and_evaluate(config, flag_values.workdir)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError,
-            distributed.DistributedError) as error:  # fmt: skip
-        sys.exit(f"error: {error}")
-
-
-def cli(argv: list[str] | None = None) -> None:
-    """The `jahp-train` command (the same as `python -m jahp_jax.cli.train`); argv[0] is the
-    program name (default: sys.argv)."""
-    define_flags()
-    app.run(main, argv=argv)

@@ -1,26 +1,33 @@
-"""Latent codecs, one per prior: see `base.LatentCodec` for the interface.
+"""Priors: latent codecs composed of parts (`base.LatentCodec`, `parts`), registered by name.
 
-Adding a prior is one new module here with a `LatentCodec` subclass and one line in `PRIORS`.
-A prior's own keyword arguments are its module fields named in `options` (see
-`jahp_jax.models.config.ModelConfig.prior_options`).
+A prior is one short module with a `compose(PriorArgs) -> Composition` and one line in `PRIORS`
+(docs/architecture.md walks through an example). A prior's own keyword arguments are named in its
+`Prior.options` (see `jahp_jax.models.config.ModelConfig.prior_options`).
 """
 
-from jahp_jax.models.latent_codecs.base import CodingStep, LatentCodec
-from jahp_jax.models.latent_codecs.channelwise import ChannelwisePrior
-from jahp_jax.models.latent_codecs.checkerboard import CheckerboardPrior
-from jahp_jax.models.latent_codecs.factorized import FactorizedPrior
-from jahp_jax.models.latent_codecs.hyperprior import ScaleHyperprior
-from jahp_jax.models.latent_codecs.mean_scale import MeanScaleHyperprior
-from jahp_jax.models.latent_codecs.rasterscan import ContextPrior, JointPrior
+from jahp_jax.models.latent_codecs import (
+    channelwise,
+    checkerboard,
+    elic2022,
+    factorized,
+    hyperprior,
+    mean_scale,
+    rasterscan,
+    tcm,
+)
+from jahp_jax.models.latent_codecs.base import CodingStep, Composition, LatentCodec
+from jahp_jax.models.latent_codecs.prior import Prior, PriorArgs
 
-PRIORS: dict[str, type[LatentCodec]] = {
-    "factorized": FactorizedPrior,
-    "hyperprior": ScaleHyperprior,
-    "mean_scale": MeanScaleHyperprior,
-    "context": ContextPrior,
-    "joint": JointPrior,
-    "checkerboard": CheckerboardPrior,
-    "channelwise": ChannelwisePrior,
+PRIORS: dict[str, Prior] = {
+    "factorized": factorized.PRIOR,
+    "hyperprior": hyperprior.PRIOR,
+    "mean_scale": mean_scale.PRIOR,
+    "context": rasterscan.CONTEXT,
+    "joint": rasterscan.JOINT,
+    "checkerboard": checkerboard.PRIOR,
+    "channelwise": channelwise.PRIOR,
+    "elic2022": elic2022.PRIOR,
+    "tcm": tcm.PRIOR,
 }
 
-__all__ = ["PRIORS", "CodingStep", "LatentCodec"]
+__all__ = ["PRIORS", "CodingStep", "Composition", "LatentCodec", "Prior", "PriorArgs"]

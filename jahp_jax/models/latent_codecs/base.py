@@ -1,30 +1,44 @@
-"""The latent codec interface: how y (and the side latent z) are modelled and entropy coded.
+"""The latent codec: one Flax module that runs a prior composed of parts.
 
-A `LatentCodec` is a Flax module with two faces:
+A prior is a `Composition` of parts (jahp_jax.models.latent_codecs.parts):
+
+* a **side** part: `Hyperprior` (z = h_a(y), coded with a learned factorized density, hyper
+  features h_s(z_hat)) or none;
+* **channel groups**: the channel slices of y coded one after another (one group: all of y);
+* a **conditioning** part: what the distribution of group k reads besides its spatial context
+  (the hyper features; ms2020's slice transforms of the hyper features and earlier groups; ELIC's
+  channel context ...);
+* a **spatial** part: the context inside a group and its coding schedule (`NoContext`: one
+  step; `RasterContext`: the 5x5 mask-A model in wavefronts; `CheckerboardContext`: anchors,
+  then the rest);
+* a **parameters** part: how features become distribution parameters (`EntropyParameters`:
+  1x1 convs over the concatenated features; `DirectParameters`: the features are the
+  parameters);
+* optional **latent residual prediction** after each group;
+* the **density** of y: a Gaussian, a Gaussian mixture, a zero-mean Gaussian, or a learned
+  factorized density.
+
+`LatentCodec` has two faces:
 
 * the **differentiable pass** `__call__(y, train)` -> {'y_hat', 'decoder_input', 'likelihoods'}
-  (training: additive uniform noise; evaluation: rounding as the coder transmits), built on
-  `distribution(hyper, y_hat)`, the distribution parameters of every latent given all of y_hat
-  (teacher forcing: what the context models see at training time);
-* a **static coding schedule** `schedule(height, width)`: a list of `CodingStep`s, each a set of
-  positions (and channels) coded together, whose distribution parameters come from one jitted
-  call `step_distribution(kind, *coding_constants(), *step_inputs(step, y_pad, hyper))` on
-  what earlier steps decoded (`coding_constants`: arrays derived from the parameters once per
-  coder, such as the context model's masked kernel). `jahp_jax.coding.range_coder.LatentCoder`
-  runs any
-  schedule with one loop and picks the table family from `conditional` (a Gaussian, a Gaussian
-  mixture, or None for a learned factorized density).
+  (training: additive uniform noise; evaluation: rounding as the coder transmits), and
+  `distribution(hyper, y_hat)`, every latent's parameters given all of y_hat (teacher forcing);
+* the **coding schedule**: `schedule(h, w)` lists `CodingStep`s; `jahp_jax.coding.runner` runs
+  them with one loop, computing each group's features once (`group_features`) and each step's
+  distribution (`step_distribution`) with a float backend (these jitted methods) or an integer
+  backend (`jahp_jax.coding.integer`), both through the parts' `Ops`-generic code.
 
-The coder's per-step parameters must equal `distribution(hyper, y_hat_decoded)` at the step's
-positions (tests/test_latent_codecs.py checks it for every registered prior). Parameter names are
-those of the published models (`h_a`, `h_s`, `z_density`, `context_prediction`,
-`entropy_parameters`, ...), shared with CompressAI's so that its checkpoints convert.
+The parts create the networks under the names of the published models (`h_a`, `h_s`,
+`z_density`, `context_prediction`, `entropy_parameters`, `cc_mean_transforms_<k>`, ...), which
+share the model's parameter scope, so CompressAI checkpoints convert and existing checkpoints
+load unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,42 +47,38 @@ from flax import linen as nn
 
 from jahp_jax.models.entropy_models import (
     FactorizedDensity,
-    GaussianConditional,
-    GaussianMixtureConditional,
     add_uniform_noise,
-    make_conditional,
-    quantize,
     straight_through_quantize,
 )
-from jahp_jax.nn.layers import Conv, ConvTranspose, leaky_relu
 
 Array = jax.Array
-Conditional = GaussianConditional | GaussianMixtureConditional
 
 
 @dataclasses.dataclass(frozen=True)
 class CodingStep:
     """Symbols coded together: positions rows[:count], cols[:count] (int64, padded to a fixed
-    width with valid positions so that steps of one `kind` share a compiled function) and
-    channels [channels[0], channels[1]) (None: all M). `kind` selects the step function."""
+    width with valid positions so that steps of one kind share a compiled function), of channel
+    group `group` (channels [channels[0], channels[1]); None: all M). `kind` tells the spatial
+    part which pass this is (e.g. anchors or the rest)."""
 
     rows: np.ndarray
     cols: np.ndarray
     count: int
     kind: int = 0
+    group: int = 0
     channels: tuple[int, int] | None = None
 
 
-def full_grid_step(height: int, width: int, kind: int = 0) -> CodingStep:
+def full_grid_step(height: int, width: int, **fields) -> CodingStep:
     """One step holding every position of an h x w latent, in raster order."""
     rows, cols = np.divmod(np.arange(height * width, dtype=np.int64), width)
-    return CodingStep(rows, cols, height * width, kind)
+    return CodingStep(rows, cols, height * width, **fields)
 
 
 def gather_patches(
     y_pad: np.ndarray, rows: np.ndarray, cols: np.ndarray, taps: np.ndarray, window_cols: int
 ) -> np.ndarray:
-    """y_pad (H', W', M) -> (P, T * M): at the T window taps `taps` (flat row-major indices into
+    """y_pad (H', W', C) -> (P, T * C): at the T window taps `taps` (flat row-major indices into
     a window `window_cols` wide) of the windows whose top-left corners are (rows, cols) in
     y_pad's coordinates; taps in the order given, then channels."""
     tap_rows, tap_cols = np.divmod(taps, window_cols)
@@ -83,137 +93,253 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network a part creates: `builder(*args)` -> an unbound Flax module. Hashable (the
+    builder is a module-level function), so compositions compare by value."""
+
+    builder: Callable[..., nn.Module]
+    args: tuple = ()
+
+    def build(self) -> nn.Module:
+        return self.builder(*self.args)
+
+
+class Ops(Protocol):
+    """The arithmetic a part's shared code runs on (see `parts`): the differentiable pass and the
+    float coder use `FloatOps` (jax, bound to the codec), the integer coder integer numpy
+    (`jahp_jax.coding.integer.IntegerOps`).
+
+    Maps are (B, h, w, C); rows are (P, C)."""
+
+    xp: Any  # jax.numpy or numpy
+
+    def network(self, name: str, x: Any) -> Any:
+        """Run the prior network `name` on a map or on rows."""
+
+    def context(self, name: str, windows: Any, taps: np.ndarray) -> Any:
+        """The masked context conv `name` at gathered windows (P, T C) -> (P, O)."""
+
+    def half_tanh(self, x: Any) -> Any:
+        """0.5 tanh(x), latent residual prediction's nonlinearity."""
+
+    def split_parameters(self, params: Any) -> dict[str, Any]:
+        """Raw parameters (..., P C) -> the density's {'scales', 'means'[, 'weights']}."""
+
+
+class FloatOps:
+    """`Ops` in float32 jax, inside a method of the bound codec. `constants` (from
+    `LatentCodec.coding_constants`) hold each context layer's kernel taps for `context`."""
+
+    xp = jnp
+
+    def __init__(self, codec: LatentCodec, constants: dict[str, Array] | None = None):
+        self.codec = codec
+        self.constants = constants or {}
+
+    def network(self, name: str, x: Array) -> Array:
+        module = self.codec.network(name)
+        if x.ndim == 2:  # rows: the nets are convs, applied to a (1, 1, P, C) map
+            return module(x[None, None])[0, 0]
+        return module(x)
+
+    def context(self, name: str, windows: Array, taps: np.ndarray) -> Array:
+        bias = self.codec.network(name).variables["params"]["bias"]
+        return windows @ self.constants[name] + bias
+
+    def half_tanh(self, x: Array) -> Array:
+        return 0.5 * jnp.tanh(x)
+
+    def split_parameters(self, params: Array) -> dict[str, Array]:
+        return self.codec.conditional.split(params)
+
+
 # ---------------------------------------------------------------------------------------------
-# Shared parts (the published layer lists).
+# The composition.
 # ---------------------------------------------------------------------------------------------
-def scale_hyper_transforms(n: int, m: int) -> tuple[nn.Module, nn.Module]:
-    """Balle 2018's h_a (on |y|) and h_s (-> M non-negative scales), ReLU between."""
-    h_a = nn.Sequential([Conv(n, 3, 1), nn.relu, Conv(n), nn.relu, Conv(n)])
-    h_s = nn.Sequential(
-        [ConvTranspose(n), nn.relu, ConvTranspose(n), nn.relu, Conv(m, 3, 1), nn.relu]
-    )
-    return h_a, h_s
+@dataclasses.dataclass(frozen=True)
+class Composition:
+    """What a prior is made of (see the module docstring); built by a prior's `compose`.
 
+    `groups`: (start, stop) channel bounds coded one after another. `training`: how the
+    differentiable pass quantizes during training: 'noise' (Minnen 2018: y + U(-1/2, 1/2)
+    everywhere, contexts read the noisy y) or 'ste' (ms2020 / ELIC: the rate sees the noisy y,
+    contexts, later groups and the decoder see y rounded around its means with a
+    straight-through gradient, pass by pass as the coder decodes them)."""
 
-def mean_scale_hyper_analysis(n: int) -> nn.Module:
-    """Minnen 2018's h_a: conv 3x3/1, conv 5x5/2, conv 5x5/2 (N each), LeakyReLU between."""
-    return nn.Sequential([Conv(n, 3, 1), leaky_relu, Conv(n), leaky_relu, Conv(n)])
+    side: Any  # parts.Hyperprior or None
+    groups: tuple[tuple[int, int], ...]
+    conditioning: Any  # parts.HyperFeatures, parts.SliceTransforms, ...
+    spatial: Any  # parts.NoContext, parts.RasterContext, parts.CheckerboardContext
+    parameters: Any  # parts.EntropyParameters, parts.DirectParameters
+    density: Any  # an entropy_models conditional, or None (a learned factorized density)
+    residual: Any = None  # parts.LatentResidualPrediction or None
+    training: str = "noise"
 
-
-def mean_scale_hyper_synthesis(m: int, out_channels: int) -> nn.Module:
-    """Minnen 2018's h_s: deconv 5x5/2 (M), deconv 5x5/2 (3M/2), conv 3x3/1 (out_channels)."""
-    return nn.Sequential(
-        [
-            ConvTranspose(m), leaky_relu,
-            ConvTranspose(m * 3 // 2), leaky_relu,
-            Conv(out_channels, 3, 1),
-        ]
-    )  # fmt: skip
-
-
-def mean_scale_hyper_transforms(n: int, m: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
-    """Minnen 2018's (h_a, h_s)."""
-    return mean_scale_hyper_analysis(n), mean_scale_hyper_synthesis(m, out_channels)
-
-
-def entropy_parameters_network(m: int, out_channels: int) -> nn.Module:
-    """1x1 convs 4M -> 10M/3 -> 8M/3 -> out_channels (Minnen 2018)."""
-    return nn.Sequential(
-        [
-            Conv(m * 10 // 3, 1, 1), leaky_relu,
-            Conv(m * 8 // 3, 1, 1), leaky_relu,
-            Conv(out_channels, 1, 1),
-        ]
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# The interface.
-# ---------------------------------------------------------------------------------------------
-class LatentCodec(nn.Module):
-    """y (B, h, w, M) -> y_hat, likelihoods; and the coding schedule of y.
-
-    Subclasses set the class attributes, build their parts in `setup` (h_a/h_s/z_density when
-    `hyperprior`) and implement `distribution`; the coding defaults fit any prior whose
-    distribution does not depend on y_hat (one step, all positions).
-    """
-
-    num_filters: int
-    num_latents: int
-    mixture_components: int = 1
-    straight_through: bool = False  # decoder sees round(y - mu) + mu (with identity gradient)
-
-    description: ClassVar[str] = ""
-    hyperprior: ClassVar[bool] = False  # codes a side latent z = h_a(y) at 1/4 of y's size
-    supports_mixture: ClassVar[bool] = True  # y may be a K-component Gaussian mixture
-    coding_padding: ClassVar[tuple[int, int, int, int]] = (0, 0, 0, 0)  # top, bottom, left, right
-    finalizes: ClassVar[bool] = False  # `step_finalize` changes the decoded values (LRP)
-    options: ClassVar[tuple[str, ...]] = ()  # the prior's own keyword arguments (module fields)
-
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ValueError (one line) for option values this prior cannot be built with."""
+    def modules(self) -> dict[str, nn.Module | list[nn.Module]]:
+        """Every network of the prior, by parameter name (unbound)."""
+        modules: dict[str, Any] = {}
+        for part in (self.side, self.conditioning, self.spatial, self.parameters, self.residual):
+            if part is not None:
+                modules.update(part.modules(self))
+        if self.density is None:
+            modules["y_density"] = FactorizedDensity(self.groups[-1][1])
+        return modules
 
     @property
-    def conditional(self) -> Conditional | None:
+    def num_latents(self) -> int:
+        return self.groups[-1][1]
+
+    @property
+    def finalizes(self) -> bool:
+        """Whether a group's decoded values change after coding (latent residual prediction)."""
+        return self.residual is not None
+
+
+class LatentCodec(nn.Module):
+    """y (B, h, w, M) -> y_hat, likelihoods; and the coding schedule of y (see the module
+    docstring). `composition` says which prior; `straight_through` (noise training only) makes
+    the decoder see round(y - mu) + mu with an identity gradient."""
+
+    composition: Composition
+    straight_through: bool = False
+
+    def setup(self):
+        for name, module in self.composition.modules().items():
+            setattr(self, name, module)
+
+    def network(self, name: str) -> nn.Module:
+        """The network with parameter name `name` (`base_<k>`: element k of a list of them)."""
+        if hasattr(self, name):
+            return getattr(self, name)
+        base, _, index = name.rpartition("_")
+        return getattr(self, base)[int(index)]
+
+    # --- facts the coder and the tools read -------------------------------------------------
+    @property
+    def hyperprior(self) -> bool:
+        """Whether a side latent z = h_a(y) is coded (at 1/4 of y's size)."""
+        return self.composition.side is not None
+
+    @property
+    def conditional(self):
         """The density family of y given its parameters (None: a learned factorized density)."""
-        return make_conditional(self.mixture_components)
+        return self.composition.density
+
+    @property
+    def num_latents(self) -> int:
+        return self.composition.num_latents
+
+    @property
+    def z_channels(self) -> int:
+        return self.composition.side.z_channels
+
+    @property
+    def coding_padding(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zeros around the decoded y_hat that step inputs gather."""
+        return self.composition.spatial.padding
+
+    @property
+    def finalizes(self) -> bool:
+        return self.composition.finalizes
 
     # --- the differentiable pass --------------------------------------------------------------
     def hyper_analysis(self, y: Array) -> Array:
-        """h_a: y (B, h, w, M) -> z (B, h/4, w/4, N)."""
-        return self.h_a(y)
+        """h_a: y (B, h, w, M) -> z (B, h/4, w/4, Z)."""
+        return self.composition.side.analyze(self, y)
 
     def hyper_synthesis(self, z_hat: Array) -> Array:
-        """h_s: z_hat -> hyper features (B, h, w, C) that `distribution` reads."""
-        return self.h_s(z_hat)
+        """h_s: z_hat -> hyper features (B, h, w, C) (the parts' `features` read them)."""
+        return self.composition.side.synthesize(self, z_hat)
 
     def side(self, y: Array, train: bool) -> tuple[Array | None, dict[str, Array]]:
         """(hyper features or None, {'z': likelihoods} or {})."""
-        if not self.hyperprior:
+        if self.composition.side is None:
             return None, {}
         noise = self.make_rng("noise") if train else None
         z_hat, z_likelihoods = self.z_density(self.hyper_analysis(y), noise)
         return self.hyper_synthesis(z_hat), {"z": z_likelihoods}
 
-    def distribution(self, hyper: Array | None, y_hat: Array) -> dict[str, Array]:
-        """Distribution parameters of every latent (B, h, w, [K,] M) given hyper features and
-        all of y_hat (context models read only the parts their schedule decoded earlier)."""
-        raise NotImplementedError
-
     def y_offset(self, dist: dict[str, Array]) -> Array:
-        """The value each y is rounded around (the mean; the mixture mean for a GMM)."""
+        """The value each y is rounded around (the mean; the mixture mean; the median)."""
+        if self.conditional is None:
+            return dist["medians"]
         return self.conditional.offset(dist)
 
     def y_likelihood(self, y_hat: Array, dist: dict[str, Array]) -> Array:
+        if self.conditional is None:
+            return self.y_density.likelihood(y_hat)
         return self.conditional.likelihood(y_hat, dist)
 
-    def quantize_for_evaluation(
-        self, y: Array, hyper: Array | None
-    ) -> tuple[Array, Array, dict[str, Array]]:
-        """Rounding as the coder does -> (y_hat, decoder input, dist). Exact for priors whose
-        distribution does not depend on y_hat; context priors override it."""
-        dist = self.distribution(hyper, jnp.round(y))
-        y_hat = quantize(y, self.y_offset(dist))
-        return y_hat, y_hat, dist
+    def _group_distribution(self, ops, group, features, context):
+        parameters = self.composition.parameters
+        return parameters.distribution(self, ops, group, features.values, context)
+
+    def distribution(self, hyper: Array | None, y_hat: Array) -> dict[str, Array]:
+        """Distribution parameters of every latent (B, h, w, [K,] M) given the hyper features and
+        all of y_hat (each group reads the earlier groups; each context model only the part of
+        its group its schedule decoded earlier): what the coder computes, step by step."""
+        c, ops = self.composition, FloatOps(self)
+        dists = []
+        for group, (start, stop) in enumerate(c.groups):
+            features = c.conditioning.features(self, ops, group, hyper, y_hat)
+            context = c.spatial.context_map(self, group, y_hat[..., start:stop])
+            dists.append(self._group_distribution(ops, group, features, context))
+        return _concat_groups(dists)
 
     def __call__(self, y: Array, train: bool = False) -> dict:
-        """y (B, h, w, M) -> {'y_hat', 'decoder_input', 'likelihoods': {'y', 'z'?}}."""
+        """y (B, h, w, M) -> {'y_hat', 'decoder_input', 'likelihoods': {'y', 'z'?}}.
+
+        'y_hat' is what the rate is measured on (noisy in training), 'decoder_input' what g_s
+        reads."""
+        c, ops = self.composition, FloatOps(self)
         hyper, likelihoods = self.side(y, train)
-        if train:
-            y_hat = add_uniform_noise(y, self.make_rng("noise"))
-            dist = self.distribution(hyper, y_hat)
-            decoder_input = y_hat
-            if self.straight_through:
-                decoder_input = straight_through_quantize(y, self.y_offset(dist))
-        else:
-            y_hat, decoder_input, dist = self.quantize_for_evaluation(y, hyper)
-        likelihoods["y"] = self.y_likelihood(y_hat, dist)
-        return {"y_hat": y_hat, "decoder_input": decoder_input, "likelihoods": likelihoods}
+        noisy = add_uniform_noise(y, self.make_rng("noise")) if train else None
+        decoded = y if len(c.groups) == 1 else jnp.zeros_like(y)  # what later groups read
+        rate_inputs, decoder_inputs, group_likelihoods = [], [], []
+        for group, (start, stop) in enumerate(c.groups):
+            features = c.conditioning.features(self, ops, group, hyper, decoded)
+            y_group = y[..., start:stop]
+
+            def distribution(y_hat, group=group, features=features):
+                context = c.spatial.context_map(self, group, y_hat)
+                return self._group_distribution(ops, group, features, context)
+
+            if train and c.training == "noise":
+                rate_input = noisy[..., start:stop]
+                dist = distribution(rate_input)
+                decoder_input = rate_input
+                if self.straight_through:
+                    decoder_input = straight_through_quantize(y_group, self.y_offset(dist))
+            else:  # the coder's passes, rounded (straight-through in 'ste' training)
+                rate_input, decoder_input, dist = c.spatial.evaluate(
+                    self, y_group, distribution, straight_through=c.training == "ste"
+                )
+                if train:
+                    rate_input = noisy[..., start:stop]
+            group_likelihoods.append(self.y_likelihood(rate_input, dist))
+            if c.residual is not None:
+                decoder_input = c.residual.apply(ops, group, features, decoder_input)
+            if len(c.groups) > 1:
+                decoded = decoded.at[..., start:stop].set(decoder_input)
+            rate_inputs.append(rate_input)
+            decoder_inputs.append(decoder_input)
+        likelihoods["y"] = _concat(group_likelihoods)
+        if c.training == "ste":  # the rounded y_hat (what the decoder reconstructs)
+            y_hat = _concat(decoder_inputs)
+            return {"y_hat": y_hat, "decoder_input": y_hat, "likelihoods": likelihoods}
+        return {
+            "y_hat": _concat(rate_inputs),
+            "decoder_input": _concat(decoder_inputs),
+            "likelihoods": likelihoods,
+        }
 
     def factorized_densities(self) -> dict[str, FactorizedDensity]:
-        """The learned factorized densities by latent: 'z' (or 'y' for the factorized prior)."""
-        return {"z": self.z_density} if self.hyperprior else {}
+        """The learned factorized densities by latent: 'z' (or 'y' for a factorized prior)."""
+        densities = {"z": self.z_density} if self.hyperprior else {}
+        if self.conditional is None:
+            densities["y"] = self.y_density
+        return densities
 
     def aux_loss(self) -> Array:
         """Tail-quantile loss of every factorized density (trains `quantiles` only)."""
@@ -221,92 +347,46 @@ class LatentCodec(nn.Module):
         return sum((d.aux_loss() for d in densities), jnp.zeros((), jnp.float32))
 
     # --- the coding schedule ------------------------------------------------------------------
-    def coding_constants(self) -> tuple[Array, ...]:
-        """Arrays computed from the parameters once per coder (jitted) and passed to every
-        `step_distribution` and `step_finalize` before the step's inputs; here none."""
-        return ()
-
     def schedule(self, height: int, width: int) -> list[CodingStep]:
-        """The steps that code an h x w latent (host side, no parameters)."""
-        return [full_grid_step(height, width)]
+        """The steps that code an h x w latent, group by group (host side, no parameters)."""
+        steps = []
+        for group, bounds in enumerate(self.composition.groups):
+            channels = None if len(self.composition.groups) == 1 else bounds
+            steps += self.composition.spatial.schedule(height, width, group, channels)
+        return steps
 
-    def step_inputs(
-        self, step: CodingStep, y_pad: np.ndarray, hyper: np.ndarray | None
-    ) -> tuple[np.ndarray, ...]:
-        """Host arrays for `step_distribution`: here the step's hyper features (P, C).
+    def coding_constants(self) -> dict[str, Array]:
+        """Arrays computed from the parameters once per coder: each context layer's kernel at
+        its taps, ((T C, O) by layer name)."""
+        return self.composition.spatial.coding_constants(self)
 
-        y_pad is the decoded y_hat so far (zeros elsewhere), padded by `coding_padding`;
-        hyper is (h, w, C) or None."""
-        return () if hyper is None else (hyper[step.rows, step.cols],)
+    def group_features(self, group: int, hyper: Array | None, decoded: Array) -> Any:
+        """Group `group`'s features (maps (1, h, w, .)) from the hyper features and the decoded
+        y_hat (1, h, w, M) of the earlier groups (jitted, once per group)."""
+        return self.composition.conditioning.features(self, FloatOps(self), group, hyper, decoded)
 
-    def step_distribution(self, kind: int, *inputs: Array) -> dict[str, Array]:
-        """Distribution parameters (P, [K,] M_step) of a step from `step_inputs` (jitted)."""
-        (hyper,) = inputs
-        dist = self.distribution(hyper[None, None], None)
-        return {name: value[0, 0] for name, value in dist.items()}
+    def step_inputs(self, step: CodingStep, y_pad: np.ndarray, features: Any) -> tuple:
+        """Host arrays for `step_distribution`: the step's features and context windows (y_pad is
+        the decoded y_hat so far (zeros elsewhere), padded by `coding_padding`)."""
+        return self.composition.spatial.step_inputs(step, y_pad, features)
 
-    def step_finalize(self, kind: int, values: Array, *inputs: Array) -> Array:
-        """The y_hat (count, M_step) written back for a step's dequantized symbols `values`, from
-        the same inputs (jitted; called only when `finalizes`)."""
-        return values
+    def step_distribution(
+        self, group: int, kind: int, constants: dict[str, Array], *inputs: Array
+    ) -> tuple[dict[str, Array], Array]:
+        """(distribution (P, [K,] C_group), rounding offsets (P, C_group)) of a step (jitted)."""
+        ops = FloatOps(self, constants)
+        dist = self.composition.spatial.step_parameters(self, ops, group, kind, inputs)
+        return dist, self.y_offset(dist)
+
+    def step_finalize(self, group: int, features: Any, values: Array) -> Array:
+        """The y_hat (1, h, w, C_group) written back for a group's dequantized symbols (jitted;
+        only when `finalizes`)."""
+        return self.composition.residual.apply(FloatOps(self), group, features, values)
 
 
-class ContextCodec(LatentCodec):
-    """A masked 5x5 context model (2M features) on y_hat, optionally beside a mean-scale
-    hyperprior (h_s -> 2M features), both read by the entropy parameters (1x1 convs) -> the
-    distribution of y. Subclasses choose the context model, its mask and the schedule.
+def _concat(arrays: list[Array]) -> Array:
+    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=-1)
 
-    On the coding side a step's context is a matmul of the decoded values at the kernel taps the
-    mask keeps around its positions (`context_windows`) with those taps of the kernel, taken out
-    once per coder (`coding_constants`): `context_from_windows`.
-    """
 
-    context_mask: ClassVar[np.ndarray]  # (5, 5): the kernel taps the context model reads
-
-    def make_context_model(self) -> nn.Module:
-        """A stride-1 5x5 conv M -> 2M whose params are `kernel` (5, 5, M, 2M), unmasked, and
-        `bias`; it applies `context_mask`."""
-        raise NotImplementedError
-
-    def setup(self):
-        n, m = self.num_filters, self.num_latents
-        if self.hyperprior:
-            self.h_a, self.h_s = mean_scale_hyper_transforms(n, m, 2 * m)
-            self.z_density = FactorizedDensity(n)
-        self.context_prediction = self.make_context_model()
-        self.entropy_parameters = entropy_parameters_network(
-            m, self.conditional.params_per_latent * m
-        )
-
-    def parameters_from_features(self, hyper: Array | None, context: Array) -> dict[str, Array]:
-        """hyper (..., 2M) or None, context (..., 2M) -> the split distribution parameters."""
-        features = context if hyper is None else jnp.concatenate([hyper, context], axis=-1)
-        return self.conditional.split(self.entropy_parameters(features))
-
-    @property
-    def context_taps(self) -> np.ndarray:
-        """The T taps the context mask keeps, as flat row-major indices into the 5x5 kernel."""
-        return np.flatnonzero(self.context_mask)
-
-    def coding_constants(self) -> tuple[Array, ...]:
-        """(the context kernel at `context_taps`, (T M, 2M),)."""
-        kernel = self.context_prediction.variables["params"]["kernel"]
-        taps = kernel.reshape(-1, *kernel.shape[2:])[self.context_taps]
-        return (taps.reshape(-1, kernel.shape[-1]),)
-
-    def context_windows(self, y_pad: np.ndarray, step: CodingStep) -> np.ndarray:
-        """(P, T M): the decoded y_hat at `context_taps` around the step's positions (y_pad is
-        padded by 2 rows and columns before, so a window's top-left corner is (row, col))."""
-        return gather_patches(y_pad, step.rows, step.cols, self.context_taps, 5)
-
-    def context_from_windows(self, windows: Array, kernel_taps: Array) -> Array:
-        """windows (P, T M) (`context_windows`), kernel_taps (`coding_constants`) -> context
-        features (P, 2M), equal to the context model's output at those positions."""
-        return windows @ kernel_taps + self.context_prediction.variables["params"]["bias"]
-
-    def step_parameters(self, hyper: Array | None, context: Array) -> dict[str, Array]:
-        """(P, 2M) features of one step -> its distribution parameters (P, [K,] M)."""
-        dist = self.parameters_from_features(
-            None if hyper is None else hyper[None, None], context[None, None]
-        )
-        return {name: value[0, 0] for name, value in dist.items()}
+def _concat_groups(dists: list[dict[str, Array]]) -> dict[str, Array]:
+    return {name: _concat([d[name] for d in dists]) for name in dists[0]}

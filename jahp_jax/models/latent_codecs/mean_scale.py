@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import jax
+from jahp_jax.models.entropy_models import make_conditional
+from jahp_jax.models.latent_codecs.base import Composition
+from jahp_jax.models.latent_codecs.parts import (
+    DirectParameters,
+    HyperFeatures,
+    NoContext,
+    hyperprior,
+)
+from jahp_jax.models.latent_codecs.prior import Prior, PriorArgs
 
-from jahp_jax.models.entropy_models import FactorizedDensity
-from jahp_jax.models.latent_codecs.base import LatentCodec, mean_scale_hyper_transforms
 
-Array = jax.Array
+def compose(args: PriorArgs) -> Composition:
+    density = make_conditional(args.mixture_components)
+    return Composition(
+        side=hyperprior(args, density.params_per_latent * args.num_latents),
+        groups=((0, args.num_latents),),
+        conditioning=HyperFeatures(),
+        spatial=NoContext(),
+        parameters=DirectParameters("gaussian"),
+        density=density,
+    )
 
 
-class MeanScaleHyperprior(LatentCodec):
-    """z = h_a(y); the distribution parameters of y are h_s(z_hat); one coding step."""
-
-    description = "Gaussian with mean and scale from a hyperprior"
-    hyperprior = True
-
-    def setup(self):
-        n, m = self.num_filters, self.num_latents
-        self.h_a, self.h_s = mean_scale_hyper_transforms(
-            n, m, self.conditional.params_per_latent * m
-        )
-        self.z_density = FactorizedDensity(n)
-
-    def distribution(self, hyper: Array | None, y_hat: Array) -> dict[str, Array]:
-        return self.conditional.split(hyper)
+PRIOR = Prior(compose, "Gaussian with mean and scale from a hyperprior (Minnen et al. 2018)")
