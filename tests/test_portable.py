@@ -31,6 +31,7 @@ from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.integer import (
+    ACTIVATION_LIMIT,
     ONE,
     IntegerLayer,
     IntegerPriorError,
@@ -271,6 +272,51 @@ def test_the_integer_layers_match_float_convolutions():
     codec = model.make_latent_codec()
     prior = integer_prior.IntegerPrior(codec, arrays)
     assert np.abs(prior.hyper(z)[0] / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
+
+
+def _reference_map(layer: IntegerLayer, x: np.ndarray) -> np.ndarray:
+    """What `IntegerLayer.apply_map` must compute, the plain way: a deconv as a correlation over
+    the zero-upsampled input, every window in int64, rounding by floor division."""
+    k = layer.kernel_size
+    if layer.spec.kind == "deconv":
+        up = np.zeros((2 * x.shape[0], 2 * x.shape[1], x.shape[2]), np.int64)
+        up[::2, ::2] = x
+        before = k - 1 - k // 2
+        x = np.pad(up, ((before, k - 1 - before), (before, k - 1 - before), (0, 0)))
+    else:
+        x = np.pad(x, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+    height, width = x.shape[0] - k + 1, x.shape[1] - k + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(0, 1))
+    patches = windows.transpose(0, 1, 3, 4, 2).reshape(height * width, -1)
+    values = rounding_divide(patches @ layer.matrix + layer.bias, layer.divisor)
+    if layer.spec.activation == "leaky":
+        values = np.where(values >= 0, values, rounding_divide(values, 100))
+    elif layer.spec.activation == "relu":
+        values = np.maximum(values, 0)
+    return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(height, width, -1)
+
+
+@pytest.mark.parametrize("kind", ["deconv", "conv"])
+@pytest.mark.parametrize("divisors", ["powers of two", "any"])
+def test_layers_by_phases_and_shifts_give_the_plain_integers(kind, divisors):
+    """A deconv computed per output phase (only the taps that meet input samples) and rounding
+    by shifts (power-of-two divisors; floor division otherwise) are the plain computation's
+    integers exactly, for both matmuls, with activations at the clip limits."""
+    rng = np.random.default_rng(5)
+    k, inputs, outputs = (5, 6, 7) if kind == "deconv" else (3, 5, 4)
+    shape = (k, k, outputs, inputs) if kind == "deconv" else (k, k, inputs, outputs)
+    divisor = 1 << rng.integers(0, 20, outputs)
+    if divisors == "any":
+        divisor = rng.integers(1, 1 << 20, outputs)
+    arrays = {"kernel": rng.integers(-(2**15) + 1, 2**15, shape),
+              "bias": rng.integers(-(2**31) + 1, 2**31, outputs), "divisor": divisor}  # fmt: skip
+    x = rng.integers(-ACTIVATION_LIMIT, ACTIVATION_LIMIT + 1, (4, 6, inputs))
+    x[0, 0], x[1, 1] = ACTIVATION_LIMIT, -ACTIVATION_LIMIT
+    for activation in ("leaky", "relu", "none"):
+        layer = IntegerLayer.from_arrays(LayerSpec(None, kind, activation), arrays)
+        expected = _reference_map(layer, x)
+        for matmul in ("float64", "int64"):
+            assert np.array_equal(layer.apply_map(x, matmul), expected), (activation, matmul)
 
 
 # ---------------------------------------------------------------------------------------------

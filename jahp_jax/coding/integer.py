@@ -89,7 +89,7 @@ STORED_LIMIT = (1 << 31) - 1  # every stored integer fits int32
 MAX_DIVISOR_BITS = 30
 EXACT_FLOAT64 = 1 << 53  # integers below this add and multiply exactly in float64
 LEAKY_DIVISOR = 100  # the leaky ReLU's negative slope 1/100
-BLAS_MIN_ROWS = 64  # smaller products are summed by numpy's einsum loops (`exact_matmul`)
+BLAS_THREADED_ROWS = 64  # smaller products run on one BLAS thread (`blas_threads_for`)
 TANH_REACH = 8 * ONE  # the LRP's 0.5 tanh table covers |x| <= 8 (beyond: within 2^-23 of +-1/2)
 Z_TABLE_WIDTH = 2 * MAX_TABLE_HALF_WIDTH + 2  # stored z table columns: symbols + escape
 GAUSSIAN_TABLE_WIDTH = 2 * int(np.ceil(TAIL_SIGMAS * SCALE_MAX)) + 2
@@ -115,12 +115,15 @@ def rounding_divide(values: np.ndarray, divisor: np.ndarray | int) -> np.ndarray
 
 
 def activate(values: np.ndarray, activation: str) -> np.ndarray:
-    """The integer nonlinearity, then the clip to +-ACTIVATION_LIMIT."""
+    """The integer nonlinearity, then the clip to +-ACTIVATION_LIMIT (in place: `values` is an
+    int64 array the caller no longer needs)."""
     if activation == "relu":
-        values = np.maximum(values, 0)
-    elif activation == "leaky":
-        values = np.where(values >= 0, values, rounding_divide(values, LEAKY_DIVISOR))
-    return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+        np.maximum(values, 0, out=values)
+    elif activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100) (0 for x = 0 either way)
+        negative = rounding_divide(np.minimum(values, 0), LEAKY_DIVISOR)
+        values = np.maximum(values, 0, out=values)
+        values += negative
+    return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=values)
 
 
 def to_fixed(values: np.ndarray) -> np.ndarray:
@@ -139,6 +142,16 @@ class IntegerLayer:
     bias: np.ndarray
     divisor: np.ndarray
     _matrices: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def _rounding(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(bias + floor(divisor / 2), the divisors' log2 if all are powers of two, else None):
+        round_div(x + bias, d) = (x + bias + floor(d / 2)) >> log2(d) then, an arithmetic shift
+        being floor division by a power of two (the conversion only makes powers of two)."""
+        rounded_bias = self.bias + self.divisor // 2
+        shifts = np.log2(self.divisor).astype(np.int64)
+        exact = np.array_equal(np.int64(1) << shifts, self.divisor)
+        return rounded_bias, shifts if exact else None
 
     @classmethod
     def from_arrays(cls, spec: LayerSpec, arrays: Mapping[str, np.ndarray]) -> IntegerLayer:
@@ -167,56 +180,119 @@ class IntegerLayer:
             )
 
     def output(
-        self, patches: np.ndarray, matmul: str, taps: np.ndarray | None = None
+        self,
+        patches: np.ndarray,
+        matmul: str,
+        taps: np.ndarray | tuple[int, ...] | None = None,
     ) -> np.ndarray:
-        """patches (P, fan-in) int64 -> (P, O) int64 activations. `taps` (context layers): the
-        flat kernel taps the windows hold (`ContextCodec.context_taps`)."""
-        accumulated = exact_matmul(patches, self._matrix(taps, matmul), matmul) + self.bias
-        return activate(rounding_divide(accumulated, self.divisor), self.spec.activation)
+        """patches (P, fan-in) integer-valued (int64, or float64 for 'float64') -> (P, O) int64
+        activations. `taps`: the flat kernel taps the patches hold, in that order (context
+        layers: `ContextCodec.context_taps`; a deconv's phases), all of them if None."""
+        accumulated = exact_matmul(patches, self._matrix(taps, matmul), matmul)
+        rounded_bias, shifts = self._rounding
+        accumulated += rounded_bias
+        if shifts is None:
+            accumulated //= self.divisor
+        else:
+            accumulated >>= shifts
+        return activate(accumulated, self.spec.activation)
 
-    def _matrix(self, taps: np.ndarray | None, matmul: str) -> np.ndarray:
+    def _matrix(self, taps: np.ndarray | tuple[int, ...] | None, matmul: str) -> np.ndarray:
         """The kernel at the flat taps `taps` (all: None) as a (fan-in, O) matrix of the
         matmul's dtype."""
-        key = (None if taps is None else tuple(taps), matmul)
+        key = (None if taps is None else tuple(int(t) for t in taps), matmul)
         if key not in self._matrices:
             matrix = self.matrix
             if taps is not None:
                 k, outputs = self.kernel_size, matrix.shape[-1]
-                matrix = matrix.reshape(k * k, -1, outputs)[taps].reshape(-1, outputs)
+                matrix = matrix.reshape(k * k, -1, outputs)[list(key[0])].reshape(-1, outputs)
             dtype = np.float64 if matmul == "float64" else np.int64
             self._matrices[key] = np.ascontiguousarray(matrix, dtype)
         return self._matrices[key]
 
     def apply_map(self, x: np.ndarray, matmul: str) -> np.ndarray:
         """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense') or
-        (2h, 2w, O) ('deconv', the adjoint of a stride-2 conv with padding k // 2)."""
-        k = self.kernel_size
-        if self.spec.kind == "deconv":
-            up = np.zeros((2 * x.shape[0], 2 * x.shape[1], x.shape[2]), np.int64)
-            up[::2, ::2] = x
-            before = k - 1 - k // 2
-            x = np.pad(up, ((before, k - 1 - before), (before, k - 1 - before), (0, 0)))
-        else:
-            x = np.pad(x, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-        height, width = x.shape[0] - k + 1, x.shape[1] - k + 1
-        windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(0, 1))
-        patches = windows.transpose(0, 1, 3, 4, 2).reshape(height * width, -1)
-        return self.output(patches, matmul).reshape(height, width, -1)
+        (2h, 2w, O) ('deconv', the adjoint of a stride-2 conv with padding k // 2).
+
+        A deconv is computed per output phase (row and column parity): each phase reads only
+        the taps that meet the input's samples (of a 5x5 kernel 3x3, 3x2, 2x3 and 2x2), not the
+        zeros a zero-upsampled input would put under the others. The sums are the same
+        integers, exactly."""
+        x = x.astype(np.float64 if matmul == "float64" else np.int64)
+        k, (height, width) = self.kernel_size, x.shape[:2]
+        if self.spec.kind != "deconv":
+            pad = k // 2
+            taps = [(dy, dx, dy - pad, dx - pad) for dy in range(k) for dx in range(k)]
+            return self._taps_output(x, taps, matmul).reshape(height, width, -1)
+        out = np.empty((2 * height, 2 * width, self.matrix.shape[-1]), np.int64)
+        before = k - 1 - k // 2  # of the zero-upsampled input's padding
+        for row_phase in range(2):
+            for col_phase in range(2):
+                taps = [
+                    (dy, dx, (row_phase + dy - before) // 2, (col_phase + dx - before) // 2)
+                    for dy in range(k)
+                    if (row_phase + dy - before) % 2 == 0
+                    for dx in range(k)
+                    if (col_phase + dx - before) % 2 == 0
+                ]
+                phase = self._taps_output(x, taps, matmul)
+                out[row_phase::2, col_phase::2] = phase.reshape(height, width, -1)
+        return out
+
+    def _taps_output(self, x: np.ndarray, taps: list, matmul: str) -> np.ndarray:
+        """The layer's output at every position of the map x (h, w, I), from the kernel taps
+        (dy, dx) reading x at the offsets (oy, ox) (zero outside): (h w, O) int64."""
+        height, width = x.shape[:2]
+        reach = max(max(abs(oy), abs(ox)) for _, _, oy, ox in taps)
+        padded = np.pad(x, ((reach, reach), (reach, reach), (0, 0)))
+        patches = np.concatenate(
+            [
+                padded[reach + oy : reach + oy + height, reach + ox : reach + ox + width]
+                for _, _, oy, ox in taps
+            ],
+            axis=-1,
+        ).reshape(height * width, -1)
+        flat = tuple(dy * self.kernel_size + dx for dy, dx, _, _ in taps)
+        return self.output(patches, matmul, flat)
+
+
+@functools.cache
+def _blas_libraries() -> list:
+    """threadpoolctl's handles of the BLAS libraries loaded (numpy's OpenBLAS), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+@contextlib.contextmanager
+def blas_threads_for(rows: int) -> Iterator[None]:
+    """Inside the block numpy's BLAS runs on one thread if products have fewer than
+    BLAS_THREADED_ROWS `rows` (a wavefront step's: a second thread costs more than it sums, on a
+    loaded 2-core machine many times more), on its own number of threads otherwise."""
+    if rows >= BLAS_THREADED_ROWS:
+        yield
+        return
+    libraries = _blas_libraries()
+    previous = [library.get_num_threads() for library in libraries]
+    for library in libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(libraries, previous, strict=True):
+            library.set_num_threads(threads)
 
 
 def exact_matmul(patches: np.ndarray, matrix: np.ndarray, matmul: str = "float64") -> np.ndarray:
-    """(P, K) @ (K, O) of integer arrays whose sums stay below 2^53 (`IntegerLayer.check_exact`),
-    exactly. 'float64': in float64, with BLAS from BLAS_MIN_ROWS rows and numpy's einsum loops
-    below (the small products of the wavefront steps, where BLAS's threads cost more than the
-    sums; on a loaded 2-core machine 8x more); 'int64': numpy's int64 loops (no BLAS)."""
+    """(P, K) @ (K, O) of integer-valued arrays whose sums stay below 2^53
+    (`IntegerLayer.check_exact`), exactly, as int64. 'float64': BLAS's float64 product;
+    'int64': numpy's int64 loops (no BLAS, the tests' reference)."""
     if matmul == "int64":
-        return patches @ matrix.astype(np.int64, copy=False)
+        return patches.astype(np.int64, copy=False) @ matrix.astype(np.int64, copy=False)
     if matmul != "float64":
         raise ValueError(f"matmul must be 'float64' or 'int64', got '{matmul}'")
-    patches, matrix = patches.astype(np.float64), matrix.astype(np.float64, copy=False)
-    if patches.shape[0] < BLAS_MIN_ROWS:
-        return np.einsum("pk,ko->po", patches, matrix).astype(np.int64)
-    return (patches @ matrix).astype(np.int64)
+    patches = patches.astype(np.float64, copy=False)
+    return (patches @ matrix.astype(np.float64, copy=False)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,8 +549,9 @@ class IntegerOps:
 
     def network(self, name: str, x: np.ndarray) -> np.ndarray:
         if x.ndim == 2:  # rows through 1x1 layers
-            for layer in self.layers[name]:
-                x = layer.output(x, self.matmul)
+            with blas_threads_for(x.shape[0]):
+                for layer in self.layers[name]:
+                    x = layer.output(x, self.matmul)
             return x
         features = x[0]  # a map (1, h, w, C)
         for layer in self.layers[name]:
@@ -482,7 +559,8 @@ class IntegerOps:
         return features[None]
 
     def context(self, name: str, windows: np.ndarray, taps: np.ndarray) -> np.ndarray:
-        return self.layers[name][0].output(windows, self.matmul, taps)
+        with blas_threads_for(windows.shape[0]):
+            return self.layers[name][0].output(windows, self.matmul, taps)
 
     def half_tanh(self, x: np.ndarray) -> np.ndarray:
         return self.half_tanh_values[np.clip(x, -TANH_REACH, TANH_REACH) + TANH_REACH]
