@@ -118,8 +118,8 @@ def activate(values: np.ndarray, activation: str) -> np.ndarray:
     """The integer nonlinearity, then the clip to +-ACTIVATION_LIMIT (in place: `values` is an
     int64 array the caller no longer needs)."""
     if activation == "relu":
-        np.maximum(values, 0, out=values)
-    elif activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100) (0 for x = 0 either way)
+        return np.clip(values, 0, ACTIVATION_LIMIT, out=values)
+    if activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100) (0 for x = 0 either way)
         negative = rounding_divide(np.minimum(values, 0), LEAKY_DIVISOR)
         values = np.maximum(values, 0, out=values)
         values += negative
