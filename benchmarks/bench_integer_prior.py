@@ -10,10 +10,11 @@ and `jahp-export` write) and compresses and decompresses each image with both fo
     sizes (bpp), PSNR, and the rate penalty (integer bytes / float bytes - 1 over all images);
   * a random-init joint model of N=M=--random_size (g_a's last kernel x20 so that y is not all
     zeros, as in bench_codec; its rates mean nothing) on the first --random_count images.
-Per image, after one compress + decompress of each form (compile), the two forms' encodes and
-decodes alternate --repeats times and the best of each is kept, so both see the same machine
-speed; the decode ratio is integer / float over the images' summed best decodes (the 1.3x target
-of issue 29). Writes benchmarks/results/bench_integer_prior.json.
+Per image, after one compress + decompress of each form (compile), the two forms' encodes,
+decodes and latent decodes (the entropy decoder alone, `LatentCoder.decode`: the prior path, not
+g_s) alternate --repeats times and the best of each is kept, so both see the same machine speed;
+the decode ratio is integer / float over the images' summed best decodes (the 1.3x target of
+issue 29). Writes benchmarks/results/bench_integer_prior.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from absl import flags
 
 from benchmarks.machine import write_result
 from jahp_jax.cli.command import Command
+from jahp_jax.coding import bitstream
 from jahp_jax.coding import integer as integer_prior
 from jahp_jax.coding.codec import Codec
 from jahp_jax.io.checkpoints import load_model
@@ -65,15 +67,21 @@ def measure(codecs: dict[str, Codec], image: np.ndarray, repeats: int) -> dict[s
         decoded = codec.decompress(data)  # compile
         pixels = image.shape[0] * image.shape[1]
         rows[name] = {"bytes": len(data), "bpp": 8 * len(data) / pixels,
-                      "psnr": psnr(image, decoded), "encode_s": [], "decode_s": []}  # fmt: skip
+                      "psnr": psnr(image, decoded), "encode_s": [], "decode_s": [],
+                      "latent_decode_s": []}  # fmt: skip
     for _ in range(repeats):
         for name, codec in codecs.items():
             data, encode = _seconds(codec.compress, image)
             _, decode = _seconds(codec.decompress, data)
-            rows[name]["encode_s"].append(encode)
-            rows[name]["decode_s"].append(decode)
+            header, z_stream, y_stream = bitstream.unpack(data)
+            shape = codec.config.latent_shape(header.height, header.width)
+            _, latent_decode = _seconds(codec.coder.decode, z_stream, y_stream, shape)
+            for key, seconds in (("encode_s", encode), ("decode_s", decode),
+                                 ("latent_decode_s", latent_decode)):  # fmt: skip
+                rows[name][key].append(seconds)
     for row in rows.values():
-        row["encode_s"], row["decode_s"] = min(row["encode_s"]), min(row["decode_s"])
+        for key in ("encode_s", "decode_s", "latent_decode_s"):
+            row[key] = min(row[key])
     return rows
 
 
@@ -94,19 +102,23 @@ def run_model(label: str, codecs: dict[str, Codec], paths: list[Path], repeats: 
             "mean_psnr": float(np.mean([r[name]["psnr"] for r in rows])),
             "mean_encode_s": float(np.mean([r[name]["encode_s"] for r in rows])),
             "mean_decode_s": float(np.mean([r[name]["decode_s"] for r in rows])),
+            "mean_latent_decode_s": float(np.mean([r[name]["latent_decode_s"] for r in rows])),
         }
         for name in codecs
     }
     ratio = totals["integer"]["mean_decode_s"] / totals["float"]["mean_decode_s"]
+    latents = [totals[name]["mean_latent_decode_s"] for name in ("float", "integer")]
     penalty = totals["integer"]["bytes"] / totals["float"]["bytes"] - 1
     print(
         f"{label}, {len(rows)} images: decode {totals['float']['mean_decode_s']:.3f} s float, "
-        f"{totals['integer']['mean_decode_s']:.3f} s integer ({ratio:.2f}x); rate penalty "
+        f"{totals['integer']['mean_decode_s']:.3f} s integer ({ratio:.2f}x; the latents alone "
+        f"{latents[0]:.3f} s and {latents[1]:.3f} s, {latents[1] / latents[0]:.2f}x); rate penalty "
         f"{100 * penalty:+.3f}% (bytes), PSNR "
         f"{totals['integer']['mean_psnr'] - totals['float']['mean_psnr']:+.4f} dB",
         flush=True,
     )
-    return {"model": label, "images": len(rows), "decode_ratio": ratio, "rate_penalty": penalty,
+    return {"model": label, "images": len(rows), "decode_ratio": ratio,
+            "latent_decode_ratio": latents[1] / latents[0], "rate_penalty": penalty,
             "totals": totals, "per_image": rows}  # fmt: skip
 
 
