@@ -18,7 +18,7 @@ Version 1, three eras (found by writing files with each commit and decoding them
   2^15 symbols), which sets their PMFs' widths; no rule keeps that, because no such file can be
   decoded today anyway: a mixture's per-symbol PMFs need the encoder's float numbers to the last
   bit, and the float graph of the distribution has changed since (7c7b3ef, aaa8565, a833d2e). Such
-  a file is refused in one line (its stream does not end where its symbols do).
+  a file is refused in one line (its decode fails, or does not end where its stream does).
 Version 2 (53d4d31, 2026-12-01) and version 3 (209ec84, 2026-12-02, the header's model
 fingerprint and arithmetic byte): today's rules. Version 3's integer prior path (048ffa1) reads
 its tables from the model and codes as at its first commit.
