@@ -36,6 +36,7 @@ from jahp_jax.coding.range_coder import (
 from jahp_jax.io.checkpoints import CheckpointError, load_model, params_fingerprint
 from jahp_jax.io.images import ImageError, read_image, write_atomic, write_png
 from jahp_jax.models.compression_model import CompressionModel
+from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.runtime import enable_compilation_cache
 
 PAD_MULTIPLE = 64
@@ -158,6 +159,15 @@ class Codec:
             raise CodecError(
                 "the entropy tables of this decoder differ from the encoder's (same parameters, "
                 "different numerics: decode with the JAX/numpy build that encoded)"
+            )
+        # An encoder writes at least one word per stream it codes, and no z stream without z.
+        hyperprior = PRIORS[self.config.prior].hyperprior
+        if (header.z_bytes > 0) != hyperprior or header.y_bytes == 0:
+            raise CodecError(
+                f"file has a {header.z_bytes}-byte z stream and a {header.y_bytes}-byte y "
+                f"stream; a {self.config.prior} model writes "
+                f"{'a non-empty' if hyperprior else 'no'} z stream and a non-empty y stream "
+                "(corrupt header)"
             )
 
     def decompress_with_latents(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -68,6 +68,7 @@ from jahp_jax.coding.range_coder import (
     TAIL_SIGMAS,
     CodedLatents,
     TableSet,
+    check_decoded_whole,
     compiled_functions,
     decode_symbols,
     encode_symbols,
@@ -721,7 +722,9 @@ class IntegerLatentCoder:
     def _decode_z(self, z_stream: bytes, shape: tuple[int, int]) -> np.ndarray:
         z_shape = (-(-shape[0] // 4), -(-shape[1] // 4), self.codec.num_filters)
         index = self._z_index(z_shape)
-        symbols = decode_symbols(new_decoder(z_stream), index, self.prior.z_tables)
+        decoder = new_decoder(z_stream)
+        symbols = decode_symbols(decoder, index, self.prior.z_tables)
+        check_decoded_whole(decoder, "z")  # before the (larger) y decode
         return symbols.reshape(z_shape) + self.prior.z_medians
 
     # --- y ------------------------------------------------------------------------------------
@@ -789,4 +792,7 @@ class IntegerLatentCoder:
         """(z_stream, y_stream, latent (h, w)) -> y_hat (h, w, M) float32."""
         hyper = self.prior.hyper(self._decode_z(z_stream, shape)) if self.codec.hyperprior else None
         shape_y = (*shape, self.codec.num_latents)
-        return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]
+        decoder = new_decoder(y_stream)
+        y_hat = self._code_y(decoder, hyper, shape_y, None)[0]
+        check_decoded_whole(decoder, "y")
+        return y_hat

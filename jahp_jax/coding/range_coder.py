@@ -351,6 +351,18 @@ def new_decoder(data: bytes):
     return _queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
 
+def check_decoded_whole(decoder, stream: str) -> None:
+    """CodecError unless `decoder` ended exactly at the end of its stream: a decode that left
+    words unread or read past the end (constriction then decodes zeros silently) means that the
+    header's image size or stream lengths are not the encoder's. Never fires on a file as
+    encoded (constriction's `maybe_exhausted` is True after decoding every symbol)."""
+    if not decoder.maybe_exhausted():
+        raise CodecError(
+            f"the {stream} stream does not hold the latents of the image size in the header "
+            "(corrupt header or stream)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Table families: how the symbols of one step are coded given their distribution.
 # ---------------------------------------------------------------------------------------------
@@ -614,9 +626,15 @@ class LatentCoder:
         hyper = None
         if self.codec.hyperprior:
             z_shape = (-(-height // 4), -(-width // 4), self.model.config.num_filters)
-            hyper = self._hyper(self._code_z(new_decoder(z_stream), z_shape, None))
+            z_decoder = new_decoder(z_stream)
+            z_hat = self._code_z(z_decoder, z_shape, None)
+            check_decoded_whole(z_decoder, "z")  # before the (larger) y decode
+            hyper = self._hyper(z_hat)
         shape_y = (height, width, self.num_latents)
-        return self._code_y(new_decoder(y_stream), hyper, shape_y, None)[0]
+        y_decoder = new_decoder(y_stream)
+        y_hat = self._code_y(y_decoder, hyper, shape_y, None)[0]
+        check_decoded_whole(y_decoder, "y")
+        return y_hat
 
 
 def make_latent_coder(model: CompressionModel, params: dict):
