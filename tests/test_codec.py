@@ -5,6 +5,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -100,42 +101,44 @@ def test_roundtrip_is_exact(codecs, test_image, prior, k, weights):
 
 
 @functools.cache
-def _transforms(prior: str, k: int) -> tuple:
-    """The model's own g_a and g_s, jitted here (not the codec's): the reference of the decode."""
-    model = create_model(prior, N, M, k)
+def _untrained(prior: str, k: int) -> tuple[Codec, Callable, Callable]:
+    """A randomly initialised model (N = M = 8, key 0: tests/test_latent_codecs.py's, so the
+    two files share their compiled programs), its Codec, and its own g_a and g_s jitted here,
+    not the codec's."""
+    model = create_model(prior, 8, 8, k)
     analysis, synthesis = (
         jax.jit(lambda p, x, method=method: model.apply({"params": p}, x, method=method))
         for method in ("analysis", "synthesis")
     )  # fmt: skip
-    return analysis, synthesis
+    return Codec(model, init_params(model, jax.random.key(0))), analysis, synthesis
 
 
 @pytest.mark.parametrize("prior,k", CONFIGS)
-def test_the_decode_is_the_models_reconstruction_of_the_input(codecs, test_image, prior, k):
-    """Images of odd sizes (97 x 131, 1 x 80, 61 x 1), through bytes: y_hat is the model's g_a of
+def test_the_decode_is_the_models_reconstruction_of_the_input(test_image, prior, k):
+    """Images of odd sizes (97 x 131, 1 x 70, 61 x 1), through bytes: y_hat is the model's g_a of
     the image replicate-padded at the bottom and right (within 0.5 of rounding, plus 0.5 of
-    channelwise's latent residual prediction), and the decode
-    is g_s(y_hat) cropped at the top-left, clipped and rounded, computed here independently of
-    the codec's padding, cropping and compiled functions. (The shipped model's tests check the
-    fidelity to the input itself: a tiny model trained for 40 steps reconstructs little.)"""
-    c = codecs[prior, k, "trained"]
-    analysis, synthesis = _transforms(prior, k)
-    for image in (test_image, test_image[:1, :80], test_image[:61, :1]):
+    channelwise's latent residual prediction), and the decode is g_s(y_hat) cropped at the
+    top-left, clipped and rounded, computed here independently of the codec's padding, cropping
+    and compiled functions. A random model reconstructs little of the image but maps it to an
+    image that is another one upside down, with R and B swapped, or cropped elsewhere (checked:
+    the test sees those defects); the shipped model's tests check fidelity to the input."""
+    c, analysis, synthesis = _untrained(prior, k)
+    for image in (test_image, test_image[:1, :70], test_image[:61, :1]):
         height, width = image.shape[:2]
         data, stats = c.compress_with_stats(image)
-        decoded = c.decompress(data)
+        decoded, y_hat = c.decompress_with_latents(data)
+        assert np.array_equal(y_hat, stats.y_hat)
         assert decoded.shape == image.shape and decoded.dtype == np.uint8
         pad = ((0, -height % 64), (0, -width % 64), (0, 0))
         padded = np.pad(image.astype(np.float32) / 255, pad, mode="edge")[None]
         y = np.asarray(analysis(c.params, padded))[0]
         assert np.abs(stats.y_hat - y).max() <= 1 + 1e-3, (prior, image.shape)
+        assert np.any(stats.y_hat != 0), (prior, image.shape)
         full = np.round(np.clip(np.asarray(synthesis(c.params, stats.y_hat[None]))[0], 0, 1) * 255)
         expected = full[:height, :width]
         assert np.abs(decoded - expected).max() <= 1, (prior, image.shape)  # float rounding
-        # The comparison sees the defects it is for: the image upside down with R and B swapped,
-        # or cropped at the bottom-right, is another image.
         for wrong in (expected[::-1, :, ::-1], full[-height:, -width:]):
-            assert np.abs(wrong - expected).max() > 1, (prior, image.shape)
+            assert np.abs(wrong - expected).max() > 4, (prior, image.shape)
 
 
 @pytest.mark.parametrize("prior,k", CONFIGS)
@@ -309,14 +312,15 @@ def test_structured_fuzz_gets_one_clean_error_or_an_exact_decode(codecs, integer
             c.decompress(mutant)
         assert "\n" not in str(error.value), name
 
-    # Stream bytes changed (every bit of the first and last word of each stream, a few in the
-    # middle): refused in one line, or decoded to an image of the header's size, the same twice.
+    # Stream bytes changed (three bits of the first and last byte of each stream and of one in
+    # the middle): refused in one line, or decoded to an image of the header's size, the same
+    # twice.
     header_bytes = bitstream.HEADER_BYTES
     offsets = {header_bytes, header_bytes + z - 1, header_bytes + z, header_bytes + z + y - 1,
                header_bytes + z // 2, header_bytes + z + y // 2}  # fmt: skip
     outcomes = {"refused": 0, "decoded": 0}
     for offset in sorted(offsets):
-        for bit in range(8):
+        for bit in (0, 3, 7):
             mutant = _xor(data, offset, 1 << bit)
             try:
                 result = c.decompress(mutant)

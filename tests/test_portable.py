@@ -152,7 +152,7 @@ def elsewhere(reference) -> dict:
         command = [sys.executable, __file__, str(reference["folder"]), str(out)]
         runs[name] = (subprocess.Popen(command, env=env), out)
     for name, (process, _) in runs.items():
-        assert process.wait(timeout=300) == 0, f"the {name} subprocess failed"
+        assert process.wait(timeout=900) == 0, f"the {name} subprocess failed"  # 900: a hang
     return {name: pickle.loads(out.read_bytes()) for name, (_, out) in runs.items()}
 
 

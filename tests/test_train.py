@@ -120,15 +120,12 @@ def test_init_from_fine_tunes_a_trained_checkpoint(runs, tmp_path, env, data_arg
                        f"--init_from={runs['straight']}"], env)  # fmt: skip
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     assert "starting from the parameters of" in tuned.stderr
-    _, params, _ = load_model(tmp_path / "tuned")
+    model, params, _ = load_model(tmp_path / "tuned")
     # One Adam step moves a parameter by at most its learning rate (1e-4 main, 1e-3 quantiles);
-    # a fresh initialisation with another seed would be far away.
+    # a fresh initialisation (with the seed 5 of this run) is far away.
     assert_params_close(params, trained, atol=1.1e-3)
-    fresh = run_train([*args, f"--workdir={tmp_path / 'fresh'}"], env)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    _, fresh_params, _ = load_model(tmp_path / "fresh")
     with pytest.raises(AssertionError):
-        assert_params_close(fresh_params, trained, atol=1.1e-3)
+        assert_params_close(init_params(model, jax.random.key(5)), trained, atol=1.1e-3)
 
     other = [a for a in TINY if not a.startswith("--num_filters")] + ["--num_filters=4"]
     wrong = run_train([*other, *data_args, "--num_steps=1", f"--workdir={tmp_path / 'wrong'}",
@@ -421,7 +418,7 @@ def test_sweep_plans_one_workdir_per_prior_and_lambda(tmp_path):
         [sys.executable, "-m", "experiments.sweep", "--flagfile=experiments/paper_sweep.flags",
          "--priors=joint,hyperprior", f"--root={tmp_path}", "--data_dir=IMAGES", "--dry_run",
          "--task_index=1", "--num_tasks=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     commands = proc.stdout.strip().splitlines()
@@ -433,6 +430,6 @@ def test_sweep_plans_one_workdir_per_prior_and_lambda(tmp_path):
     refused = subprocess.run(
         [sys.executable, "-m", "experiments.sweep", f"--root={tmp_path}", "--lmbdas=0.01",
          "--workdir=elsewhere"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert refused.returncode == 1 and "set per run by the sweep" in refused.stderr
