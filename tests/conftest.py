@@ -3,7 +3,16 @@
 `SHARED` is `../shared` when it exists (the full Kodak and BSDS500 sets, CompressAI's golden
 outputs) and else `tests/data/shared`, a few of the same files committed with the tests (see
 tests/data/README.md), so that a plain clone runs the suite offline. Tests that need what only
-the full folder has ask for the `kodak_dir` or `golden_dir` fixture, which skip with the reason.
+the full folder has use the `kodak_dir` fixture or `golden_path` (which call `require`).
+
+Two environment variables decide what a missing component does (`require`):
+  - `JAHP_TEST_SHARED=off` hides `../shared`: the suite runs as in a plain clone, on the
+    committed stand-in only (and `$JAHP_DATA`, the library's default data root, points there
+    too), so the tests that need the full folder skip. Unset (or `auto`): `../shared` if it
+    exists.
+  - `CI=true`: a test whose component CI must have fails instead of skipping: a real Slurm
+    always, `../shared` unless `JAHP_TEST_SHARED=off` (CI's plain-clone pass, where those tests
+    skip and `-rs` lists them). Without CI a test skips with the reason printed.
 
 The whole run shares one persistent XLA compilation cache: this process and every subprocess a
 test starts (training runs, CLIs, Slurm tasks inherit the environment), so a program compiled by
@@ -19,14 +28,34 @@ into a warning and a compile.
 import os
 import socket
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FULL_SHARED = REPO_ROOT.parent / "shared"
 COMMITTED_SHARED = REPO_ROOT / "tests" / "data" / "shared"
-SHARED = FULL_SHARED if FULL_SHARED.is_dir() else COMMITTED_SHARED
+SHARED_SWITCH = os.environ.get("JAHP_TEST_SHARED", "auto").lower()
+if SHARED_SWITCH not in ("auto", "off"):
+    raise pytest.UsageError(f"JAHP_TEST_SHARED={SHARED_SWITCH!r}: use 'off' (a plain clone's "
+                            "data only) or leave it unset")  # fmt: skip
+SHARED = FULL_SHARED if SHARED_SWITCH == "auto" and FULL_SHARED.is_dir() else COMMITTED_SHARED
+GOLDEN = SHARED / "golden" / "compressai"  # CompressAI's reference outputs: ../shared only
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
+if SHARED_SWITCH == "off":  # the library's default data root (../shared/data) hidden as well
+    os.environ["JAHP_DATA"] = str(COMMITTED_SHARED / "data")
+
+
+def require(component: str, reason: str) -> NoReturn:
+    """Stop a test whose `component` ('slurm' or 'shared') is missing: fail where CI must have
+    it (CI=true; 'shared' only unless JAHP_TEST_SHARED=off), else skip. `reason` says what is
+    missing and how to provide it."""
+    if component not in ("slurm", "shared"):
+        raise ValueError(f"unknown test component {component!r}")
+    if IN_CI and (component == "slurm" or SHARED_SWITCH != "off"):
+        pytest.fail(f"CI=true and CI must provide this: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def _share_one_compilation_cache() -> None:
@@ -95,7 +124,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_report_header() -> str:
-    return f"test data: {SHARED}" + ("" if SHARED == FULL_SHARED else " (committed stand-in)")
+    where = "" if SHARED == FULL_SHARED else " (committed stand-in, JAHP_TEST_SHARED=" \
+        f"{SHARED_SWITCH})"
+    return f"test data: {SHARED}{where}" + ("; CI=true: missing components fail" if IN_CI else "")
 
 
 @pytest.fixture(scope="session")
@@ -110,15 +141,15 @@ def kodak_dir() -> Path:
     folder = SHARED / "data" / "kodak"
     missing = [name for name in KODAK_NAMES if not (folder / f"{name}.png").is_file()]
     if missing:
-        pytest.skip(f"needs the 24 Kodak PNGs of {FULL_SHARED / 'data' / 'kodak'} "
-                    f"({len(missing)} missing in {folder})")  # fmt: skip
+        require("shared", f"needs the 24 Kodak PNGs of {FULL_SHARED / 'data' / 'kodak'} "
+                          f"({len(missing)} missing in {folder})")  # fmt: skip
     return folder
 
 
-@pytest.fixture(scope="session")
-def golden_dir() -> Path:
-    """CompressAI's reference outputs, `../shared/golden/compressai`; skips without."""
-    folder = FULL_SHARED / "golden" / "compressai"
-    if not folder.is_dir():
-        pytest.skip(f"needs CompressAI's reference outputs in {folder} (not committed)")
-    return folder
+def golden_path(name: str) -> Path:
+    """A file of CompressAI's reference outputs (`../shared/golden/compressai`, not committed);
+    `require`s them."""
+    if not GOLDEN.is_dir():
+        require("shared", f"needs CompressAI's reference outputs in "
+                          f"{FULL_SHARED / 'golden' / 'compressai'} (not committed)")  # fmt: skip
+    return GOLDEN / name

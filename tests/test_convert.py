@@ -12,7 +12,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FULL_SHARED
+from conftest import GOLDEN, golden_path
 
 from jahp_jax.cli import convert as convert_cli
 from jahp_jax.io import convert
@@ -20,18 +20,15 @@ from jahp_jax.io.checkpoints import load_codec, load_model, read_config, resolve
 from jahp_jax.models.losses import bits_per_pixel
 
 ARCHS = list(convert.ARCHS)
-GOLDEN = FULL_SHARED / "golden" / "compressai"
 
 
-def golden_path(arch: str) -> Path:
-    """The golden case's weights; skips (with the reason) where the golden outputs are absent."""
-    if not GOLDEN.is_dir():
-        pytest.skip(f"needs CompressAI's reference outputs in {GOLDEN} (not committed)")
-    return GOLDEN / f"{arch}_N32_M48.npz"
+def golden_weights(arch: str) -> Path:
+    """The golden case's weights (`conftest.golden_path`: skips, or fails in CI, without)."""
+    return golden_path(f"{arch}_N32_M48.npz")
 
 
 def golden_state(arch: str) -> dict[str, np.ndarray]:
-    return convert.read_state_dict(golden_path(arch))
+    return convert.read_state_dict(golden_weights(arch))
 
 
 def reference_streams(arch: str) -> list[bytes]:
@@ -55,7 +52,7 @@ def converted(tmp_path_factory):
     models = {}
     for arch in ARCHS:
         out_dir = tmp_path_factory.mktemp(arch)
-        args = ["--from=compressai", f"--arch={arch}", str(golden_path(arch)), str(out_dir)]
+        args = ["--from=compressai", f"--arch={arch}", str(golden_weights(arch)), str(out_dir)]
         assert convert_cli.main(args) == 0
         models[arch] = (out_dir, *load_model(out_dir))
     return models
@@ -64,7 +61,7 @@ def converted(tmp_path_factory):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_converted_model_reproduces_compressai(converted, arch):
     _, model, params, config = converted[arch]
-    golden = np.load(golden_path(arch))
+    golden = np.load(golden_weights(arch))
     manifest = json.loads((GOLDEN / "MANIFEST.json").read_text())[arch]
     assert (config.prior, config.num_filters, config.num_latents) == (
         convert.ARCHS[arch],
@@ -93,11 +90,11 @@ def test_converted_model_reproduces_compressai(converted, arch):
 def test_checkpoint_records_its_source(converted):
     out_dir, *_ = converted["mbt2018"]
     _, extra = read_config(resolve_checkpoint(out_dir))
-    expected_sha = hashlib.sha256(golden_path("mbt2018").read_bytes()).hexdigest()
+    expected_sha = hashlib.sha256(golden_weights("mbt2018").read_bytes()).hexdigest()
     assert extra["source"] == {
         "format": "compressai",
         "arch": "mbt2018",
-        "file": golden_path("mbt2018").name,
+        "file": golden_weights("mbt2018").name,
         "sha256": expected_sha,
     }
 
@@ -187,7 +184,7 @@ def test_unsupported_mask_and_constants_are_refused():
 
 
 def test_truncated_file_fails_cleanly_and_writes_nothing(tmp_path, capsys):
-    data = golden_path("mbt2018-mean").read_bytes()
+    data = golden_weights("mbt2018-mean").read_bytes()
     truncated = tmp_path / "cut.npz"
     truncated.write_bytes(data[: len(data) // 2])
     out_dir = tmp_path / "out"
@@ -199,11 +196,11 @@ def test_truncated_file_fails_cleanly_and_writes_nothing(tmp_path, capsys):
 
 def test_cli_refuses_wrong_arch_and_existing_output(converted, tmp_path, capsys):
     out_dir, *_ = converted["mbt2018"]
-    args = ["--arch=bmshj2018-factorized", str(golden_path("mbt2018")), str(tmp_path / "a")]
+    args = ["--arch=bmshj2018-factorized", str(golden_weights("mbt2018")), str(tmp_path / "a")]
     assert convert_cli.main(args) == 1
     assert "not a CompressAI bmshj2018-factorized" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
-    assert convert_cli.main(["--arch=mbt2018", str(golden_path("mbt2018")), str(out_dir)]) == 1
+    assert convert_cli.main(["--arch=mbt2018", str(golden_weights("mbt2018")), str(out_dir)]) == 1
     assert "already holds checkpoints" in capsys.readouterr().err
 
 
@@ -223,7 +220,7 @@ def test_converted_model_codes_like_compressai(converted, arch):
     the very input the reference streams were made from; the sizes still differ a little because
     the two coders' tables (scale levels, tail ranges, escape codes) differ."""
     out_dir, *_ = converted[arch]
-    golden = np.load(golden_path(arch))
+    golden = np.load(golden_weights(arch))
     x = nhwc(golden["input/x"])[0]
     image = np.round(x * 255.0).astype(np.uint8)
     np.testing.assert_allclose(image / 255.0, x, rtol=0, atol=1e-6)

@@ -242,7 +242,7 @@ def test_train_batches_on_bsds500_shape_range_determinism_and_resume(bsds, tfds_
 
 
 def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(
-    bsds, tfds_dir, monkeypatch
+    bsds, tmp_path, monkeypatch
 ):
     """Decoded once when they fit the budget and the run reads a crop per image (2 per batch
     row here: the batch is half the images, 8 of ../shared or 4 of a plain clone's stand-in),

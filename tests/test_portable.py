@@ -161,7 +161,7 @@ def elsewhere(reference) -> dict:
         command = [sys.executable, __file__, str(reference["folder"]), str(out)]
         runs[name] = (subprocess.Popen(command, env=env), out)
     for name, (process, _) in runs.items():
-        assert process.wait(timeout=300) == 0, f"the {name} subprocess failed"
+        assert process.wait(timeout=900) == 0, f"the {name} subprocess failed"  # 900: a hang
     return {name: pickle.loads(out.read_bytes()) for name, (_, out) in runs.items()}
 
 
@@ -411,7 +411,13 @@ def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
     assert bitstream.unpack(data)[0].arithmetic == "integer"
     decoded, y_hat = integer_codec.decompress_with_latents(data)
     assert np.array_equal(y_hat, stats.y_hat) and decoded.shape == IMAGE.shape
-    assert abs(stats.overhead) < 0.5  # the estimate is the integer tables' code length
+    # The estimate is the integer tables' code length: the payload (the header aside) is within
+    # the float coder's bound of it (tests/test_codec.py), 0.5 % + 64 bits per stream.
+    payload_bits = 8 * (len(data) - bitstream.HEADER_BYTES)
+    print(f"\n[figure] integer file: {payload_bits} payload bits, estimate "
+          f"{stats.estimated_bits:.0f}")
+    assert abs(payload_bits - stats.estimated_bits) <= 0.005 * stats.estimated_bits + 2 * 64
+    assert stats.estimated_bits > 20 * 2 * 64  # the flush allowance is a small part of it
     float_data = float_codec.compress(IMAGE)
     for codec, other in ((integer_codec, float_data), (float_codec, data)):
         with pytest.raises(CodecError, match="prior path") as error:

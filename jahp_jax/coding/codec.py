@@ -142,6 +142,15 @@ class Codec:
                 f"file was made with different model parameters (fingerprint "
                 f"{header.fingerprint.hex()}, this checkpoint is {self.fingerprint.hex()})"
             )
+        # An encoder writes at least one word per stream it codes, and no z stream without z.
+        hyperprior = self.coder.codec.hyperprior
+        if (header.z_bytes > 0) != hyperprior or header.y_bytes == 0:
+            raise CodecError(
+                f"file has a {header.z_bytes}-byte z stream and a {header.y_bytes}-byte y "
+                f"stream; a {self.config.prior} model writes "
+                f"{'a non-empty' if hyperprior else 'no'} z stream and a non-empty y stream "
+                "(corrupt header)"
+            )
 
     def coder_for(self, header: bitstream.Header):
         """The latent coder that makes the file's entropy tables: this model's, or for a float

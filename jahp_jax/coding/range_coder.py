@@ -366,7 +366,8 @@ def check_exhausted(decoder, name: str) -> None:
         raise CodecError(
             f"the {name} stream does not end where its symbols do: it was coded with other "
             "tables (a float-prior file decodes only where the float arithmetic matches the "
-            "encoder's) or it is corrupt"
+            "encoder's), or the header's image size or stream lengths are not the encoder's "
+            "(corrupt header or stream)"
         )
 
 

@@ -2,10 +2,16 @@
 
 A checkpoint root is an orbax `CheckpointManager` directory, `<workdir>/checkpoints`, holding one
 folder per step with the items
-  - `config`: JSON, the `ModelConfig` (`jahp_jax.models.config`) plus free-form `extra` metadata,
+  - `config`: JSON, the `ModelConfig` (`jahp_jax.models.config`) plus free-form `extra` metadata
+    and the `fingerprints` of the other items (`params_fingerprint`, hex),
   - `params`: the model parameters (a pytree of arrays),
   - `train_state`: optimiser state etc. (written by training only; never needed for inference).
 `load_model` accepts a training workdir, a checkpoint root, or one step folder.
+
+Orbax's files carry no checksums: a garbled data file can restore as other numbers. Loading and
+resuming therefore compare what they restored with the saved fingerprints, and every failure to
+read a checkpoint (a truncated, emptied or garbled file) is one `CheckpointError`. Checkpoints
+written before the fingerprints were saved load unchecked.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.config import params_fingerprint as params_fingerprint  # re-exported
 
 CHECKPOINTS_SUBDIR = "checkpoints"
+FINGERPRINTS_KEY = "fingerprints"  # in the config item: {item name: params_fingerprint hex}
 
 
 class CheckpointError(ValueError):
@@ -64,13 +71,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def read_config(step_dir: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """(ModelConfig, extra metadata) of a step folder."""
+def _config_item(step_dir: Path) -> dict[str, Any]:
+    """The JSON of a step folder's `config` item."""
     config_path = step_dir / "config" / "metadata"  # where orbax's JsonSave puts the JSON
     try:
         values = json.loads(config_path.read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read the model config in '{step_dir}': {error}") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"invalid model config in '{step_dir}': not a JSON object")
+    return values
+
+
+def read_config(step_dir: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """(ModelConfig, extra metadata) of a step folder."""
+    values = _config_item(step_dir)
     try:
         return ModelConfig.from_dict(values), dict(values.get("extra", {}))
     except (TypeError, ValueError) as error:
@@ -91,7 +106,7 @@ def save_model(
             step,
             args=ocp.args.Composite(
                 params=ocp.args.StandardSave(params),
-                config=ocp.args.JsonSave({**config.to_dict(), "extra": extra or {}}),
+                config=ocp.args.JsonSave(_config_json(config, extra, params=params)),
             ),
             force=True,
         )
@@ -118,15 +133,43 @@ def save_training_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Start saving step `step`: the items `params`, `config` and `train_state` (a pytree)."""
+    config_json = _config_json(config, extra, params=params, train_state=train_state)
     manager.save(
         step,
         args=ocp.args.Composite(
             params=ocp.args.StandardSave(params),
-            config=ocp.args.JsonSave({**config.to_dict(), "extra": extra or {}}),
+            config=ocp.args.JsonSave(config_json),
             train_state=ocp.args.StandardSave(train_state),
         ),
         force=True,
     )
+
+
+def _config_json(config: ModelConfig, extra: dict[str, Any] | None, **items: Any) -> dict:
+    """The `config` item: the model config, `extra`, and the fingerprints of `items`."""
+    fingerprints = {name: params_fingerprint(tree).hex() for name, tree in items.items()}
+    return {**config.to_dict(), "extra": extra or {}, FINGERPRINTS_KEY: fingerprints}
+
+
+def _check_fingerprint(step_dir: Path, name: str, tree: Any) -> None:
+    """CheckpointError where item `name` of `step_dir`, restored as `tree`, is not what was
+    saved (nothing to check in checkpoints written without fingerprints)."""
+    saved = _config_item(step_dir).get(FINGERPRINTS_KEY, {}).get(name)
+    if saved is not None and params_fingerprint(tree).hex() != saved:
+        raise CheckpointError(
+            f"the {name} in '{step_dir}' are corrupt: they read back with fingerprint "
+            f"{params_fingerprint(tree).hex()}, not the {saved} they were saved with; restore "
+            "the folder from a copy or use another checkpoint"
+        )
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The type and first sentence of a library's error message (tensorstore appends a whole
+    spec), at most `limit` characters."""
+    text = str(error).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    first = first if len(first) <= limit else first[: limit - 3] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def restore_training_checkpoint(
@@ -142,11 +185,13 @@ def restore_training_checkpoint(
                 train_state=ocp.args.StandardRestore(train_state_target),
             ),
         )
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except Exception as error:  # orbax and tensorstore raise many types on unreadable files
         raise CheckpointError(
-            f"cannot resume from step {step} in '{manager.directory}': {first}"
+            f"cannot resume from step {step} in '{manager.directory}': {_first_line(error)}"
         ) from None
+    step_dir = Path(manager.directory) / str(step)
+    for name in ("params", "train_state"):
+        _check_fingerprint(step_dir, name, restored[name])
     return restored["params"], restored["train_state"]
 
 
@@ -180,11 +225,12 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     handler = ocp.StandardCheckpointer()
     try:
         params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except Exception as error:  # orbax and tensorstore raise many types on unreadable files
         raise CheckpointError(
-            f"the parameters in '{step_dir}' do not match a {config.describe()} model: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"the parameters in '{step_dir}' do not match a {config.describe()} model or are "
+            f"corrupt: {_first_line(error)}"
         ) from None
+    _check_fingerprint(step_dir, "params", params)
     return model, params, config
 
 

@@ -173,12 +173,15 @@ class ModelConfig:
 
 def params_fingerprint(params: Any) -> bytes:
     """8-byte SHA-256 fingerprint of every parameter (names, shapes and values: float32 LE, and
-    int32 LE for the integer arrays of an integer-prior model)."""
+    int32 LE for the integer arrays of an integer-prior model); of any pytree of arrays (a
+    training state too), its arrays replicated where they span processes."""
     digest = hashlib.sha256()
     for path, leaf in sorted(
         jax.tree_util.tree_flatten_with_path(params)[0],
         key=lambda item: jax.tree_util.keystr(item[0]),
     ):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)  # replicated over the processes: any copy
         array = np.asarray(leaf)
         array = array.astype("<i4" if np.issubdtype(array.dtype, np.integer) else "<f4")
         digest.update(jax.tree_util.keystr(path).encode())

@@ -136,7 +136,6 @@ class TrainConfig:
         "of the same model; fresh optimiser, step 0. A --workdir that has checkpoints resumes "
         "instead.",
     )
-    sigkill_after_step: int = 0  # Testing only: SIGKILL the process after saving this step.
 
     @property
     def model_config(self) -> ModelConfig:
@@ -504,6 +503,26 @@ def _validation_chunks(config: TrainConfig) -> list[np.ndarray]:
     ]
 
 
+TESTONLY_KILL_ENV = "JAHP_TESTONLY_KILL"
+
+
+def testonly_kill_point() -> tuple[str, int] | None:
+    """The tests' preemption hook (not a flag: no user sets it), from $JAHP_TESTONLY_KILL:
+    "saved:STEP" SIGKILLs this process once the step-STEP checkpoint is complete on disk,
+    "saving:STEP" right after its asynchronous write has started (the write in flight, not
+    committed). None when unset; ConfigError for another value."""
+    value = os.environ.get(TESTONLY_KILL_ENV)
+    if not value:
+        return None
+    moment, _, step = value.partition(":")
+    if moment not in ("saved", "saving") or not step.isdigit() or int(step) < 1:
+        raise ConfigError(
+            f"${TESTONLY_KILL_ENV}={value!r} is not saved:STEP or saving:STEP (a test hook; "
+            "unset it)"
+        )
+    return moment, int(step)
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> TrainState:
     """Train (or resume) in `workdir` up to config.num_steps; returns the final state.
 
@@ -514,6 +533,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     from jahp_jax.data import pipeline as data  # TensorFlow: imported late
 
     workdir = Path(workdir)
+    kill = testonly_kill_point()
     mesh = make_mesh()
     check_train_config(config, jax.device_count())
     start_step = check_workdir(config, workdir) or 0
@@ -626,9 +646,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                     manager, step, config.model_config, saved_params(model, state.params),
                     state.checkpoint_items(), _checkpoint_extra(config),
                 )  # fmt: skip
-                if step == config.sigkill_after_step:
-                    manager.wait_until_finished()
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if kill is not None and kill[1] == step:
+                    if kill[0] == "saved":
+                        manager.wait_until_finished()
+                    os.kill(os.getpid(), signal.SIGKILL)  # "saving": the write is in flight
         manager.wait_until_finished()
         bar.close()
         seconds = time.perf_counter() - trained_from
