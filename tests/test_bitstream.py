@@ -38,7 +38,7 @@ def test_roundtrip():
         (lambda d: b"PNG\x89" + d[4:], "not a jahp file"),
         (lambda d: b"\x89PNG", "not a jahp file"),
         (lambda d: d[:4] + b"\x07" + d[5:], "version 7"),
-        (lambda d: _with_crc(d[:4] + b"\x02" + d[5:]), r"version 2 \(this decoder reads 3;"),
+        (lambda d: _with_crc(d[:4] + b"\x02" + d[5:]), r"version 2 \(this decoder reads 3, 4;"),
         (lambda d: d[:4] + b"\x02" + d[5:40], r"version 2"),  # a short version-2 file
         (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "CRC32"),
         (lambda d: d[:14] + bytes([d[14] ^ 0x80]) + d[15:], "CRC32"),

@@ -3,9 +3,9 @@
 | offset | size | field                                                                   |
 |--------|------|-------------------------------------------------------------------------|
 | 0      | 4    | magic `b"JAHP"`                                                         |
-| 4      | 1    | format version (3; 2 named the model by prior id and sizes instead)     |
+| 4      | 1    | format version (4; 3 had bytes 6..7 reserved; 2 named the model by ids) |
 | 5      | 1    | arithmetic of the prior path: 0 float, 1 integer (`ARITHMETIC`)         |
-| 6      | 2    | reserved, 0                                                             |
+| 6      | 2    | quality code Q of a variable-rate model (quality Q / 65535), else 0     |
 | 8      | 8    | model identity: `ModelConfig.fingerprint()` (prior, sizes, options)     |
 | 16     | 8    | model parameters: `checkpoints.params_fingerprint`                      |
 | 24     | 4    | image height (pixels)                                                   |
@@ -29,10 +29,11 @@ import zlib
 from jahp_jax.coding.range_coder import CodecError
 
 MAGIC = b"JAHP"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (3, 4)  # a version 3 file is version 4 with quality code 0
 ARITHMETIC = ("float", "integer")  # byte 5: index of the prior path's arithmetic
 MAX_IMAGE_SIDE = 1 << 16
-_BODY = struct.Struct("<4sBBxx8s8sIIIII")
+_BODY = struct.Struct("<4sBBH8s8sIIIII")
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _BODY.size + _CRC.size  # 48
 
@@ -49,6 +50,7 @@ class Header:
     z_bytes: int
     y_bytes: int
     tables_crc: int
+    quality: int = 0  # a variable-rate model's quality code (`jahp_jax.models.gain`), else 0
 
 
 def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
@@ -63,6 +65,7 @@ def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
         MAGIC,
         FORMAT_VERSION,
         ARITHMETIC.index(header.arithmetic),
+        header.quality,
         header.model,
         header.fingerprint,
         header.height,
@@ -86,15 +89,16 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         if data[: min(len(data), 4)] != MAGIC[: min(len(data), 4)]:
             raise CodecError("not a jahp file (wrong magic bytes)")
         raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 48")
-    if data[4] != FORMAT_VERSION:
+    if data[4] not in READABLE_VERSIONS:
         raise CodecError(
-            f"unsupported jahp format version {data[4]} (this decoder reads {FORMAT_VERSION}; "
-            "compress the image again with this version)"
+            f"unsupported jahp format version {data[4]} (this decoder reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; compress the image again with this version)"
         )
     if len(data) < HEADER_BYTES:
         raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 48")
     fields = _BODY.unpack_from(data)
-    (_, _, arithmetic, model, fingerprint, height, width, z_bytes, y_bytes, tables_crc) = fields
+    (_, version, arithmetic, quality, model, fingerprint, height, width, z_bytes, y_bytes,
+     tables_crc) = fields  # fmt: skip
     expected = HEADER_BYTES + z_bytes + y_bytes
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes or a corrupt header"
@@ -108,8 +112,11 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         raise CodecError("jahp file has stream lengths that are not whole 32-bit words")
     if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
         raise CodecError(f"jahp file has an invalid image size {height}x{width}")
+    if version == 3:
+        quality = 0  # reserved then
     header = Header(
-        ARITHMETIC[arithmetic], model, fingerprint, height, width, z_bytes, y_bytes, tables_crc
-    )
+        ARITHMETIC[arithmetic], model, fingerprint, height, width, z_bytes, y_bytes, tables_crc,
+        quality,
+    )  # fmt: skip
     z_stream = data[HEADER_BYTES : HEADER_BYTES + z_bytes]
     return header, z_stream, data[HEADER_BYTES + z_bytes :]

@@ -633,9 +633,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     is_chief = jax.process_index() == 0
     writer = _summary_writer(workdir) if is_chief else None
     logging.info(
-        "training %s %s on %d device(s), %d process(es), global batch %d",
+        "training %s%s on %d device(s), %d process(es), global batch %d",
         config.model_config.describe(),
-        "" if config.variable_rate else f"lambda={config.lmbda:g}",
+        "" if config.variable_rate else f" lambda={config.lmbda:g}",
         jax.device_count(), jax.process_count(), config.batch_size,
     )  # fmt: skip
 
