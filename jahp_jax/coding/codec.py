@@ -54,6 +54,7 @@ class CompressStats:
     num_pixels: int
     y_hat: np.ndarray  # (h, w, M) float32, as the decoder will reconstruct it (gained)
     quality: float | None = None  # a variable-rate model's (as coded), else None
+    encodes: int = 1  # files coded to find this one (compress_to_bpp's search)
 
     @property
     def estimated_bits(self) -> float:
@@ -227,7 +228,7 @@ class Codec:
             )
         if attempt(high) <= target_bpp:
             if at_or_under(attempt(high)):
-                return attempts[high]
+                return attempts[high][0], dataclasses.replace(attempts[high][1], encodes=2)
             raise CodecError(
                 f"target {target_bpp:g} bpp is above the highest rate this model reaches on this "
                 f"image: {attempt(high):.4f} bpp at quality 1"
@@ -250,7 +251,8 @@ class Codec:
             else:
                 high = code
             bisect = not bisect and (high - low) > width // 2  # shrank less than half
-        return attempts[low]
+        data, stats = attempts[low]
+        return data, dataclasses.replace(stats, encodes=len(attempts))
 
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
