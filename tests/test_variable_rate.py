@@ -32,6 +32,8 @@ from jahp_jax.io.images import read_image, write_png
 from jahp_jax.models import gain
 from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.latent_codecs import PRIORS
+from jahp_jax.models.losses import rate_distortion_loss
 from jahp_jax.training import train
 
 N = M = 16
@@ -430,3 +432,30 @@ def test_a_quality_is_refused_by_a_fixed_rate_model_and_required_by_a_variable_o
     codec = Codec(variable, params)
     with pytest.raises(CodecError, match="give a quality in \\[0, 1\\]"):
         codec.compress(np.zeros((8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_every_prior_trains_at_every_rate(prior):
+    """Gain units wrap any latent codec: the rate grows with the quality from the start, and the
+    loss at a drawn quality reaches the gains."""
+    options = {"num_slices": 2} if prior == "channelwise" else {}  # fewer programs to compile
+    config = ModelConfig(prior, 8, 16, prior_options=options, lmbda_range=RANGE, gain_levels=3)
+    model = CompressionModel(config)
+    size = 128  # 8 x 8 latents: TCM's attention windows need that many
+    params = init_params(model, jax.random.key(0), size)
+    last = params["g_a"]["layers_6"]  # y of a trained model's size, not nearly 0
+    params["g_a"]["layers_6"] = {**last, "kernel": last["kernel"] * 20}
+    x = jax.random.uniform(jax.random.key(1), (1, size, size, 3))
+
+    def loss(params, quality):
+        out = model.apply({"params": params}, x, train=True, quality=quality,
+                          rngs={"noise": jax.random.key(2)})  # fmt: skip
+        value, stats = rate_distortion_loss(x, out, gain.lmbda_of_quality(quality, RANGE))
+        return value, stats["bpp"]
+
+    _, low = loss(params, jnp.float32(0.1))
+    (value, high), grads = jax.value_and_grad(loss, has_aux=True)(params, jnp.float32(0.9))
+    assert float(high) > float(low) and np.isfinite(float(value))
+    for name in ("gain", "inverse_gain"):
+        gradient = np.asarray(grads["gain_units"][name])
+        assert np.isfinite(gradient).all() and np.abs(gradient[1:]).sum() > 0, name
