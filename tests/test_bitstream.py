@@ -1,4 +1,4 @@
-"""The .jahp header: packing version 3, reading versions 1 to 3, and a clear CodecError for
+"""The .jahp header: packing version 4, reading versions 1 to 4, and a clear CodecError for
 every malformed file."""
 
 import dataclasses
@@ -39,10 +39,10 @@ def test_roundtrip():
         (lambda d: d + b"\0", "trailing"),
         (lambda d: b"PNG\x89" + d[4:], "not a jahp file"),
         (lambda d: b"\x89PNG", "not a jahp file"),
-        (lambda d: d[:4] + b"\x00" + d[5:], r"version 0 \(this decoder reads versions 1 to 3\)"),
-        (lambda d: d[:4] + b"\x04" + d[5:], "version 4 .* a newer jahp_jax wrote it"),
+        (lambda d: d[:4] + b"\x00" + d[5:], r"version 0 \(this decoder reads versions 1 to 4\)"),
+        (lambda d: d[:4] + b"\x05" + d[5:], "version 5 .* a newer jahp_jax wrote it"),
         (lambda d: d[:4] + b"\x02" + d[5:40], "the header alone is 44"),  # a short version 2
-        (lambda d: d[:4] + b"\x02" + d[5:], "its header announces"),  # 3 read as 2
+        (lambda d: d[:4] + b"\x02" + d[5:], "its header announces"),  # 4 read as 2
         (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "CRC32"),
         (lambda d: d[:14] + bytes([d[14] ^ 0x80]) + d[15:], "CRC32"),
         (lambda d: _with_crc(d[:5] + b"\x09" + d[6:]), "unknown prior arithmetic"),
@@ -79,8 +79,19 @@ def test_pack_refuses_bad_sizes_and_old_versions():
     bad = bitstream.Header("float", bytes(8), bytes(8), 0, 5, 0, 0, 0)
     with pytest.raises(CodecError, match="size"):
         bitstream.pack(bad, b"", b"")
-    with pytest.raises(CodecError, match="writes jahp format version 3 only"):
+    with pytest.raises(CodecError, match="writes jahp format version 4 only"):
         bitstream.pack(dataclasses.replace(HEADER, version=2), Z, Y)
+
+
+def test_quality_roundtrips_and_version_3_reads_as_quality_0():
+    """Version 4 carries a variable-rate model's quality code in bytes 6..7; a version 3 file
+    (the same layout, those bytes reserved) reads as quality 0 whatever they hold."""
+    data = bitstream.pack(dataclasses.replace(HEADER, quality=40000), Z, Y)
+    assert bitstream.unpack(data)[0].quality == 40000
+    version_3 = _with_crc(data[:4] + b"\x03" + data[5:])
+    header = bitstream.unpack(version_3)[0]
+    assert (header.version, header.quality) == (3, 0)
+    assert header == dataclasses.replace(HEADER, version=3)
 
 
 def _legacy(version: int, prior_id: int, n: int, m: int, k: int, z=Z, y=Y) -> bytes:

@@ -3,11 +3,14 @@
     jahp-eval --checkpoint=runs/joint_0.0067 --checkpoint=runs/joint_0.013 \\
         --data_dir=../shared/data/kodak --output=runs/eval/joint.json
 
-Each --checkpoint (one model family: the same prior and sizes) is one point of an RD curve: every
-image is compressed to .jahp bytes and decompressed, and the real rate, PSNR, MS-SSIM and coding
-times are averaged over the images. Writes the curve in CompressAI's results-JSON format to
---output and one row per image and point to the CSV beside it. `python -m jahp_jax.cli.evaluate`
-is the same command.
+    jahp-eval --checkpoint=runs/joint_vr --qualities=0,0.25,0.5,0.75,1 \\
+        --data_dir=../shared/data/kodak --output=runs/eval/joint_vr.json
+
+Each --checkpoint (one model family: the same prior and sizes) is one point of an RD curve, or,
+for a variable-rate model, each of its --qualities is: every image is compressed to .jahp bytes
+and decompressed, and the real rate, PSNR, MS-SSIM and coding times are averaged over the images.
+Writes the curve in CompressAI's results-JSON format to --output and one row per image and point
+to the CSV beside it. `python -m jahp_jax.cli.evaluate` is the same command.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ flags.DEFINE_string("name", None, "Curve name in the JSON and plots (default: fr
                     flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("prior", None, "Refuse checkpoints of another prior.", flag_values=FLAGS)
 flags.DEFINE_integer("limit", None, "Only the first N images.", flag_values=FLAGS)
+flags.DEFINE_list("qualities", None, "Variable-rate checkpoints: the qualities in [0, 1] of the "
+                  "curve's points, comma-separated (e.g. 0,0.25,0.5,0.75,1).",
+                  flag_values=FLAGS)  # fmt: skip
 
 
 def _evaluate(_: list[str]) -> int:
@@ -45,6 +51,15 @@ def _evaluate(_: list[str]) -> int:
         raise UsageError("give at least one --checkpoint=WORKDIR")
     if FLAGS.output is None or Path(FLAGS.output).suffix != ".json":
         raise UsageError(f"--output must be a .json file to write, got {FLAGS.output}")
+    qualities = None
+    if FLAGS.qualities is not None:
+        try:
+            qualities = [float(value) for value in FLAGS.qualities]
+        except ValueError:
+            raise UsageError(f"--qualities must be numbers in [0, 1], got {FLAGS.qualities}"
+                             ) from None  # fmt: skip
+        if not qualities or len(set(qualities)) != len(qualities):
+            raise UsageError(f"--qualities must be distinct numbers, got {FLAGS.qualities}")
     from jahp_jax.coding.codec import CodecError
     from jahp_jax.data.pipeline import DatasetError, ImageError, eval_images
     from jahp_jax.io.checkpoints import CheckpointError
@@ -57,7 +72,8 @@ def _evaluate(_: list[str]) -> int:
         dataset = None if FLAGS.dataset == "folder" else FLAGS.dataset
         images = list(eval_images(dataset, data_dir=FLAGS.data_dir, limit=FLAGS.limit))
         results, rows = evaluate_checkpoints(FLAGS.checkpoint, images, FLAGS.name, FLAGS.prior,
-                                             log=lambda line: print(line, flush=True))  # fmt: skip
+                                             log=lambda line: print(line, flush=True),
+                                             qualities=qualities)  # fmt: skip
     except (CheckpointError, CodecError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
     jahp-train --prior=joint --lmbda=0.0067 --workdir=runs/joint_0.0067 --data_dir=IMAGES
     jahp-train --flagfile=experiments/cpu.flags --lmbda=0.0067 --workdir=runs/cpu_0.0067
     jahp-train ... --prior=channelwise --prior_option=num_slices=5
+    jahp-train ... --variable_rate --lmbda_range=0.0018,0.18   (one model for every rate)
     jahp-train ... --multihost      (one process of a multi-process run: docs/multihost.md)
 
 Rerunning a command resumes its --workdir from the latest checkpoint. The model and training
@@ -72,8 +73,10 @@ flags.DEFINE_string("verbosity", "warning", "Third-party logging (orbax, tfds, .
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
     """The TrainConfig the parsed flags describe (ConfigError for missing or conflicting ones)."""
-    if flag_values.lmbda is None:
-        raise ConfigError("--lmbda is required (e.g. --lmbda=0.0067)")
+    if flag_values.lmbda is None and not flag_values.variable_rate:
+        raise ConfigError(
+            "--lmbda is required (e.g. --lmbda=0.0067), or --variable_rate --lmbda_range=LOW,HIGH"
+        )
     values = {name: flag_values[name].value for name in CONFIG_FLAGS}
     prior_options = parse_prior_options(flag_values.prior_option)
     if flag_values.model is not None:

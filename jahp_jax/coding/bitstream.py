@@ -1,14 +1,15 @@
 """The .jahp file format: a fixed header, then the z stream, then the y stream.
 
-This code writes format version 3 and reads every version ever written (1, 2 and 3): a new
-version adds a reader and never removes one (docs/file_format.md). Version 3's 48-byte header:
+This code writes format version 4 and reads every version ever written (1 to 4): a new version
+adds a reader and never removes one (docs/file_format.md). Version 4's 48-byte header (version
+3's is the same with bytes 6..7 reserved, read as quality 0):
 
 | offset | size | field                                                                   |
 |--------|------|-------------------------------------------------------------------------|
 | 0      | 4    | magic `b"JAHP"`                                                         |
-| 4      | 1    | format version (3)                                                      |
+| 4      | 1    | format version (4; version 3: the same, bytes 6..7 reserved, 0)         |
 | 5      | 1    | arithmetic of the prior path: 0 float, 1 integer (`ARITHMETIC`)         |
-| 6      | 2    | reserved, 0                                                             |
+| 6      | 2    | quality code Q of a variable-rate model (quality Q / 65535), else 0     |
 | 8      | 8    | model identity: `ModelConfig.fingerprint()` (prior, sizes, options)     |
 | 16     | 8    | model parameters: `checkpoints.params_fingerprint`                      |
 | 24     | 4    | image height (pixels)                                                   |
@@ -39,15 +40,15 @@ from jahp_jax.coding.range_coder import CodecError
 from jahp_jax.models.config import ModelConfig
 
 MAGIC = b"JAHP"
-FORMAT_VERSION = 3  # the version this code writes
-READABLE_VERSIONS = (1, 2, 3)  # every version ever written: append, never remove
+FORMAT_VERSION = 4  # the version this code writes
+READABLE_VERSIONS = (1, 2, 3, 4)  # every version ever written: append, never remove
 ARITHMETIC = ("float", "integer")  # byte 5: index of the prior path's arithmetic
 # Byte 5 of versions 1 and 2: the prior, by its index in the registry of those days (frozen).
 LEGACY_PRIORS = (
     "factorized", "hyperprior", "mean_scale", "context", "joint", "checkerboard", "channelwise",
 )  # fmt: skip
 MAX_IMAGE_SIDE = 1 << 16
-_BODY = struct.Struct("<4sBBxx8s8sIIIII")  # version 3
+_BODY = struct.Struct("<4sBBH8s8sIIIII")  # versions 3 and 4
 _LEGACY_BODY = struct.Struct("<4sBBHHBx8sIIIII")  # versions 1 and 2
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _BODY.size + _CRC.size  # 48, what `pack` writes
@@ -66,16 +67,17 @@ class Header:
     y_bytes: int
     tables_crc: int
     version: int = FORMAT_VERSION
-    config: ModelConfig | None = None  # the model a version 1 or 2 header names (3: None)
+    config: ModelConfig | None = None  # the model a version 1 or 2 header names (3, 4: None)
+    quality: int = 0  # a variable-rate model's quality code (`jahp_jax.models.gain`), else 0
 
 
 def header_bytes(version: int) -> int:
     """The header size of a readable format version."""
-    return (_BODY if version == FORMAT_VERSION else _LEGACY_BODY).size + _CRC.size
+    return (_BODY if version >= 3 else _LEGACY_BODY).size + _CRC.size
 
 
 def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
-    """Header + streams -> the file's bytes (format version 3)."""
+    """Header + streams -> the file's bytes (format version 4)."""
     if header.version != FORMAT_VERSION:
         raise CodecError(f"this code writes jahp format version {FORMAT_VERSION} only")
     if header.arithmetic not in ARITHMETIC:
@@ -88,6 +90,7 @@ def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
         MAGIC,
         FORMAT_VERSION,
         ARITHMETIC.index(header.arithmetic),
+        header.quality,
         header.model,
         header.fingerprint,
         header.height,
@@ -127,7 +130,9 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is 48")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        newer = "; a newer jahp_jax wrote it: decode it with that one" if version > 3 else ""
+        newer = ""
+        if version > FORMAT_VERSION:
+            newer = "; a newer jahp_jax wrote it: decode it with that one"
         raise CodecError(
             f"unsupported jahp format version {version} (this decoder reads versions "
             f"{READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]}{newer})"
@@ -135,7 +140,7 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     size = header_bytes(version)
     if len(data) < size:
         raise CodecError(f"truncated jahp file: {len(data)} bytes, the header alone is {size}")
-    body = _BODY if version == FORMAT_VERSION else _LEGACY_BODY
+    body = _BODY if version >= 3 else _LEGACY_BODY
     fields = body.unpack_from(data)
     height, width, z_bytes, y_bytes, tables_crc = fields[-5:]
     expected = size + z_bytes + y_bytes
@@ -149,9 +154,10 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         raise CodecError("jahp file has stream lengths that are not whole 32-bit words")
     if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
         raise CodecError(f"jahp file has an invalid image size {height}x{width}")
-    config = None
-    if version == FORMAT_VERSION:
-        arithmetic, model, fingerprint = fields[2:5]
+    config, quality = None, 0  # version 3's bytes 6..7 were reserved
+    if version >= 3:
+        arithmetic, model, fingerprint = fields[2], fields[4], fields[5]
+        quality = fields[3] if version >= 4 else 0
         if arithmetic >= len(ARITHMETIC):
             raise CodecError(f"jahp file names an unknown prior arithmetic {arithmetic}")
         arithmetic = ARITHMETIC[arithmetic]
@@ -159,6 +165,7 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         config = legacy_config(*fields[2:6])
         arithmetic, model, fingerprint = "float", config.fingerprint(), fields[6]
     header = Header(
-        arithmetic, model, fingerprint, height, width, z_bytes, y_bytes, tables_crc, version, config
-    )
+        arithmetic, model, fingerprint, height, width, z_bytes, y_bytes, tables_crc,
+        version, config, quality,
+    )  # fmt: skip
     return header, data[size : size + z_bytes], data[size + z_bytes :]

@@ -10,6 +10,11 @@ registered transform), cropped back after decoding. The decoded image is g_s(y_h
 `jahp_jax.coding.runner`). Files are checked (magic, version, CRC32 of every byte, model identity
 and parameter fingerprints, entropy-table checksum) before anything is decoded; every problem raises
 `CodecError` (a ValueError) with a one-line message.
+
+A variable-rate model (`ModelConfig.variable_rate`) compresses at a quality q in [0, 1] (`quality=`,
+or `quality_of_lmbda`, or `compress_to_bpp` for a target size): the encoder codes y * g(q), the
+header carries q's 16-bit code, the decoder reads it and feeds y_hat * g'(q) to g_s; both sides
+compute the vectors with `jahp_jax.models.gain.gain_vectors`, bit for bit the same everywhere.
 """
 
 from __future__ import annotations
@@ -27,8 +32,17 @@ from jahp_jax.coding.range_coder import CodecError, CodingRules, decode_guard
 from jahp_jax.coding.runner import LatentCoder, make_latent_coder
 from jahp_jax.models.compression_model import CompressionModel
 from jahp_jax.models.config import ModelConfig, params_fingerprint
+from jahp_jax.models.gain import (
+    MAX_QUALITY_CODE,
+    code_quality,
+    gain_vectors,
+    quality_code,
+    quality_of_lmbda,
+)
 
 __all__ = ["Codec", "CodecError", "CompressStats", "pad_image", "portability_warning"]
+TARGET_TOLERANCE = 0.01  # compress_to_bpp stops within this fraction under the target
+MAX_TARGET_ATTEMPTS = 40
 
 
 @dataclasses.dataclass
@@ -40,7 +54,9 @@ class CompressStats:
     bits_y: float  # sum of -log2 likelihood of y_hat under the coder's distributions
     bits_z: float
     num_pixels: int
-    y_hat: np.ndarray  # (h, w, M) float32, as the decoder will reconstruct it
+    y_hat: np.ndarray  # (h, w, M) float32, as the decoder will reconstruct it (gained)
+    quality: float | None = None  # a variable-rate model's (as coded), else None
+    encodes: int = 1  # files coded to find this one (compress_to_bpp's search)
 
     @property
     def estimated_bits(self) -> float:
@@ -90,23 +106,83 @@ class Codec:
         self._coders: dict[CodingRules, LatentCoder] = {}  # of earlier versions' rules
         self._analysis = compiled_functions(model)["analysis"]
         self._synthesis = compiled_functions(model)["synthesis"]
+        self._gains: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # quality code -> vectors
+
+    # --- rate -----------------------------------------------------------------------------------
+    @property
+    def variable_rate(self) -> bool:
+        return self.config.variable_rate
+
+    def _quality_code(self, quality: float | None) -> int:
+        """The header's quality code of `quality` (CodecError for a quality this model has no
+        use for, or one outside [0, 1])."""
+        if not self.variable_rate:
+            if quality is not None:
+                raise CodecError(
+                    f"a quality is for a variable-rate model; this {self.config.describe()} "
+                    "model has one rate: compress without one"
+                )
+            return 0
+        if quality is None:
+            low, high = self.config.lmbda_range
+            raise CodecError(
+                f"this is a variable-rate model (lambda {low:g} ... {high:g}): give a quality "
+                "in [0, 1], a lambda in its range or a target bpp"
+            )
+        try:
+            return quality_code(float(quality))
+        except ValueError as error:
+            raise CodecError(str(error)) from None
+
+    def quality_of_lmbda(self, lmbda: float) -> float:
+        """The quality of a variable-rate model at `lmbda` (CodecError outside its range or for
+        a fixed-rate model)."""
+        if not self.variable_rate:
+            raise CodecError(
+                f"a lambda is chosen when compressing with a variable-rate model only; this "
+                f"{self.config.describe()} model has one rate: compress without one"
+            )
+        try:
+            return quality_of_lmbda(float(lmbda), self.config.lmbda_range)
+        except ValueError as error:
+            raise CodecError(str(error)) from None
+
+    def gains(self, code: int) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, inverse gain), (M,) float32, of a quality code (`jahp_jax.models.gain`)."""
+        if code not in self._gains:
+            self._gains[code] = gain_vectors(self.params["gain_units"], code)
+        return self._gains[code]
 
     # --- encoding -----------------------------------------------------------------------------
-    def compress_with_stats(self, image: np.ndarray) -> tuple[bytes, CompressStats]:
-        """uint8 (H, W, 3) -> (file bytes, CompressStats)."""
+    def _latents(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) -> y = g_a(x) (h, w, M) float32 (checked, padded)."""
         _check_image(image)
         x = jnp.asarray(pad_image(image, self.config.pad_multiple))
-        y = np.asarray(self._analysis(self.params, x))[0]
+        return np.asarray(self._analysis(self.params, x))[0]
+
+    def compress_with_stats(
+        self, image: np.ndarray, quality: float | None = None
+    ) -> tuple[bytes, CompressStats]:
+        """uint8 (H, W, 3) -> (file bytes, CompressStats); `quality` in [0, 1] for a
+        variable-rate model (required), None for a fixed-rate one."""
+        code = self._quality_code(quality)
+        return self._encode(self._latents(image), image.shape, code)
+
+    def _encode(self, y: np.ndarray, shape: tuple[int, ...], code: int
+                ) -> tuple[bytes, CompressStats]:  # fmt: skip
+        if self.variable_rate:
+            y = y * self.gains(code)[0]
         coded = self.coder.encode(y)
         header = bitstream.Header(
             self.arithmetic,
             self.config.fingerprint(),
             self.fingerprint,
-            image.shape[0],
-            image.shape[1],
+            shape[0],
+            shape[1],
             len(coded.z_stream),
             len(coded.y_stream),
             self.coder.table_checksum,
+            quality=code,
         )
         data = bitstream.pack(header, coded.z_stream, coded.y_stream)
         stats = CompressStats(
@@ -114,14 +190,72 @@ class Codec:
             bitstream.HEADER_BYTES,
             coded.bits_y,
             coded.bits_z,
-            image.shape[0] * image.shape[1],
+            shape[0] * shape[1],
             coded.y_hat,
+            code_quality(code) if self.variable_rate else None,
         )
         return data, stats
 
-    def compress(self, image: np.ndarray) -> bytes:
-        """uint8 (H, W, 3) -> the .jahp file's bytes."""
-        return self.compress_with_stats(image)[0]
+    def compress(self, image: np.ndarray, quality: float | None = None) -> bytes:
+        """uint8 (H, W, 3) -> the .jahp file's bytes (`quality`: see `compress_with_stats`)."""
+        return self.compress_with_stats(image, quality)[0]
+
+    def compress_to_bpp(
+        self, image: np.ndarray, target_bpp: float, tolerance: float = TARGET_TOLERANCE
+    ) -> tuple[bytes, CompressStats]:
+        """A variable-rate model's file of `image` at the highest quality whose file is at most
+        `target_bpp` (header included), searched over the quality codes: the file lands in
+        [target (1 - tolerance), target] where a quality gets there, else just under the
+        target. CodecError (naming the nearest reachable rate) for a target below the rate of
+        quality 0 or above that of quality 1 (by more than the tolerance)."""
+        if not self.variable_rate:
+            self._quality_code(0.0)  # the fixed-rate model's one-line error
+        if not (target_bpp > 0 and np.isfinite(target_bpp)):
+            raise CodecError(f"target {target_bpp} bpp must be a positive number")
+        y = self._latents(image)
+        attempts: dict[int, tuple[bytes, CompressStats]] = {}
+
+        def attempt(code: int) -> float:
+            if code not in attempts:
+                attempts[code] = self._encode(y, image.shape, code)
+            return attempts[code][1].bits_per_pixel
+
+        def at_or_under(bpp: float) -> bool:
+            return target_bpp * (1 - tolerance) <= bpp <= target_bpp
+
+        low, high = 0, MAX_QUALITY_CODE
+        if attempt(low) > target_bpp:
+            raise CodecError(
+                f"target {target_bpp:g} bpp is below the lowest rate this model reaches on this "
+                f"image: {attempt(low):.4f} bpp at quality 0"
+            )
+        if attempt(high) <= target_bpp:
+            if at_or_under(attempt(high)):
+                return attempts[high][0], dataclasses.replace(attempts[high][1], encodes=2)
+            raise CodecError(
+                f"target {target_bpp:g} bpp is above the highest rate this model reaches on this "
+                f"image: {attempt(high):.4f} bpp at quality 1"
+            )
+        # Bracket low (<= target) .. high (> target): interpolate log(bpp) over the code (the
+        # rate is close to exponential in the quality), bisect when that stalls.
+        bisect = False
+        while high - low > 1 and not at_or_under(attempt(low)):
+            if len(attempts) >= MAX_TARGET_ATTEMPTS:
+                break
+            if bisect:
+                code = (low + high) // 2
+            else:
+                rate_low, rate_high = np.log(attempt(low)), np.log(attempt(high))
+                share = (np.log(target_bpp) - rate_low) / (rate_high - rate_low)
+                code = min(max(low + round(share * (high - low)), low + 1), high - 1)
+            width = high - low
+            if attempt(code) <= target_bpp:
+                low = code
+            else:
+                high = code
+            bisect = not bisect and (high - low) > width // 2  # shrank less than half
+        data, stats = attempts[low]
+        return data, dataclasses.replace(stats, encodes=len(attempts))
 
     # --- decoding -----------------------------------------------------------------------------
     def _check_header(self, header: bitstream.Header) -> None:
@@ -141,6 +275,11 @@ class Codec:
             raise CodecError(
                 f"file was made with different model parameters (fingerprint "
                 f"{header.fingerprint.hex()}, this checkpoint is {self.fingerprint.hex()})"
+            )
+        if header.quality and not self.variable_rate:
+            raise CodecError(
+                f"file carries a quality code ({header.quality}) but this model "
+                f"({self.config.describe()}) is fixed-rate: a corrupt header"
             )
         # An encoder writes at least one word per stream it codes, and no z stream without z.
         hyperprior = self.coder.codec.hyperprior
@@ -180,15 +319,26 @@ class Codec:
         latent_shape = self.config.latent_shape(header.height, header.width)
         coder = self.coder_for(header)
         y_hat = decode_guard(coder.decode, z_stream, y_stream, latent_shape)
-        return self.reconstruct(y_hat, header.height, header.width), y_hat
+        image = self.reconstruct(y_hat, header.height, header.width, header.quality)
+        return image, y_hat
 
     def decompress(self, data: bytes) -> np.ndarray:
         """File bytes -> uint8 image (H, W, 3)."""
         return self.decompress_with_latents(data)[0]
 
-    def reconstruct(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
-        """g_s(y_hat) cropped to (height, width), clipped to [0, 1], as rounded uint8."""
-        x_hat = np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0]
+    def synthesis_input(self, y_hat: np.ndarray, quality_code: int = 0) -> np.ndarray:
+        """What g_s reads: y_hat, times the inverse gain of `quality_code` for a variable-rate
+        model (a float32 product in numpy: the same bits on every machine)."""
+        if not self.variable_rate:
+            return y_hat
+        return y_hat * self.gains(quality_code)[1]
+
+    def reconstruct(self, y_hat: np.ndarray, height: int, width: int, quality_code: int = 0
+                    ) -> np.ndarray:  # fmt: skip
+        """g_s(y_hat) cropped to (height, width), clipped to [0, 1], as rounded uint8 (a
+        variable-rate model's y_hat as coded at `quality_code`)."""
+        y_in = self.synthesis_input(y_hat, quality_code)
+        x_hat = np.asarray(self._synthesis(self.params, jnp.asarray(y_in[None])))[0]
         x_hat = np.nan_to_num(x_hat[:height, :width], nan=0.0, posinf=1.0, neginf=0.0)
         return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
 

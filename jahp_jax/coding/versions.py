@@ -21,7 +21,8 @@ Version 1, three eras (found by writing files with each commit and decoding them
   a file is refused in one line (its decode fails, or does not end where its stream does).
 Version 2 (53d4d31, 2026-12-01) and version 3 (209ec84, 2026-12-02, the header's model
 fingerprint and arithmetic byte): today's rules. Version 3's integer prior path (048ffa1) reads
-its tables from the model and codes as at its first commit.
+its tables from the model and codes as at its first commit. Version 4 (2026-12-05) is version 3
+with a variable-rate model's quality code in bytes 6..7: the same rules.
 
 What no rule restores: a float prior path's numbers. Its table choice and means come from float
 arithmetic, which differs between machines (docs/portable_files.md) and between versions of this
@@ -43,4 +44,5 @@ RULES: dict[int, tuple[CodingRules, ...]] = {
     ),
     2: (CURRENT_RULES,),
     3: (CURRENT_RULES,),
+    4: (CURRENT_RULES,),  # 3 plus the quality code in the header
 }

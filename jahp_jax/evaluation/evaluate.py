@@ -200,13 +200,19 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Our checkpoints, through real files.
 # --------------------------------------------------------------------------------------------
-def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = None):
-    """(codec, OperatingPoint) for one checkpoint: compress to bytes, decompress, time both.
+def checkpoint_points(
+    checkpoint: str | os.PathLike,
+    claimed_prior: str | None = None,
+    qualities: Sequence[float] | None = None,
+    label_prefix: str = "",
+):
+    """(codec, [OperatingPoint]) for one checkpoint: compress to bytes, decompress, time both.
+    A fixed-rate model is one point (`qualities` None), a variable-rate model one point per
+    quality (ValueError where that does not hold).
 
     Each new padded image shape is compiled by one untimed warm-up round trip first, so times are
     steady-state. The point's extra fields are the model's estimated bpp and the file overhead.
     """
-    from jahp_jax.coding.codec import pad_image
     from jahp_jax.io.checkpoints import load_codec
 
     codec = load_codec(checkpoint)
@@ -215,15 +221,37 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
         raise ValueError(
             f"checkpoint '{checkpoint}' holds a '{prior}' model, not the claimed '{claimed_prior}'"
         )
+    if codec.variable_rate != (qualities is not None):
+        raise ValueError(
+            f"checkpoint '{checkpoint}' holds a variable-rate model: give the qualities to "
+            "evaluate (e.g. --qualities=0,0.25,0.5,0.75,1)" if codec.variable_rate else
+            f"qualities are for variable-rate models; checkpoint '{checkpoint}' holds a "
+            f"fixed-rate {codec.config.describe()} model"
+        )  # fmt: skip
+    if qualities is None:
+        return codec, [OperatingPoint(label_prefix + _checkpoint_label(checkpoint),
+                                      _roundtrip(codec, None))]  # fmt: skip
+    for quality in qualities:
+        if not 0.0 <= quality <= 1.0:
+            raise ValueError(f"quality {quality} is outside [0, 1] (0: lowest rate, 1: highest)")
+    return codec, [
+        OperatingPoint(f"{label_prefix}quality={quality:g}", _roundtrip(codec, quality))
+        for quality in qualities
+    ]
+
+
+def _roundtrip(codec, quality: float | None) -> Callable[[np.ndarray], Roundtrip]:
+    from jahp_jax.coding.codec import pad_image
+
     warmed_up: set[tuple[int, ...]] = set()
 
     def roundtrip(image: np.ndarray) -> Roundtrip:
         shape = pad_image(image, codec.config.pad_multiple).shape
         if shape not in warmed_up:
-            codec.decompress(codec.compress(image))
+            codec.decompress(codec.compress(image, quality))
             warmed_up.add(shape)
         start = time.perf_counter()
-        data, stats = codec.compress_with_stats(image)
+        data, stats = codec.compress_with_stats(image, quality)
         encoded = time.perf_counter()
         decoded = codec.decompress(data)
         decoded_at = time.perf_counter()
@@ -238,7 +266,7 @@ def checkpoint_point(checkpoint: str | os.PathLike, claimed_prior: str | None = 
             },
         )
 
-    return codec, OperatingPoint(_checkpoint_label(checkpoint), roundtrip)
+    return roundtrip
 
 
 def _checkpoint_label(checkpoint: str | os.PathLike) -> str:
@@ -256,19 +284,23 @@ def evaluate_checkpoints(
     name: str | None = None,
     claimed_prior: str | None = None,
     log: Callable[[str], None] = print,
+    qualities: Sequence[float] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One RD curve from checkpoints of one model family (same prior and sizes)."""
+    """One RD curve from checkpoints of one model family (same prior and sizes): a point per
+    fixed-rate checkpoint, or per quality of each variable-rate checkpoint (`qualities`)."""
     points, configs = [], []
     for checkpoint in checkpoints:
-        codec, point = checkpoint_point(checkpoint, claimed_prior)
-        points.append(point)
-        configs.append(codec.config)
+        prefix = f"{checkpoint} " if qualities is not None and len(checkpoints) > 1 else ""
+        codec, new_points = checkpoint_points(checkpoint, claimed_prior, qualities, prefix)
+        points += new_points
+        configs += [codec.config] * len(new_points)
     if len(set(configs)) > 1:
         log(f"note: the checkpoints hold different models: {sorted(set(map(str, configs)))}")
     first = configs[0]
     name = name or (
         f"jahp_jax {first.prior} (N={first.num_filters}, M={first.num_latents}"
-        + (f", K={first.mixture_components})" if first.mixture_components > 1 else ")")
+        + (f", K={first.mixture_components}" if first.mixture_components > 1 else "")
+        + (", variable rate)" if first.variable_rate else ")")
     )
     description = "real files from jahp_jax.coding.codec; " + ", ".join(
         f"{p.quality}: {c}" for p, c in zip(points, configs, strict=True)

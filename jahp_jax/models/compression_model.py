@@ -4,7 +4,9 @@ One model class, `CompressionModel(config)`: the transform family (`config.trans
 jahp_jax.models.transforms) gives g_a and g_s (and the hyper transforms the prior composes), the
 prior (`config.prior`, jahp_jax.models.latent_codecs) gives the latent codec. The latent codec
 shares the model's parameter scope, so its parameters sit beside g_a and g_s (`h_a`, `z_density`,
-`context_prediction`, ...), as in CompressAI.
+`context_prediction`, ...), as in CompressAI. A variable-rate model (`config.variable_rate`) has
+gain units (`gain_units`, jahp_jax.models.gain) around the latent codec: y * gain goes in,
+y_hat * inverse gain goes to g_s, so the prior path is that of a fixed-rate model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.gain import GainUnits
 from jahp_jax.models.latent_codecs import LatentCodec
 
 Array = jax.Array
@@ -27,10 +30,11 @@ class CompressionModel(nn.Module):
     """x (B, H, W, 3) in [0, 1], H and W multiples of `config.patch_multiple`; `config` says
     which model (transform, prior, sizes, options).
 
-    `__call__(x, train)` returns {'x_hat', 'y_hat', 'likelihoods': {'y', 'z'?}}. With train=True
-    the quantizer is additive uniform noise (rng stream 'noise'); with train=False latents are
-    rounded around their offsets as the coder transmits them (see `LatentCodec.__call__`); the
-    exact coded rate comes from `jahp_jax.coding`.
+    `__call__(x, train, quality)` returns {'x_hat', 'y_hat', 'likelihoods': {'y', 'z'?}}. With
+    train=True the quantizer is additive uniform noise (rng stream 'noise'); with train=False
+    latents are rounded around their offsets as the coder transmits them (see
+    `LatentCodec.__call__`); the exact coded rate comes from `jahp_jax.coding`. A variable-rate
+    model needs `quality` (() or (B,) in [0, 1]); its 'y_hat' is the coded (gained) latent.
     """
 
     config: ModelConfig = ModelConfig()
@@ -42,6 +46,8 @@ class CompressionModel(nn.Module):
         self.g_s = family.synthesis(c.num_filters, c.num_latents)
         self.latent_codec = self.make_latent_codec()
         nn.share_scope(self, self.latent_codec)
+        if c.variable_rate:
+            self.gain_units = GainUnits(c.gain_levels, c.num_latents, c.lmbda_range)
 
     @nn.nowrap
     def make_latent_codec(self) -> LatentCodec:
@@ -60,13 +66,34 @@ class CompressionModel(nn.Module):
         """Tail-quantile loss of every factorized density (trains `quantiles` only)."""
         return self.latent_codec.aux_loss()
 
-    def __call__(self, x: Array, train: bool = False) -> dict:
-        latents = self.latent_codec(self.analysis(x), train)
+    def gains(self, quality: Array) -> tuple[Array, Array]:
+        """A variable-rate model's (gain, inverse gain), quality.shape + (M,) each."""
+        return self.gain_units(quality)
+
+    def __call__(self, x: Array, train: bool = False, quality: Array | None = None) -> dict:
+        y = self.analysis(x)
+        if self.config.variable_rate != (quality is not None):
+            raise ValueError(
+                "a variable-rate model needs a quality" if self.config.variable_rate
+                else f"a quality is for a variable-rate model, not {self.config.describe()}"
+            )  # fmt: skip
+        if quality is not None:
+            gain, inverse_gain = self.gains(quality)
+            y = y * _per_image(gain)
+        latents = self.latent_codec(y, train)
+        decoder_input = latents["decoder_input"]
+        if quality is not None:
+            decoder_input = decoder_input * _per_image(inverse_gain)
         return {
-            "x_hat": self.synthesis(latents["decoder_input"]),
+            "x_hat": self.synthesis(decoder_input),
             "y_hat": latents["y_hat"],
             "likelihoods": latents["likelihoods"],
         }
+
+
+def _per_image(vector: Array) -> Array:
+    """(M,) or (B, M) channel vectors -> broadcastable against (B, h, w, M)."""
+    return vector[:, None, None, :] if vector.ndim == 2 else vector
 
 
 def create_model(
@@ -87,13 +114,16 @@ def init_params(model: CompressionModel, key: Array, image_size: int | None = No
     """Initialise the model's variables on a (1, S, S, 3) input (S: the padding multiple)."""
     size = image_size or model.config.pad_multiple
     x = jnp.zeros((1, size, size, 3), jnp.float32)
-    return model.init({"params": key, "noise": key}, x, train=False)["params"]
+    quality = jnp.ones(()) if model.config.variable_rate else None
+    return model.init({"params": key, "noise": key}, x, train=False, quality=quality)["params"]
 
 
 def latent_codec_params(params: dict) -> dict:
     """The part of a model's params its latent codec reads (the two share a scope): all but the
-    transforms g_a and g_s. Jitted coding steps take only these, fewer leaves to pass per call."""
-    return {name: value for name, value in params.items() if name not in ("g_a", "g_s")}
+    transforms g_a and g_s and the gain units. Jitted coding steps take only these, fewer leaves
+    to pass per call."""
+    outside = ("g_a", "g_s", "gain_units")
+    return {name: value for name, value in params.items() if name not in outside}
 
 
 def count_params(params: dict) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jahp_jax.models.gain import MAX_GAIN_LEVELS, check_lmbda_range
 from jahp_jax.models.latent_codecs import PRIORS, Composition, PriorArgs
 from jahp_jax.models.latent_codecs.base import check_positive_int
 from jahp_jax.models.latent_codecs.integer_form import IntegerFormError, integer_networks
@@ -32,17 +33,19 @@ OptionValue = int | float | str | bool
 HYPER_DOWNSAMPLING = 4
 # Fields added after format 3 enter the identity (`fingerprint`) only when they differ from
 # these defaults, so that the models and files made before them keep their identity.
-_LATER_FIELDS = {"transform": DEFAULT_TRANSFORM}
+_LATER_FIELDS = {"transform": DEFAULT_TRANSFORM, "lmbda_range": None, "gain_levels": 0}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The prior, its sizes (N, M, K), its own options, the arithmetic of its prior path and the
-    transform family.
+    """The prior, its sizes (N, M, K), its own options, the arithmetic of its prior path, the
+    transform family and, for a variable-rate model, its lambda range and gain levels.
 
     `prior_options` may be given as a mapping; it is stored as sorted (name, value) pairs so
     that the config stays hashable (a Flax module field). Invalid values raise ValueError with a
-    one-line message.
+    one-line message. `lmbda_range` (low, high) makes the model variable-rate: `gain_levels`
+    gain units condition it on the rate (`jahp_jax.models.gain`); None (and gain_levels 0) is a
+    fixed-rate model.
     """
 
     prior: str = "joint"
@@ -52,12 +55,16 @@ class ModelConfig:
     prior_options: tuple[tuple[str, OptionValue], ...] = ()
     integer_prior: bool = False
     transform: str = DEFAULT_TRANSFORM
+    lmbda_range: tuple[float, float] | None = None
+    gain_levels: int = 0
 
     def __post_init__(self):
         options = self.prior_options
         if isinstance(options, Mapping):
             options = options.items()
         object.__setattr__(self, "prior_options", tuple(sorted(tuple(kv) for kv in options)))
+        if self.lmbda_range is not None:  # e.g. a JSON list
+            object.__setattr__(self, "lmbda_range", tuple(float(v) for v in self.lmbda_range))
         self._check()
 
     def _check(self) -> None:
@@ -83,6 +90,7 @@ class ModelConfig:
                 f"prior '{self.prior}' has no option {', '.join(unknown)} (its options: {accepted})"
             )
         prior.check_options(self.options)
+        self._check_rate()
         if self.integer_prior:
             try:
                 integer_networks(self.composition())
@@ -90,6 +98,28 @@ class ModelConfig:
                 raise IntegerFormError(
                     f"the '{self.prior}' prior has no integer form: {error}"
                 ) from None
+
+    def _check_rate(self) -> None:
+        if self.lmbda_range is None:
+            if self.gain_levels != 0:
+                raise ValueError(
+                    f"gain_levels={self.gain_levels} is for a variable-rate model: give its "
+                    "lmbda_range too"
+                )
+            return
+        if len(self.lmbda_range) != 2:
+            raise ValueError(f"lmbda_range must be (low, high), got {self.lmbda_range}")
+        check_lmbda_range(self.lmbda_range)
+        if not (isinstance(self.gain_levels, int) and 2 <= self.gain_levels <= MAX_GAIN_LEVELS):
+            raise ValueError(
+                f"gain_levels must be an integer in 2 ... {MAX_GAIN_LEVELS} for a variable-rate "
+                f"model, got {self.gain_levels}"
+            )
+
+    @property
+    def variable_rate(self) -> bool:
+        """One model for every rate of `lmbda_range` (a quality chosen when compressing)."""
+        return self.lmbda_range is not None
 
     @property
     def options(self) -> dict[str, OptionValue]:
@@ -144,13 +174,18 @@ class ModelConfig:
         parts += [f"{name}={value}" for name, value in self.prior_options]
         if self.transform != DEFAULT_TRANSFORM:
             parts.append(f"transform={self.transform}")
+        if self.variable_rate:
+            low, high = self.lmbda_range
+            parts.append(f"variable rate lambda {low:g}-{high:g} ({self.gain_levels} gain levels)")
         if self.integer_prior:
             parts.append("integer prior")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (`prior_options` as an object)."""
-        return {**dataclasses.asdict(self), "prior_options": self.options}
+        """JSON-ready fields (`prior_options` as an object, `lmbda_range` as a list)."""
+        lmbda_range = None if self.lmbda_range is None else list(self.lmbda_range)
+        return {**dataclasses.asdict(self), "prior_options": self.options,
+                "lmbda_range": lmbda_range}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:

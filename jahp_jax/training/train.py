@@ -44,6 +44,7 @@ from jahp_jax.io.checkpoints import (
     checkpoint_root,
     load_model,
     read_config,
+    resolve_checkpoint,
     restore_training_checkpoint,
     save_training_checkpoint,
     training_manager,
@@ -51,6 +52,7 @@ from jahp_jax.io.checkpoints import (
 from jahp_jax.models import metrics
 from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
+from jahp_jax.models.gain import initial_gains, lmbda_of_quality
 from jahp_jax.models.latent_codecs import PRIORS
 from jahp_jax.models.losses import DISTORTIONS, rate_distortion_loss
 from jahp_jax.models.transforms import TRANSFORMS
@@ -58,6 +60,9 @@ from jahp_jax.models.transforms import TRANSFORMS
 Array = jax.Array
 DATA_AXIS = "data"
 AUX_PARAM = "quantiles"  # The only parameters the auxiliary optimiser trains.
+QUALITY_STREAM = 1  # fold_in of a step's noise key that draws a variable-rate model's quality
+VALIDATION_QUALITIES = (0.0, 0.5, 1.0)  # where a variable-rate model is validated
+DEFAULT_GAIN_LEVELS = 6
 MS_SSIM_MIN_SIZE = metrics.SSIM_FILTER_SIZE * 2 ** (len(metrics.MS_SSIM_WEIGHTS) - 1)
 
 
@@ -88,7 +93,10 @@ class TrainConfig:
     type, default, metadata["help"]; `jahp_jax.cli.command`). The model fields (prior ...
     transform) take ModelConfig's defaults and make `model_config`, the model's identity."""
 
-    lmbda: float = _field(help="Rate-distortion trade-off (MSE: 0.0018 ... 0.18); required.")
+    lmbda: float | None = _field(
+        None, help="Rate-distortion trade-off (MSE: 0.0018 ... 0.18); required unless "
+        "--variable_rate."
+    )
     prior: str = _field(_MODEL_DEFAULTS["prior"], help=f"One of: {', '.join(PRIORS)}.")
     num_filters: int = _field(_MODEL_DEFAULTS["num_filters"], help="N: transform channels.")
     num_latents: int = _field(_MODEL_DEFAULTS["num_latents"], help="M: latent channels.")
@@ -106,6 +114,19 @@ class TrainConfig:
     )
     transform: str = _field(
         _MODEL_DEFAULTS["transform"], help=f"g_a/g_s family, one of: {', '.join(TRANSFORMS)}."
+    )
+    variable_rate: bool = _field(
+        False,
+        help="One model for every rate of --lmbda_range: lambda drawn per batch, log-uniform, "
+        "the model conditioned on it by gain units (docs/variable_rate.md).",
+    )
+    lmbda_range: str | None = _field(
+        None, help="LOW,HIGH: the lambdas of a --variable_rate model's quality 0 and 1."
+    )
+    gain_levels: int = _field(
+        DEFAULT_GAIN_LEVELS,
+        help="Gain vectors of a --variable_rate model, at log-uniform lambdas over "
+        "--lmbda_range; the qualities between interpolate.",
     )
     distortion: str = _field("mse", help=f"One of: {', '.join(DISTORTIONS)}.")
     batch_size: int = _field(8, help="Global batch size, over all devices and hosts.")
@@ -133,12 +154,16 @@ class TrainConfig:
     init_from: str | None = _field(
         None,
         help="Fine-tune: start from the parameters of this checkpoint (workdir or step folder) "
-        "of the same model; fresh optimiser, step 0. A --workdir that has checkpoints resumes "
-        "instead.",
+        "of the same model, or of its fixed-rate form for a --variable_rate run; fresh "
+        "optimiser, step 0. A --workdir that has checkpoints resumes instead.",
     )
 
     @property
     def model_config(self) -> ModelConfig:
+        """The model's identity (ValueError, one line, for a bad model or rate configuration)."""
+        if self.lmbda_range is not None and not self.variable_rate:
+            raise ValueError("--lmbda_range is for a --variable_rate model; add --variable_rate")
+        lmbda_range = parse_lmbda_range(self.lmbda_range) if self.variable_rate else None
         return ModelConfig(
             self.prior,
             self.num_filters,
@@ -147,11 +172,28 @@ class TrainConfig:
             self.prior_options,
             self.integer_prior,
             self.transform,
+            lmbda_range,
+            self.gain_levels if self.variable_rate else 0,
         )
 
     @property
     def validates(self) -> bool:
         return self.eval_every > 0 and (self.val_data_dir is not None or self.dataset is not None)
+
+
+def parse_lmbda_range(text: str | None) -> tuple[float, float]:
+    """'LOW,HIGH' -> (low, high); ValueError (one line) otherwise."""
+    if text is None:
+        raise ValueError("--variable_rate needs --lmbda_range=LOW,HIGH (e.g. 0.0018,0.18)")
+    try:
+        low, high = (float(value) for value in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--lmbda_range must be LOW,HIGH (e.g. 0.0018,0.18), got '{text}'"
+        ) from None
+    if not 0 < low < high < float("inf"):
+        raise ValueError(f"--lmbda_range needs 0 < LOW < HIGH, got '{text}'")
+    return low, high
 
 
 def check_train_config(config: TrainConfig, device_count: int | None) -> None:
@@ -161,8 +203,13 @@ def check_train_config(config: TrainConfig, device_count: int | None) -> None:
         model = config.model_config
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if not config.lmbda > 0:
-        raise ConfigError(f"--lmbda must be > 0, got {config.lmbda}")
+    if config.variable_rate and config.lmbda is not None:
+        raise ConfigError(
+            "--lmbda is for a fixed-rate model; a --variable_rate model trains for every "
+            "lambda of --lmbda_range"
+        )
+    if not config.variable_rate and not (config.lmbda is not None and config.lmbda > 0):
+        raise ConfigError(f"--lmbda must be > 0 (or train --variable_rate), got {config.lmbda}")
     if config.distortion not in DISTORTIONS:
         raise ConfigError(
             f"unknown --distortion '{config.distortion}'; choose one of {', '.join(DISTORTIONS)}"
@@ -229,7 +276,7 @@ class Hyperparams:
 def hyperparams(config: TrainConfig) -> Hyperparams:
     """The `Hyperparams` of `config`, as host scalars."""
     return Hyperparams(
-        lmbda=np.float32(config.lmbda),
+        lmbda=np.float32(config.lmbda or 0.0),  # a variable-rate model draws its own
         learning_rate=np.float32(config.learning_rate),
         lr_drop_step=np.int32(round(config.lr_drop_fraction * config.num_steps)),
         lr_drop_factor=np.float32(config.lr_drop_factor),
@@ -325,14 +372,21 @@ def train_step(
     """One step on the global batch (B, H, W, 3) in [0, 1].
 
     The loss is the rate-distortion loss plus the aux loss (which reaches only the quantiles).
-    A non-finite loss or gradient leaves the state unchanged and sets stats['finite'] False.
+    A variable-rate model draws the step's quality q uniformly in [0, 1] (so lambda log-uniformly
+    over its range) for the whole batch. A non-finite loss or gradient leaves the state unchanged
+    and sets stats['finite'] False.
     """
     noise_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    quality, lmbda = None, hparams.lmbda
+    if model.config.variable_rate:
+        quality = jax.random.uniform(jax.random.fold_in(noise_key, QUALITY_STREAM))
+        lmbda = lmbda_of_quality(quality, model.config.lmbda_range)
 
     def loss_fn(params):
         with prior_arithmetic(model):
-            outputs = model.apply({"params": params}, batch, train=True, rngs={"noise": noise_key})
-        loss, stats = rate_distortion_loss(batch, outputs, hparams.lmbda, distortion)
+            outputs = model.apply({"params": params}, batch, train=True, quality=quality,
+                                  rngs={"noise": noise_key})  # fmt: skip
+        loss, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
         aux_loss = model.apply({"params": params}, method="aux_loss")
         stats["aux_loss"] = aux_loss
         if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
@@ -354,11 +408,12 @@ def train_step(
     return new_state, {**stats, "grad_norm": grad_norm, "finite": finite}
 
 
-def eval_step(params: Any, batch: Array, lmbda: Array, *, model: CompressionModel,
-              distortion: str) -> dict[str, Array]:  # fmt: skip
-    """Eval-mode (rounded) forward on (B, H, W, 3): estimated rate and distortion, batch means."""
+def eval_step(params: Any, batch: Array, lmbda: Array, quality: Array | None = None, *,
+              model: CompressionModel, distortion: str) -> dict[str, Array]:  # fmt: skip
+    """Eval-mode (rounded) forward on (B, H, W, 3): estimated rate and distortion, batch means;
+    a variable-rate model at `quality` (then `lmbda` is that quality's)."""
     with prior_arithmetic(model):
-        outputs = model.apply({"params": params}, batch, train=False)
+        outputs = model.apply({"params": params}, batch, train=False, quality=quality)
     _, stats = rate_distortion_loss(batch, outputs, lmbda, distortion)
     if "ms_ssim" not in stats and min(batch.shape[1:3]) >= MS_SSIM_MIN_SIZE:
         x_hat = jnp.clip(outputs["x_hat"], 0.0, 1.0)
@@ -401,16 +456,17 @@ def global_batch(local_batch: np.ndarray, sharding: NamedSharding) -> Array:
 
 
 def evaluate(
-    eval_fn: Callable[[Any, Array, Array], dict[str, Array]],
+    eval_fn: Callable[..., dict[str, Array]],
     params: Any,
     lmbda: Array,
     chunks: list[np.ndarray],
     sharding: NamedSharding,
+    quality: Array | None = None,
 ) -> dict[str, float]:
     """Mean eval stats over equal-sized chunks of validation crops (this process's rows)."""
     totals: dict[str, float] = {}
     for chunk in chunks:
-        stats = jax.device_get(eval_fn(params, global_batch(chunk, sharding), lmbda))
+        stats = jax.device_get(eval_fn(params, global_batch(chunk, sharding), lmbda, quality))
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + float(value) / len(chunks)
     return totals
@@ -434,15 +490,27 @@ def _checkpoint_extra(config: TrainConfig) -> dict[str, Any]:
 def pretrained_params(config: TrainConfig) -> Any:
     """The (float) parameters of `config.init_from` (a workdir, checkpoints folder or step
     folder), which must hold the model this run trains, with either arithmetic (a float model
-    fine-tunes into an integer-prior one); CheckpointError / ConfigError otherwise."""
+    fine-tunes into an integer-prior one), or its fixed-rate form for a variable-rate run: its
+    gain units start at gain 1 at the source's lambda (`gain.initial_gains`), so the model starts
+    as the source there. CheckpointError / ConfigError otherwise."""
     _, params, saved = load_model(config.init_from)
     wanted = config.model_config
-    if dataclasses.replace(saved, integer_prior=wanted.integer_prior) != wanted:
+    rate = {"lmbda_range": wanted.lmbda_range, "gain_levels": wanted.gain_levels}
+    if dataclasses.replace(saved, integer_prior=wanted.integer_prior, **rate) != wanted or (
+        saved.variable_rate and saved.lmbda_range != wanted.lmbda_range
+    ):
         raise ConfigError(
             f"--init_from '{config.init_from}' holds a {saved.describe()} model, not the "
             f"{wanted.describe()} this run trains"
         )
-    return integer_prior.split_params(params)[0]
+    params = integer_prior.split_params(params)[0]
+    if wanted.variable_rate and not saved.variable_rate:
+        _, extra = read_config(resolve_checkpoint(config.init_from))
+        source_lmbda = extra.get("lmbda")
+        params = {**params, "gain_units": initial_gains(
+            wanted.lmbda_range, wanted.gain_levels, wanted.num_latents, source_lmbda
+        )}  # fmt: skip
+    return params
 
 
 def check_workdir(config: TrainConfig, workdir: Path) -> int | None:
@@ -585,9 +653,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
     is_chief = jax.process_index() == 0
     writer = _summary_writer(workdir) if is_chief else None
     logging.info(
-        "training %s lambda=%g on %d device(s), %d process(es), global batch %d",
-        config.model_config.describe(), config.lmbda, jax.device_count(), jax.process_count(),
-        config.batch_size,
+        "training %s%s on %d device(s), %d process(es), global batch %d",
+        config.model_config.describe(),
+        "" if config.variable_rate else f" lambda={config.lmbda:g}",
+        jax.device_count(), jax.process_count(), config.batch_size,
     )  # fmt: skip
 
     window: list[dict[str, float]] = []
@@ -635,12 +704,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
                 _write_summaries(writer, "train", means, step)
                 window, window_start, window_first_step = [], time.perf_counter(), step
             if val_chunks and (step % config.eval_every == 0 or last):
-                val = evaluate(p_eval_step, state.params, hparams.lmbda, val_chunks, batch_sharding)
-                logging.info(
-                    "validation at step %d: loss %.4f  bpp %.4f  PSNR %.2f dB",
-                    step, val["loss"], val["bpp"], val["psnr"],
-                )  # fmt: skip
-                _write_summaries(writer, "validation", val, step)
+                _validate(p_eval_step, state.params, config, hparams, val_chunks, batch_sharding,
+                          writer, step)  # fmt: skip
             if step % config.checkpoint_every == 0 or last:
                 save_training_checkpoint(
                     manager, step, config.model_config, saved_params(model, state.params),
@@ -666,6 +731,26 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike) -> Train
         if writer is not None:
             writer.close()
     return state
+
+
+def _validate(eval_fn, params, config: TrainConfig, hparams: Hyperparams, chunks, sharding,
+              writer, step: int) -> None:  # fmt: skip
+    """Validate (a variable-rate model at each of VALIDATION_QUALITIES), log, write summaries."""
+    model = config.model_config
+    qualities = VALIDATION_QUALITIES if model.variable_rate else (None,)
+    for quality in qualities:
+        lmbda, prefix, label = hparams.lmbda, "validation", ""
+        if quality is not None:
+            replicated = NamedSharding(sharding.mesh, P())
+            lmbda = replicate(np.float32(lmbda_of_quality(quality, model.lmbda_range)), replicated)
+            prefix, label = f"validation_q{quality:g}", f" (quality {quality:g})"
+            quality = replicate(np.float32(quality), replicated)
+        val = evaluate(eval_fn, params, lmbda, chunks, sharding, quality)
+        logging.info(
+            "validation at step %d%s: loss %.4f  bpp %.4f  PSNR %.2f dB",
+            step, label, val["loss"], val["bpp"], val["psnr"],
+        )  # fmt: skip
+        _write_summaries(writer, prefix, val, step)
 
 
 def _summary_writer(workdir: Path):
