@@ -59,12 +59,12 @@ def test_train_flags_are_the_fields_of_train_config():
     fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
     flags = train_cli.FLAGS
     for name, field in fields.items():
-        if name in ("prior_options", "sigkill_after_step"):  # --prior_option; a test hook
+        if name == "prior_options":  # --prior_option
             continue
         default = None if field.default is dataclasses.MISSING else field.default
         assert (flags[name].default, flags[name].help) == (default, field.metadata[HELP]), name
     assert flags["prior_option"].help.startswith(fields["prior_options"].metadata[HELP])
-    assert "sigkill_after_step" not in flags and not any("testonly" in n for n in flags)
+    assert not any("sigkill" in n or "testonly" in n for n in flags)  # the kill hook: env only
     cluster = dataclasses.fields(distributed.ClusterSettings)
     assert all(flags[field.name].help == field.metadata[HELP] for field in cluster)
     assert flags["distributed_timeout"].default == distributed.TIMEOUT_S

@@ -40,9 +40,9 @@ from jahp_jax.training.train import (
 
 COMMAND = Command("jahp-train", __doc__)
 FLAGS = COMMAND.flags
-# Every TrainConfig field is a flag of its name but two: --prior_option (below, repeatable)
-# fills prior_options, and sigkill_after_step is a test hook, not a user's flag.
-CONFIG_FLAGS = COMMAND.define_fields(TrainConfig, exclude=("prior_options", "sigkill_after_step"))
+# Every TrainConfig field is a flag of its name but one: --prior_option (below, repeatable)
+# fills prior_options.
+CONFIG_FLAGS = COMMAND.define_fields(TrainConfig, exclude=("prior_options",))
 CLUSTER_FLAGS = COMMAND.define_fields(distributed.ClusterSettings)
 _FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 flags.DEFINE_multi_string("prior_option", [], _FIELDS["prior_options"].metadata[HELP],

@@ -150,14 +150,19 @@ class ModelConfig:
     @property
     def pad_multiple(self) -> int:
         """Images are replicate-padded to a multiple of this before the analysis transform."""
-        return max(self.latent_downsampling * HYPER_DOWNSAMPLING, self.transform_family.alignment)
+        return max(
+            self.latent_downsampling * HYPER_DOWNSAMPLING,
+            self.transform_family.alignment,
+            self.latent_downsampling * PRIORS[self.prior].latent_alignment,
+        )
 
     @property
     def patch_multiple(self) -> int:
         """A training crop's side must be a multiple of this (the side latent needs 4 more)."""
         side = self.composition().side is not None
         multiple = self.latent_downsampling * (HYPER_DOWNSAMPLING if side else 1)
-        return max(multiple, self.transform_family.alignment if side else multiple)
+        prior = self.latent_downsampling * PRIORS[self.prior].latent_alignment
+        return max(multiple, self.transform_family.alignment if side else multiple, prior)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of y for an image of height x width pixels (after padding)."""

@@ -46,10 +46,12 @@ def layer_specs(name: str, module: nn.Module) -> tuple[LayerSpec, ...]:
         raise IntegerFormError(f"network '{name}' ({type(module).__name__}) is not a conv stack")
     specs: list[LayerSpec] = []
     for index, layer in enumerate(module.layers):
-        if layer in _ACTIVATIONS:
+        # By identity: a layer may be a module, which cannot be hashed (a nested Sequential).
+        activation = next((v for k, v in _ACTIVATIONS.items() if layer is k), None)
+        if activation is not None:
             if not specs or specs[-1].activation != "none":
                 raise IntegerFormError(f"network '{name}': an activation must follow a conv")
-            specs[-1] = dataclasses.replace(specs[-1], activation=_ACTIVATIONS[layer])
+            specs[-1] = dataclasses.replace(specs[-1], activation=activation)
         elif isinstance(layer, ConvTranspose) and layer.stride == 2:
             specs.append(LayerSpec(f"layers_{index}", "deconv", "none"))
         elif isinstance(layer, Conv) and layer.stride == 1:

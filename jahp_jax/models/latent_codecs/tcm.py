@@ -58,4 +58,5 @@ PRIOR = Prior(
     options=("num_slices", "max_support_slices"),
     check_options=check_options,
     supports_mixture=False,
+    latent_alignment=tcm.WINDOW_SIZE,  # SWAtten's windows over y
 )
