@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import SHARED, default_codegen
@@ -274,11 +275,14 @@ def test_the_integer_layers_match_float_convolutions():
     assert np.abs(prior.hyper(z)[0] / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
 
 
-def _reference_map(layer: IntegerLayer, x: np.ndarray) -> np.ndarray:
+def _reference_map(spec: LayerSpec, arrays: dict, x: np.ndarray) -> np.ndarray:
     """What `IntegerLayer.apply_map` must compute, the plain way: a deconv as a correlation over
     the zero-upsampled input, every window in int64, rounding by floor division."""
-    k = layer.kernel_size
-    if layer.spec.kind == "deconv":
+    kernel = np.asarray(arrays["kernel"], np.int64)
+    if spec.kind == "deconv":  # the strided conv's (k, k, O, I) kernel, flipped and transposed
+        kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
+    k = kernel.shape[0]
+    if spec.kind == "deconv":
         up = np.zeros((2 * x.shape[0], 2 * x.shape[1], x.shape[2]), np.int64)
         up[::2, ::2] = x
         before = k - 1 - k // 2
@@ -288,10 +292,11 @@ def _reference_map(layer: IntegerLayer, x: np.ndarray) -> np.ndarray:
     height, width = x.shape[0] - k + 1, x.shape[1] - k + 1
     windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(0, 1))
     patches = windows.transpose(0, 1, 3, 4, 2).reshape(height * width, -1)
-    values = rounding_divide(patches @ layer.matrix + layer.bias, layer.divisor)
-    if layer.spec.activation == "leaky":
+    matrix = kernel.reshape(-1, kernel.shape[-1])
+    values = rounding_divide(patches @ matrix + arrays["bias"], arrays["divisor"])
+    if spec.activation == "leaky":
         values = np.where(values >= 0, values, rounding_divide(values, 100))
-    elif layer.spec.activation == "relu":
+    elif spec.activation == "relu":
         values = np.maximum(values, 0)
     return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(height, width, -1)
 
@@ -301,7 +306,8 @@ def _reference_map(layer: IntegerLayer, x: np.ndarray) -> np.ndarray:
 def test_layers_by_phases_and_shifts_give_the_plain_integers(kind, divisors):
     """A deconv computed per output phase (only the taps that meet input samples) and rounding
     by shifts (power-of-two divisors; floor division otherwise) are the plain computation's
-    integers exactly, for both matmuls, with activations at the clip limits."""
+    integers exactly, with activations at the clip limits: numpy's int64 loops, and float64
+    products in a 64-bit XLA program (what the coder runs)."""
     rng = np.random.default_rng(5)
     k, inputs, outputs = (5, 6, 7) if kind == "deconv" else (3, 5, 4)
     shape = (k, k, outputs, inputs) if kind == "deconv" else (k, k, inputs, outputs)
@@ -313,10 +319,14 @@ def test_layers_by_phases_and_shifts_give_the_plain_integers(kind, divisors):
     x = rng.integers(-ACTIVATION_LIMIT, ACTIVATION_LIMIT + 1, (4, 6, inputs))
     x[0, 0], x[1, 1] = ACTIVATION_LIMIT, -ACTIVATION_LIMIT
     for activation in ("leaky", "relu", "none"):
-        layer = IntegerLayer.from_arrays(LayerSpec(None, kind, activation), arrays)
-        expected = _reference_map(layer, x)
-        for matmul in ("float64", "int64"):
-            assert np.array_equal(layer.apply_map(x, matmul), expected), (activation, matmul)
+        spec = LayerSpec(None, kind, activation)
+        expected = _reference_map(spec, arrays, x)
+        layer = IntegerLayer.from_arrays(spec, arrays, "int64")
+        assert np.array_equal(layer.apply_map(x), expected), activation
+        layer = IntegerLayer.from_arrays(spec, arrays, "float64")
+        with jax.enable_x64(True):
+            compiled = jax.jit(lambda layer, x: layer.apply_map(x, jnp))(layer, x)
+            assert np.array_equal(np.asarray(compiled), expected), activation
 
 
 # ---------------------------------------------------------------------------------------------

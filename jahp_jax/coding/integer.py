@@ -105,25 +105,22 @@ def _layer_params(network: Mapping, spec: LayerSpec) -> Mapping:
 
 
 # ---------------------------------------------------------------------------------------------
-# Integer arithmetic.
+# Integer arithmetic (numpy or, traced under 64-bit jax, XLA: `xp` is np or jnp).
 # ---------------------------------------------------------------------------------------------
-def rounding_divide(values: np.ndarray, divisor: np.ndarray | int) -> np.ndarray:
+def rounding_divide(values, divisor, xp: Any = np):
     """int64 values / positive int64 divisors (broadcast), rounded half up:
     floor((x + floor(d / 2)) / d)."""
-    divisor = np.asarray(divisor, np.int64)
+    divisor = xp.asarray(divisor, xp.int64)
     return (values + divisor // 2) // divisor
 
 
-def activate(values: np.ndarray, activation: str) -> np.ndarray:
-    """The integer nonlinearity, then the clip to +-ACTIVATION_LIMIT (in place: `values` is an
-    int64 array the caller no longer needs)."""
+def activate(values, activation: str, xp: Any = np):
+    """The integer nonlinearity of int64 `values`, then the clip to +-ACTIVATION_LIMIT."""
     if activation == "relu":
-        return np.clip(values, 0, ACTIVATION_LIMIT, out=values)
-    if activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100) (0 for x = 0 either way)
-        negative = rounding_divide(np.minimum(values, 0), LEAKY_DIVISOR)
-        values = np.maximum(values, 0, out=values)
-        values += negative
-    return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=values)
+        return xp.clip(values, 0, ACTIVATION_LIMIT)
+    if activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100)
+        values = xp.where(values >= 0, values, rounding_divide(values, LEAKY_DIVISOR, xp))
+    return xp.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
 def to_fixed(values: np.ndarray) -> np.ndarray:
@@ -131,169 +128,149 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(values, np.int64) * ONE, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
+def exact_matmul(patches, matrix, xp: Any = np):
+    """(P, K) integer-valued @ (K, O) `matrix` whose sums stay below 2^53
+    (`IntegerLayer.check_exact`), exactly, as int64: float64 products for a float64 `matrix`
+    (XLA's or a BLAS's: exact, see the module docstring), int64 loops for an int64 one (numpy:
+    the tests' reference)."""
+    if np.issubdtype(matrix.dtype, np.integer):
+        return patches.astype(xp.int64) @ matrix
+    return (patches.astype(xp.float64) @ matrix).astype(xp.int64)
+
+
+def _map_taps(kind: str, k: int) -> list[list[tuple[int, int, int, int]]]:
+    """The tap groups a map layer runs, each a list of (dy, dx, oy, ox): kernel tap (dy, dx)
+    reads the input at offset (oy, ox). A conv: one group, every tap. A stride-2 deconv (the
+    adjoint of a stride-2 conv with padding k // 2): one group per output phase (row parity,
+    column parity, row-major), the taps that meet the input's samples (of a 5x5 kernel 3x3,
+    3x2, 2x3 and 2x2), not those the zeros of a zero-upsampled input would meet."""
+    if kind != "deconv":
+        pad = k // 2
+        return [[(dy, dx, dy - pad, dx - pad) for dy in range(k) for dx in range(k)]]
+    before = k - 1 - k // 2  # of the zero-upsampled input's padding
+    return [
+        [
+            (dy, dx, (row_phase + dy - before) // 2, (col_phase + dx - before) // 2)
+            for dy in range(k)
+            if (row_phase + dy - before) % 2 == 0
+            for dx in range(k)
+            if (col_phase + dx - before) % 2 == 0
+        ]
+        for row_phase in range(2)
+        for col_phase in range(2)
+    ]
+
+
+def _flat_taps(taps: list[tuple[int, int, int, int]], k: int) -> tuple[int, ...]:
+    return tuple(dy * k + dx for dy, dx, _, _ in taps)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["matrices", "bias", "divisor", "shifts"],
+    meta_fields=["spec", "kernel_size"],
+)
 @dataclasses.dataclass(frozen=True)
 class IntegerLayer:
-    """An integer layer ready to run: `matrix` (fan-in, O) int64 rows in patch order (for
-    'deconv' the flipped, transposed kernel), bias and divisor (O,) int64, the kernel size."""
+    """An integer layer ready to run (a pytree: its arrays are numpy, or jax arrays for the
+    compiled path). `matrices`: by the flat kernel taps it runs with (a context layer's, a
+    deconv's phases, all of a conv's), the kernel at those taps as a (taps * I, O) matrix (for
+    'deconv' of the flipped, transposed kernel), float64 or int64 (which products,
+    `exact_matmul`); bias and divisor (O,) int64; `shifts` the divisors' log2 if all are powers
+    of two (what the conversion makes), else None."""
 
     spec: LayerSpec
     kernel_size: int
-    matrix: np.ndarray
-    bias: np.ndarray
-    divisor: np.ndarray
-    _matrices: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
-
-    @functools.cached_property
-    def _rounding(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(bias + floor(divisor / 2), the divisors' log2 if all are powers of two, else None):
-        round_div(x + bias, d) = (x + bias + floor(d / 2)) >> log2(d) then, an arithmetic shift
-        being floor division by a power of two (the conversion only makes powers of two)."""
-        rounded_bias = self.bias + self.divisor // 2
-        shifts = np.log2(self.divisor).astype(np.int64)
-        exact = np.array_equal(np.int64(1) << shifts, self.divisor)
-        return rounded_bias, shifts if exact else None
+    matrices: dict[tuple[int, ...], Any]
+    bias: Any
+    divisor: Any
+    shifts: Any
 
     @classmethod
-    def from_arrays(cls, spec: LayerSpec, arrays: Mapping[str, np.ndarray]) -> IntegerLayer:
+    def from_arrays(
+        cls,
+        spec: LayerSpec,
+        arrays: Mapping[str, np.ndarray],
+        matmul: str = "float64",
+        context_taps: np.ndarray | None = None,
+    ) -> IntegerLayer:
+        """A layer from its stored arrays, its products in `matmul` ('float64' or 'int64');
+        a 'context' layer runs with `context_taps` (flat indices into its kernel)."""
         kernel = np.asarray(arrays["kernel"], np.int64)
         if spec.kind == "deconv":  # (k, k, O, I) of the strided conv -> correlation (k, k, I, O)
             kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
-        layer = cls(
-            spec,
-            kernel.shape[0],
-            np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1])),
-            np.asarray(arrays["bias"], np.int64),
-            np.asarray(arrays["divisor"], np.int64),
-        )
-        layer.check_exact()
-        return layer
-
-    def check_exact(self) -> None:
-        """Raise IntegerPriorError unless every sum of this layer is exact in float64."""
-        if (self.divisor < 1).any():
-            raise IntegerPriorError("an integer layer has a divisor < 1 (corrupt checkpoint?)")
-        bound = np.abs(self.matrix).sum(axis=0) * ACTIVATION_LIMIT + np.abs(self.bias)
-        if (np.abs(self.matrix) > WEIGHT_LIMIT).any() or bound.max() >= EXACT_FLOAT64:
-            raise IntegerPriorError(
-                "an integer layer's sums can exceed 2^53 (corrupt checkpoint or too large a "
-                "fan-in): its float64 arithmetic would not be exact"
-            )
-
-    def output(
-        self,
-        patches: np.ndarray,
-        matmul: str,
-        taps: np.ndarray | tuple[int, ...] | None = None,
-    ) -> np.ndarray:
-        """patches (P, fan-in) integer-valued (int64, or float64 for 'float64') -> (P, O) int64
-        activations. `taps`: the flat kernel taps the patches hold, in that order (context
-        layers: `ContextCodec.context_taps`; a deconv's phases), all of them if None."""
-        accumulated = exact_matmul(patches, self._matrix(taps, matmul), matmul)
-        rounded_bias, shifts = self._rounding
-        accumulated += rounded_bias
-        if shifts is None:
-            accumulated //= self.divisor
+        k, outputs = kernel.shape[0], kernel.shape[-1]
+        bias = np.asarray(arrays["bias"], np.int64)
+        divisor = np.asarray(arrays["divisor"], np.int64)
+        check_exact(kernel.reshape(-1, outputs), bias, divisor)
+        if spec.kind == "context":
+            tap_groups = [tuple(int(t) for t in context_taps)]
         else:
-            accumulated >>= shifts
-        return activate(accumulated, self.spec.activation)
+            tap_groups = [_flat_taps(taps, k) for taps in _map_taps(spec.kind, k)]
+        dtype = np.float64 if matmul == "float64" else np.int64
+        by_tap = kernel.reshape(k * k, -1, outputs)
+        matrices = {
+            taps: np.ascontiguousarray(by_tap[list(taps)].reshape(-1, outputs), dtype)
+            for taps in tap_groups
+        }
+        shifts = np.log2(divisor).astype(np.int64)
+        if not np.array_equal(np.int64(1) << shifts, divisor):
+            shifts = None
+        return cls(spec, k, matrices, bias, divisor, shifts)
 
-    def _matrix(self, taps: np.ndarray | tuple[int, ...] | None, matmul: str) -> np.ndarray:
-        """The kernel at the flat taps `taps` (all: None) as a (fan-in, O) matrix of the
-        matmul's dtype."""
-        key = (None if taps is None else tuple(int(t) for t in taps), matmul)
-        if key not in self._matrices:
-            matrix = self.matrix
-            if taps is not None:
-                k, outputs = self.kernel_size, matrix.shape[-1]
-                matrix = matrix.reshape(k * k, -1, outputs)[list(key[0])].reshape(-1, outputs)
-            dtype = np.float64 if matmul == "float64" else np.int64
-            self._matrices[key] = np.ascontiguousarray(matrix, dtype)
-        return self._matrices[key]
+    def output(self, patches, xp: Any = np, taps: tuple[int, ...] | None = None):
+        """patches (P, fan-in) integer-valued -> (P, O) int64 activations. `taps`: the flat
+        kernel taps the patches hold, in that order (None: the layer's only tap group)."""
+        matrix = self.matrices[taps] if taps is not None else next(iter(self.matrices.values()))
+        accumulated = exact_matmul(patches, matrix, xp) + (self.bias + self.divisor // 2)
+        if self.shifts is None:
+            accumulated = accumulated // self.divisor
+        else:  # an arithmetic shift: floor division by a power of two
+            accumulated = accumulated >> self.shifts
+        return activate(accumulated, self.spec.activation, xp)
 
-    def apply_map(self, x: np.ndarray, matmul: str) -> np.ndarray:
+    def apply_map(self, x, xp: Any = np):
         """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense') or
-        (2h, 2w, O) ('deconv', the adjoint of a stride-2 conv with padding k // 2).
-
-        A deconv is computed per output phase (row and column parity): each phase reads only
-        the taps that meet the input's samples (of a 5x5 kernel 3x3, 3x2, 2x3 and 2x2), not the
-        zeros a zero-upsampled input would put under the others. The sums are the same
-        integers, exactly."""
-        x = x.astype(np.float64 if matmul == "float64" else np.int64)
-        k, (height, width) = self.kernel_size, x.shape[:2]
+        (2h, 2w, O) ('deconv', per output phase: `_map_taps`). The sums are the plain
+        computation's integers, exactly."""
+        height, width = x.shape[:2]
+        phases = [
+            self._taps_output(x, taps, xp).reshape(height, width, -1)
+            for taps in _map_taps(self.spec.kind, self.kernel_size)
+        ]
         if self.spec.kind != "deconv":
-            pad = k // 2
-            taps = [(dy, dx, dy - pad, dx - pad) for dy in range(k) for dx in range(k)]
-            return self._taps_output(x, taps, matmul).reshape(height, width, -1)
-        out = np.empty((2 * height, 2 * width, self.matrix.shape[-1]), np.int64)
-        before = k - 1 - k // 2  # of the zero-upsampled input's padding
-        for row_phase in range(2):
-            for col_phase in range(2):
-                taps = [
-                    (dy, dx, (row_phase + dy - before) // 2, (col_phase + dx - before) // 2)
-                    for dy in range(k)
-                    if (row_phase + dy - before) % 2 == 0
-                    for dx in range(k)
-                    if (col_phase + dx - before) % 2 == 0
-                ]
-                phase = self._taps_output(x, taps, matmul)
-                out[row_phase::2, col_phase::2] = phase.reshape(height, width, -1)
-        return out
+            return phases[0]
+        rows = [xp.stack(phases[2 * row : 2 * row + 2], axis=2) for row in range(2)]
+        return xp.stack(rows, axis=1).reshape(2 * height, 2 * width, -1)  # (h, 2, w, 2, O)
 
-    def _taps_output(self, x: np.ndarray, taps: list, matmul: str) -> np.ndarray:
+    def _taps_output(self, x, taps: list, xp: Any):
         """The layer's output at every position of the map x (h, w, I), from the kernel taps
         (dy, dx) reading x at the offsets (oy, ox) (zero outside): (h w, O) int64."""
         height, width = x.shape[:2]
         reach = max(max(abs(oy), abs(ox)) for _, _, oy, ox in taps)
-        padded = np.pad(x, ((reach, reach), (reach, reach), (0, 0)))
-        patches = np.concatenate(
+        padded = xp.pad(x, ((reach, reach), (reach, reach), (0, 0)))
+        patches = xp.concatenate(
             [
                 padded[reach + oy : reach + oy + height, reach + ox : reach + ox + width]
                 for _, _, oy, ox in taps
             ],
             axis=-1,
         ).reshape(height * width, -1)
-        flat = tuple(dy * self.kernel_size + dx for dy, dx, _, _ in taps)
-        return self.output(patches, matmul, flat)
+        return self.output(patches, xp, _flat_taps(taps, self.kernel_size))
 
 
-@functools.cache
-def _blas_libraries() -> list:
-    """threadpoolctl's handles of the BLAS libraries loaded (numpy's OpenBLAS), found once."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController().select(user_api="blas").lib_controllers
-
-
-@contextlib.contextmanager
-def blas_threads_for(rows: int) -> Iterator[None]:
-    """Inside the block numpy's BLAS runs on one thread if products have fewer than
-    BLAS_THREADED_ROWS `rows` (a wavefront step's: a second thread costs more than it sums, on a
-    loaded 2-core machine many times more), on its own number of threads otherwise."""
-    if rows >= BLAS_THREADED_ROWS:
-        yield
-        return
-    libraries = _blas_libraries()
-    previous = [library.get_num_threads() for library in libraries]
-    for library in libraries:
-        library.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for library, threads in zip(libraries, previous, strict=True):
-            library.set_num_threads(threads)
-
-
-def exact_matmul(patches: np.ndarray, matrix: np.ndarray, matmul: str = "float64") -> np.ndarray:
-    """(P, K) @ (K, O) of integer-valued arrays whose sums stay below 2^53
-    (`IntegerLayer.check_exact`), exactly, as int64. 'float64': BLAS's float64 product;
-    'int64': numpy's int64 loops (no BLAS, the tests' reference)."""
-    if matmul == "int64":
-        return patches.astype(np.int64, copy=False) @ matrix.astype(np.int64, copy=False)
-    if matmul != "float64":
-        raise ValueError(f"matmul must be 'float64' or 'int64', got '{matmul}'")
-    patches = patches.astype(np.float64, copy=False)
-    return (patches @ matrix.astype(np.float64, copy=False)).astype(np.int64)
-
+def check_exact(matrix: np.ndarray, bias: np.ndarray, divisor: np.ndarray) -> None:
+    """Raise IntegerPriorError unless every sum of the layer (matrix (fan-in, O) int64, bias
+    and divisor (O,)) is exact in float64: sum_i |matrix[i, o]| * ACTIVATION_LIMIT + |bias[o]|
+    < 2^53 for every output o (its inputs are clipped to ACTIVATION_LIMIT)."""
+    if (divisor < 1).any():
+        raise IntegerPriorError("an integer layer has a divisor < 1 (corrupt checkpoint?)")
+    bound = np.abs(matrix).sum(axis=0) * ACTIVATION_LIMIT + np.abs(bias)
+    if (np.abs(matrix) > WEIGHT_LIMIT).any() or bound.max() >= EXACT_FLOAT64:
+        raise IntegerPriorError(
+            "an integer layer's sums can exceed 2^53 (corrupt checkpoint or too large a "
+            "fan-in): its float64 arithmetic would not be exact"
+        )
 
 # ---------------------------------------------------------------------------------------------
 # Conversion of float parameters.
@@ -536,59 +513,80 @@ def split_params(params: Mapping) -> tuple[dict[str, Any], Arrays | None]:
 # ---------------------------------------------------------------------------------------------
 # Running the integer prior path.
 # ---------------------------------------------------------------------------------------------
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["layers", "half_tanh_values", "thresholds"],
+    meta_fields=["xp"],
+)
+@dataclasses.dataclass(frozen=True)
 class IntegerOps:
-    """The parts' `Ops` in exact integer arithmetic: int64 numpy, fixed-point values in units of
-    2^-12 (`jahp_jax.models.latent_codecs.base.Ops`)."""
+    """The parts' `Ops` in exact integer arithmetic (`jahp_jax.models.latent_codecs.base.Ops`):
+    int64, fixed-point values in units of 2^-12, computed by numpy (`xp` np) or traced into one
+    XLA program (`xp` jnp, 64-bit types; a pytree, so a jitted function takes it). Also the
+    table index from the scale thresholds."""
 
-    xp = np
+    layers: dict[str, list[IntegerLayer]]
+    half_tanh_values: Any  # (2 TANH_REACH + 1,) int64, or None without LRP
+    thresholds: Any  # (SCALE_LEVELS - 1,) int64
+    xp: Any = np
 
-    def __init__(self, layers: dict[str, list[IntegerLayer]], half_tanh, matmul: str):
-        self.layers = layers
-        self.half_tanh_values = half_tanh
-        self.matmul = matmul
-
-    def network(self, name: str, x: np.ndarray) -> np.ndarray:
+    def network(self, name: str, x):
         if x.ndim == 2:  # rows through 1x1 layers
-            with blas_threads_for(x.shape[0]):
-                for layer in self.layers[name]:
-                    x = layer.output(x, self.matmul)
+            for layer in self.layers[name]:
+                x = layer.output(x, self.xp)
             return x
         features = x[0]  # a map (1, h, w, C)
         for layer in self.layers[name]:
-            features = layer.apply_map(features, self.matmul)
+            features = layer.apply_map(features, self.xp)
         return features[None]
 
-    def context(self, name: str, windows: np.ndarray, taps: np.ndarray) -> np.ndarray:
-        with blas_threads_for(windows.shape[0]):
-            return self.layers[name][0].output(windows, self.matmul, taps)
+    def context(self, name: str, windows, taps: np.ndarray):
+        return self.layers[name][0].output(windows, self.xp, tuple(int(t) for t in taps))
 
-    def half_tanh(self, x: np.ndarray) -> np.ndarray:
-        return self.half_tanh_values[np.clip(x, -TANH_REACH, TANH_REACH) + TANH_REACH]
+    def half_tanh(self, x):
+        index = self.xp.clip(x, -TANH_REACH, TANH_REACH) + TANH_REACH
+        return self.half_tanh_values[index]
 
-    def split_parameters(self, params: np.ndarray) -> dict[str, np.ndarray]:
-        scales, means = np.split(params, 2, axis=-1)
+    def split_parameters(self, params) -> dict[str, Any]:
+        scales, means = self.xp.split(params, 2, axis=-1)
         return {"scales": scales, "means": means}
+
+    def table_index(self, scales):
+        """Fixed-point scales -> the Gaussian table index (number of thresholds <= scale)."""
+        index = self.xp.searchsorted(self.thresholds, scales, side="right")
+        return index.astype(self.xp.int64)
 
 
 class IntegerPrior:
     """The integer prior path of one model, from its stored arrays: the layers of every network,
-    the z and Gaussian tables, the scale thresholds (and LRP's tanh table). All int64 numpy."""
+    the z and Gaussian tables, the scale thresholds (and LRP's tanh table).
+
+    `matmul` 'float64': each computation (the hyper synthesis, a group's features, a coding
+    step's table index and means, a group's residual prediction) is one XLA program on the CPU
+    in 64-bit types: int64 arithmetic, float64 products of integers exact below 2^53
+    (`check_exact`), so the same integers on every CPU and ISA, whatever order XLA sums in.
+    'int64': numpy's int64 loops (no BLAS, no XLA; the tests' reference decoder)."""
 
     def __init__(self, codec: LatentCodec, arrays: Arrays, matmul: str = "float64"):
+        if matmul not in ("float64", "int64"):
+            raise ValueError(f"matmul must be 'float64' or 'int64', got '{matmul}'")
         composition = codec.composition
         networks = integer_networks(composition)
         self.codec = codec
+        context_taps = getattr(composition.spatial, "taps", None)
         try:
             arrays = jax.tree_util.tree_map(np.asarray, arrays)
             layers = {
                 network: [
-                    IntegerLayer.from_arrays(spec, _layer_params(arrays[network], spec))
+                    IntegerLayer.from_arrays(
+                        spec, _layer_params(arrays[network], spec), matmul, context_taps
+                    )
                     for spec in specs
                 ]
                 for network, specs in networks.items()
             }
             self.gaussian_tables = unpack_tables(arrays["gaussian_tables"])
-            self.thresholds = np.asarray(arrays["scale_thresholds"], np.int64)
+            thresholds = np.asarray(arrays["scale_thresholds"], np.int64)
             self.z_tables, self.z_medians = None, None
             half_tanh = None
             if composition.residual is not None:
@@ -605,9 +603,17 @@ class IntegerPrior:
                 f"the model's integer arrays are incomplete (missing {error}); convert the "
                 "float model again with `jahp-convert --to=integer`"
             ) from None
-        if self.thresholds.shape != (SCALE_LEVELS - 1,) or (np.diff(self.thresholds) < 0).any():
+        if thresholds.shape != (SCALE_LEVELS - 1,) or (np.diff(thresholds) < 0).any():
             raise IntegerPriorError("the stored scale thresholds are invalid (corrupt checkpoint?)")
-        self.ops = IntegerOps(layers, half_tanh, matmul)
+        self.thresholds = thresholds
+        self.ops = IntegerOps(layers, half_tanh, thresholds)
+        self.compiled = matmul == "float64"
+        if self.compiled:
+            with jax.enable_x64(True):
+                self._device_ops = dataclasses.replace(
+                    jax.device_put(self.ops, jax.devices("cpu")[0]), xp=jnp
+                )
+        self._programs: dict = {}
 
     def table_checksum(self) -> int:
         """CRC32 of every stored table (the header's table CRC)."""
@@ -617,15 +623,56 @@ class IntegerPrior:
             crc = zlib.crc32(table.checksum().to_bytes(4, "little"), crc)
         return crc
 
+    def _run(self, key: tuple, function, *args):
+        """function(ops, *args) with this prior's ops (numpy, or compiled once per `key` into
+        one 64-bit XLA program) -> numpy int64 arrays."""
+        if not self.compiled:
+            return function(self.ops, *args)
+        with jax.enable_x64(True):
+            if key not in self._programs:
+                self._programs[key] = jax.jit(function)
+            result = self._programs[key](self._device_ops, *args)
+            return jax.tree_util.tree_map(np.asarray, result)
+
     def hyper(self, z_hat: np.ndarray) -> np.ndarray:
         """z_hat (h/4, w/4, Z) int64 -> hyper features (1, h, w, C) int64 fixed-point."""
-        z_fixed = to_fixed(z_hat)[None]
         names = self.codec.composition.side.synthesis_names
-        return np.concatenate([self.ops.network(name, z_fixed) for name in names], axis=-1)
 
-    def table_index(self, scales: np.ndarray) -> np.ndarray:
-        """Fixed-point scales -> the Gaussian table index (number of thresholds <= scale)."""
-        return np.searchsorted(self.thresholds, scales, side="right").astype(np.int64)
+        def hyper(ops, z_fixed):
+            return ops.xp.concatenate([ops.network(name, z_fixed) for name in names], axis=-1)
+
+        return self._run(("hyper",), hyper, to_fixed(z_hat)[None])
+
+    def group_features(self, group: int, hyper, decoded: np.ndarray):
+        """Group `group`'s features (`GroupFeatures` of maps) from the hyper features and the
+        decoded y_hat (1, h, w, M) of the earlier groups."""
+        codec = self.codec
+
+        def features(ops, hyper, decoded):
+            return codec.composition.conditioning.features(codec, ops, group, hyper, decoded)
+
+        return self._run(("features", group), features, hyper, decoded)
+
+    def step(self, group: int, kind: int, inputs: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """A coding step's (table index, fixed-point means) (P, C_group) int64 from its inputs
+        (`LatentCodec.step_inputs`)."""
+        codec = self.codec
+
+        def parameters(ops, inputs):
+            dist = codec.composition.spatial.step_parameters(codec, ops, group, kind, inputs)
+            return ops.table_index(dist["scales"]), dist["means"]
+
+        return self._run(("step", group, kind), parameters, inputs)
+
+    def finalize(self, group: int, features, values: np.ndarray) -> np.ndarray:
+        """A group's decoded fixed-point values (1, h, w, C_group) after the latent residual
+        prediction."""
+        residual = self.codec.composition.residual
+
+        def finalize(ops, features, values):
+            return residual.apply(ops, group, features, values)
+
+        return self._run(("finalize", group), finalize, features, values)
 
 
 def information_bits(symbols: np.ndarray, table_index: np.ndarray, tables: TableSet) -> float:

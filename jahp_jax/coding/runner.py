@@ -184,8 +184,9 @@ def _density_quantiles(model: CompressionModel) -> dict:
 
 
 class IntegerBackend:
-    """The prior path in exact integer arithmetic (`jahp_jax.coding.integer`); the encoder's
-    h_a stays float. Decoding runs no XLA at all (numpy and the range coder only)."""
+    """The prior path in exact integer arithmetic (`jahp_jax.coding.integer.IntegerPrior`: one
+    64-bit XLA program per computation, or numpy's int64 loops); the encoder's h_a stays
+    float."""
 
     dtype = np.int64
 
@@ -223,15 +224,12 @@ class IntegerBackend:
 
     # --- y --------------------------------------------------------------------------------------
     def group_features(self, group: int, hyper, decoded: np.ndarray) -> GroupFeatures:
-        conditioning = self.codec.composition.conditioning
-        return conditioning.features(self.codec, self.prior.ops, group, hyper, decoded)
+        return self.prior.group_features(group, hyper, decoded)
 
     def code_step(self, coder, record: dict | None, step, inputs, values):
-        spatial = self.codec.composition.spatial
-        dist = spatial.step_parameters(self.codec, self.prior.ops, step.group, step.kind, inputs)
+        index, means = self.prior.step(step.group, step.kind, inputs)
         n = step.count
-        index = self.prior.table_index(dist["scales"][:n])
-        means = dist["means"][:n]
+        index, means = index[:n], means[:n]
         tables = self.prior.gaussian_tables
         if values is not None:
             offset = means.astype(np.float64) / ONE
@@ -252,7 +250,7 @@ class IntegerBackend:
         return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
     def finalize(self, group: int, features: GroupFeatures, values: np.ndarray) -> np.ndarray:
-        return self.codec.composition.residual.apply(self.prior.ops, group, features, values)
+        return self.prior.finalize(group, features, values)
 
     def y_result(self, record: dict, y_hat: np.ndarray):
         index = record["index"]
@@ -269,9 +267,9 @@ class LatentCoder:
 
     `encode(y)` -> CodedLatents; `decode(z_stream, y_stream, (h, w))` -> y_hat (h, w, M). The
     arithmetic of the prior path is the model's (`ModelConfig.integer_prior`) unless given:
-    'float' or 'integer' (whose `matmul` is 'float64' (BLAS, exact) or 'int64' (numpy's loops,
-    the tests' reference)). `rules`: the float path's `CodingRules`, today's unless decoding a
-    file of an earlier format version (`jahp_jax.coding.versions`).
+    'float' or 'integer' (whose `matmul` is 'float64' (exact float64 products in XLA) or 'int64'
+    (numpy's loops, the tests' reference)). `rules`: the float path's `CodingRules`, today's
+    unless decoding a file of an earlier format version (`jahp_jax.coding.versions`).
     """
 
     def __init__(
