@@ -138,6 +138,22 @@ def exact_matmul(patches, matrix, xp: Any = np):
     return (patches.astype(xp.float64) @ matrix).astype(xp.int64)
 
 
+def exact_correlation(x, kernel, offsets: tuple[int, int], xp: Any = np):
+    """x (h, w, I) integer-valued map, kernel (kh, kw, I, O) integer-valued with sums below
+    2^53 -> (h w, O) int64 exactly: out[r, c] = sum_ij x[r + oy + i, c + ox + j] kernel[i, j]
+    (zero outside the map), (oy, ox) = `offsets`: the im2col columns (built in the kernel's
+    dtype) through `exact_matmul`. (Not XLA's convolution: under `jahp_jax.runtime`'s flags
+    oneDNN runs float64 convolutions some 40x slower than this product.)"""
+    kh, kw, _, outputs = kernel.shape
+    height, width = x.shape[:2]
+    padding = ((-offsets[0], kh - 1 + offsets[0]), (-offsets[1], kw - 1 + offsets[1]), (0, 0))
+    padded = xp.pad(x.astype(kernel.dtype), padding)
+    patches = xp.concatenate(
+        [padded[i : i + height, j : j + width] for i in range(kh) for j in range(kw)], axis=-1
+    ).reshape(height * width, -1)
+    return exact_matmul(patches, kernel.reshape(-1, outputs), xp)
+
+
 def _map_taps(kind: str, k: int) -> list[list[tuple[int, int, int, int]]]:
     """The tap groups a map layer runs, each a list of (dy, dx, oy, ox): kernel tap (dy, dx)
     reads the input at offset (oy, ox). A conv: one group, every tap. A stride-2 deconv (the
@@ -222,7 +238,11 @@ class IntegerLayer:
         """patches (P, fan-in) integer-valued -> (P, O) int64 activations. `taps`: the flat
         kernel taps the patches hold, in that order (None: the layer's only tap group)."""
         matrix = self.matrices[taps] if taps is not None else next(iter(self.matrices.values()))
-        accumulated = exact_matmul(patches, matrix, xp) + (self.bias + self.divisor // 2)
+        return self._finish(exact_matmul(patches, matrix, xp), xp)
+
+    def _finish(self, sums, xp: Any):
+        """The sums (P, O) int64 -> activations: + bias, rounding division, nonlinearity."""
+        accumulated = sums + (self.bias + self.divisor // 2)
         if self.shifts is None:
             accumulated = accumulated // self.divisor
         else:  # an arithmetic shift: floor division by a power of two
@@ -245,18 +265,14 @@ class IntegerLayer:
 
     def _taps_output(self, x, taps: list, xp: Any):
         """The layer's output at every position of the map x (h, w, I), from the kernel taps
-        (dy, dx) reading x at the offsets (oy, ox) (zero outside): (h w, O) int64."""
-        height, width = x.shape[:2]
-        reach = max(max(abs(oy), abs(ox)) for _, _, oy, ox in taps)
-        padded = xp.pad(x, ((reach, reach), (reach, reach), (0, 0)))
-        patches = xp.concatenate(
-            [
-                padded[reach + oy : reach + oy + height, reach + ox : reach + ox + width]
-                for _, _, oy, ox in taps
-            ],
-            axis=-1,
-        ).reshape(height * width, -1)
-        return self.output(patches, xp, _flat_taps(taps, self.kernel_size))
+        (dy, dx) reading x at the offsets (oy, ox) (zero outside; a row-major grid of
+        consecutive offsets): (h w, O) int64."""
+        row_offsets = sorted({oy for _, _, oy, _ in taps})
+        col_offsets = sorted({ox for _, _, _, ox in taps})
+        matrix = self.matrices[_flat_taps(taps, self.kernel_size)]
+        kernel = matrix.reshape(len(row_offsets), len(col_offsets), x.shape[-1], -1)
+        sums = exact_correlation(x, kernel, (row_offsets[0], col_offsets[0]), xp)
+        return self._finish(sums, xp)
 
 
 def check_exact(matrix: np.ndarray, bias: np.ndarray, divisor: np.ndarray) -> None:
@@ -553,8 +569,10 @@ class IntegerOps:
 
     def table_index(self, scales):
         """Fixed-point scales -> the Gaussian table index (number of thresholds <= scale)."""
-        index = self.xp.searchsorted(self.thresholds, scales, side="right")
-        return index.astype(self.xp.int64)
+        if self.xp is np:
+            return np.searchsorted(self.thresholds, scales, side="right").astype(np.int64)
+        # XLA: one comparison with every threshold (its binary search is a loop of calls)
+        return (scales[..., None] >= self.thresholds).sum(axis=-1, dtype=self.xp.int64)
 
 
 class IntegerPrior:
