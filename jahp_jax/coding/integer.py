@@ -89,7 +89,7 @@ STORED_LIMIT = (1 << 31) - 1  # every stored integer fits int32
 MAX_DIVISOR_BITS = 30
 EXACT_FLOAT64 = 1 << 53  # integers below this add and multiply exactly in float64
 LEAKY_DIVISOR = 100  # the leaky ReLU's negative slope 1/100
-BLAS_THREADED_ROWS = 64  # smaller products run on one BLAS thread (`blas_threads_for`)
+STEP_ROWS = 4  # a compiled step runs on a multiple of this many rows (`IntegerPrior.step`)
 TANH_REACH = 8 * ONE  # the LRP's 0.5 tanh table covers |x| <= 8 (beyond: within 2^-23 of +-1/2)
 Z_TABLE_WIDTH = 2 * MAX_TABLE_HALF_WIDTH + 2  # stored z table columns: symbols + escape
 GAUSSIAN_TABLE_WIDTH = 2 * int(np.ceil(TAIL_SIGMAS * SCALE_MAX)) + 2
@@ -671,10 +671,18 @@ class IntegerPrior:
 
         return self._run(("features", group), features, hyper, decoded)
 
-    def step(self, group: int, kind: int, inputs: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """A coding step's (table index, fixed-point means) (P, C_group) int64 from its inputs
-        (`LatentCodec.step_inputs`)."""
+    def step(
+        self, group: int, kind: int, inputs: tuple, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A coding step's (table index, fixed-point means) (P', C_group) int64 from its inputs
+        (`LatentCodec.step_inputs`, P rows of which the first `count` are the step's): P' =
+        `count` for numpy; compiled, `count` rounded up to a multiple of STEP_ROWS (at most P),
+        so that a few programs serve every step and no product runs on many padding rows (a
+        wavefront step's products cost about in proportion to its rows)."""
         codec = self.codec
+        padded = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        rows = count if not self.compiled else min(padded, -(-count // STEP_ROWS) * STEP_ROWS)
+        inputs = jax.tree_util.tree_map(lambda values: values[:rows], inputs)
 
         def parameters(ops, inputs):
             dist = codec.composition.spatial.step_parameters(codec, ops, group, kind, inputs)

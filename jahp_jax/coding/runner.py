@@ -227,8 +227,8 @@ class IntegerBackend:
         return self.prior.group_features(group, hyper, decoded)
 
     def code_step(self, coder, record: dict | None, step, inputs, values):
-        index, means = self.prior.step(step.group, step.kind, inputs)
         n = step.count
+        index, means = self.prior.step(step.group, step.kind, inputs, n)
         index, means = index[:n], means[:n]
         tables = self.prior.gaussian_tables
         if values is not None:
