@@ -18,13 +18,21 @@ output channel (a power of two chosen at conversion):
 with round_div(x, d) = floor((x + floor(d / 2)) / d) in int64 and act one of ReLU, a leaky ReLU
 whose negative part is round_div(x, 100) (slope 0.01, the float models' LeakyReLU) or none.
 
-Exactness. The sums are computed in float64 on integer-valued arrays (BLAS for large products,
-numpy's einsum loops for the small ones: `exact_matmul`). Every layer is
-checked (`check_exact`) to satisfy sum_i |kernel[i, o]| * ACTIVATION_LIMIT + |bias[o]| < 2^53, so
-every product and every partial sum, in whatever order or blocking a BLAS adds them (with or
-without FMA), is an integer of magnitude below 2^53, exactly representable in float64: each
-operation is exact and the result is the same on every IEEE-754 machine. `matmul="int64"`
-computes the same sums with numpy's int64 loops instead (no BLAS; the tests' reference decoder).
+Exactness. Each computation of the prior path (the hyper synthesis, a group's features, a coding
+step's table index and means, a group's residual prediction) is one XLA program on the CPU in
+64-bit types (`IntegerPrior`, under `jax.enable_x64`): the rounding, shifts, clips and table
+look-ups in int64, the sums of products in float64 on integer-valued arrays (`exact_matmul`,
+`exact_correlation`: dots, never XLA's convolution). Every layer is checked (`check_exact`) to
+satisfy sum_i |kernel[i, o]| * ACTIVATION_LIMIT + |bias[o]| < 2^53, and its inputs are clipped to
+ACTIVATION_LIMIT, so every product and every partial sum, in whatever order, blocking or
+vectorisation XLA adds them (with or without FMA, reassociated or not), is an integer of
+magnitude below 2^53, exactly representable in float64: each float operation (int64 -> float64,
+multiply, add, float64 -> int64 of an integer) is exact, no float division or transcendental is
+used, and the result is the same integers on every IEEE-754 machine and instruction set (the
+cross-ISA tests of tests/test_portable.py run these programs with XLA limited to SSE4.2 and AVX).
+The one assumption is that a float64 dot is a sum of IEEE products (no Strassen-like or
+reduced-precision algorithm). `matmul="int64"` computes the same sums with numpy's int64 loops
+instead (no BLAS, no XLA; the tests' reference decoder).
 
 Outputs. The last layer gives the Gaussian scale s and the mean mu as fixed-point integers. The
 table index is the number of stored integer thresholds at or below s (the 63 boundaries between
@@ -129,13 +137,16 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
 
 
 def exact_matmul(patches, matrix, xp: Any = np):
-    """(P, K) integer-valued @ (K, O) `matrix` whose sums stay below 2^53
-    (`IntegerLayer.check_exact`), exactly, as int64: float64 products for a float64 `matrix`
-    (XLA's or a BLAS's: exact, see the module docstring), int64 loops for an int64 one (numpy:
-    the tests' reference)."""
+    """(P, K) integer-valued @ (K, O) `matrix` whose sums stay below 2^53 (`check_exact`),
+    exactly, as int64: float64 products for a float64 `matrix` (XLA's, at its highest
+    precision whatever jax's default matmul precision: exact, see the module docstring), int64
+    loops for an int64 one (numpy: the tests' reference)."""
     if np.issubdtype(matrix.dtype, np.integer):
         return patches.astype(xp.int64) @ matrix
-    return (patches.astype(xp.float64) @ matrix).astype(xp.int64)
+    patches = patches.astype(xp.float64)
+    if xp is np:
+        return (patches @ matrix).astype(np.int64)
+    return jnp.matmul(patches, matrix, precision=jax.lax.Precision.HIGHEST).astype(jnp.int64)
 
 
 def exact_correlation(x, kernel, offsets: tuple[int, int], xp: Any = np):
