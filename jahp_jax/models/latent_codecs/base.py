@@ -107,8 +107,8 @@ class Network:
 
 class Ops(Protocol):
     """The arithmetic a part's shared code runs on (see `parts`): the differentiable pass and the
-    float coder use `FloatOps` (jax, bound to the codec), the integer coder integer numpy
-    (`jahp_jax.coding.integer.IntegerOps`).
+    float coder use `FloatOps` (jax, bound to the codec), the integer coder int64 arithmetic
+    (`jahp_jax.coding.integer.IntegerOps`: traced into 64-bit XLA programs, or numpy).
 
     Maps are (B, h, w, C); rows are (P, C)."""
 
