@@ -74,6 +74,8 @@ from jahp_jax.coding.range_coder import (
 )
 from jahp_jax.models.latent_codecs import Composition, LatentCodec
 from jahp_jax.models.latent_codecs.integer_form import (
+    SHUFFLE_UPSCALE,
+    TRANSPOSED_KINDS,
     IntegerFormError,
     LayerSpec,
     integer_networks,
@@ -101,7 +103,25 @@ IntegerPriorError = IntegerFormError  # a model that cannot be converted to, or 
 
 
 def _layer_params(network: Mapping, spec: LayerSpec) -> Mapping:
-    return network if spec.name is None else network[spec.name]
+    """The entry of layer `spec` in a network's params (or integer arrays): its path's keys."""
+    for key in () if spec.name is None else spec.name.split("/"):
+        network = network[key]
+    return network
+
+
+def _network_arrays(specs: tuple[LayerSpec, ...], layers: list) -> Arrays:
+    """A network's integer arrays nested as its params are: layers[i] at specs[i]'s path (the
+    network's own entry for a layer without a name)."""
+    arrays: Arrays = {}
+    for spec, layer in zip(specs, layers, strict=True):
+        if spec.name is None:
+            return layer
+        *parents, key = spec.name.split("/")
+        entry = arrays
+        for parent in parents:
+            entry = entry.setdefault(parent, {})
+        entry[key] = layer
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +146,16 @@ def activate(values: np.ndarray, activation: str) -> np.ndarray:
     return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=values)
 
 
+def shuffled(x: np.ndarray, upscale: int) -> np.ndarray:
+    """PyTorch's PixelShuffle on one map (`jahp_jax.nn.blocks.pixel_shuffle`, an exact
+    permutation): (h, w, C r^2) -> (h r, w r, C), output (h r + i, w r + j, c) = input channel
+    c r^2 + i r + j at (h, w)."""
+    height, width, channels = x.shape
+    out_channels = channels // (upscale * upscale)
+    x = x.reshape(height, width, out_channels, upscale, upscale).transpose(0, 3, 1, 4, 2)
+    return x.reshape(height * upscale, width * upscale, out_channels)
+
+
 def to_fixed(values: np.ndarray) -> np.ndarray:
     """Integer-valued array (e.g. z_hat) -> clipped int64 fixed-point network input."""
     return np.clip(np.asarray(values, np.int64) * ONE, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
@@ -134,7 +164,8 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class IntegerLayer:
     """An integer layer ready to run: `matrix` (fan-in, O) int64 rows in patch order (for
-    'deconv' the flipped, transposed kernel), bias and divisor (O,) int64, the kernel size."""
+    'deconv' and 'transposed' the flipped, transposed kernel), bias and divisor (O,) int64, the
+    kernel size."""
 
     spec: LayerSpec
     kernel_size: int
@@ -156,7 +187,7 @@ class IntegerLayer:
     @classmethod
     def from_arrays(cls, spec: LayerSpec, arrays: Mapping[str, np.ndarray]) -> IntegerLayer:
         kernel = np.asarray(arrays["kernel"], np.int64)
-        if spec.kind == "deconv":  # (k, k, O, I) of the strided conv -> correlation (k, k, I, O)
+        if spec.kind in TRANSPOSED_KINDS:  # (k, k, O, I) of the conv -> correlation (k, k, I, O)
             kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
         layer = cls(
             spec,
@@ -211,8 +242,11 @@ class IntegerLayer:
         return self._matrices[key]
 
     def apply_map(self, x: np.ndarray, matmul: str) -> np.ndarray:
-        """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense') or
-        (2h, 2w, O) ('deconv', the adjoint of a stride-2 conv with padding k // 2).
+        """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense',
+        'transposed': the adjoint of a stride-1 conv with odd k and padding k // 2, which is
+        the conv of the flipped, transposed kernel with the same padding), (2h, 2w, O / 4)
+        ('subpel': the conv, then `pixel_shuffle` x2) or (2h, 2w, O) ('deconv', the adjoint of
+        a stride-2 conv with padding k // 2).
 
         A deconv is computed per output phase (row and column parity): each phase reads only
         the taps that meet the input's samples (of a 5x5 kernel 3x3, 3x2, 2x3 and 2x2), not the
@@ -223,7 +257,8 @@ class IntegerLayer:
         if self.spec.kind != "deconv":
             pad = k // 2
             taps = [(dy, dx, dy - pad, dx - pad) for dy in range(k) for dx in range(k)]
-            return self._taps_output(x, taps, matmul).reshape(height, width, -1)
+            out = self._taps_output(x, taps, matmul).reshape(height, width, -1)
+            return shuffled(out, SHUFFLE_UPSCALE) if self.spec.kind == "subpel" else out
         out = np.empty((2 * height, 2 * width, self.matrix.shape[-1]), np.int64)
         before = k - 1 - k // 2  # of the zero-upsampled input's padding
         for row_phase in range(2):
@@ -310,7 +345,7 @@ def quantize_layer(
     kernel = np.asarray(kernel, np.float64)
     if mask is not None:
         kernel = kernel * np.asarray(mask, np.float64)[:, :, None, None]
-    out_axis = 2 if kind == "deconv" else 3  # a deconv kernel is (k, k, O, I)
+    out_axis = 2 if kind in TRANSPOSED_KINDS else 3  # a transposed conv's kernel is (k, k, O, I)
     per_output = np.moveaxis(kernel, out_axis, -1).reshape(-1, kernel.shape[out_axis])
     bias = np.asarray(bias, np.float64)
     if not (np.isfinite(per_output).all() and np.isfinite(bias).all()):
@@ -401,15 +436,12 @@ def integer_arrays(model, params: Mapping) -> Arrays:
     composition = model.config.composition()
     arrays: Arrays = {}
     for network, specs in integer_networks(composition).items():
-        arrays[network] = {}
+        quantized = []
         for spec in specs:
             layer = _layer_params(params[network], spec)
             mask = _context_mask(composition, network) if spec.kind == "context" else None
-            quantized = quantize_layer(layer["kernel"], layer["bias"], spec.kind, mask)
-            if spec.name is None:
-                arrays[network] = quantized
-            else:
-                arrays[network][spec.name] = quantized
+            quantized.append(quantize_layer(layer["kernel"], layer["bias"], spec.kind, mask))
+        arrays[network] = _network_arrays(specs, quantized)
     if composition.side is not None:
         arrays["z_tables"] = _z_tables(model, params)
     arrays["gaussian_tables"] = pack_tables(gaussian_tables(), GAUSSIAN_TABLE_WIDTH)
@@ -437,18 +469,15 @@ def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
 
     arrays: Arrays = {}
     for network, specs in integer_networks(composition).items():
-        arrays[network] = {}
+        shapes = []
         for spec in specs:
             layer = _layer_params(float_shapes[network], spec)
-            shapes = {
+            shapes.append({
                 "kernel": struct(*layer["kernel"].shape),
                 "bias": struct(*layer["bias"].shape),
                 "divisor": struct(*layer["bias"].shape),
-            }
-            if spec.name is None:
-                arrays[network] = shapes
-            else:
-                arrays[network][spec.name] = shapes
+            })  # fmt: skip
+        arrays[network] = _network_arrays(specs, shapes)
     if composition.side is not None:
         z = composition.side.z_channels
         arrays["z_tables"] = {
