@@ -295,15 +295,23 @@ def test_the_integer_path_follows_the_float_model(reference):
 )
 def test_the_integer_layers_match_float_convolutions(reference, name, kinds):
     """A converted hyper synthesis of each layer kind, on fixed-point inputs, gives the float
-    network's output to within a few 2^-12 steps."""
+    network's output to within a few 2^-12 steps, and its fake-quantized float form (what
+    integer-aware training computes) to within two."""
     model, params = reference["coded"][name]["model"], reference["cases"][name]["float_params"]
     codec = model.make_latent_codec()
     assert {spec.kind for spec in integer_networks(codec.composition)["h_s"]} == kinds
     arrays = integer_prior.integer_arrays(model, params)
     z = np.random.default_rng(2).integers(-4, 5, size=(3, 5, codec.composition.side.z_channels))
     hyper = compiled_functions(model)["hyper_synthesis"](params, z[None].astype(np.float32))
-    prior = integer_prior.IntegerPrior(codec, arrays)
-    assert np.abs(prior.hyper(z)[0] / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
+    integer_hyper = integer_prior.IntegerPrior(codec, arrays).hyper(z)[0] / ONE
+    assert np.abs(integer_hyper - np.asarray(hyper)[0]).max() < 4 / ONE
+    with integer_prior.fake_quantization(codec):
+        fake = model.apply(
+            {"params": params},
+            z[None].astype(np.float32),
+            method=lambda module, z_hat: module.latent_codec.hyper_synthesis(z_hat),
+        )
+    assert np.abs(integer_hyper - np.asarray(fake)[0]).max() <= 2 / ONE
 
 
 def _reference_map(layer: IntegerLayer, kernel: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -584,11 +592,23 @@ def test_integer_aware_fine_tuning_writes_integer_models_and_resumes(tmp_path):
     assert codec.decompress(codec.compress(IMAGE)).shape == IMAGE.shape
 
 
-def test_integer_prior_configs_of_unsupported_priors_are_refused():
-    with pytest.raises(ValueError, match="'factorized' prior"):
-        ModelConfig("factorized", 16, 16, integer_prior=True)
-    with pytest.raises(ValueError, match="K=2"):
-        ModelConfig("joint", 16, 16, 2, integer_prior=True)
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prior": "factorized"}, "'factorized' prior"),
+        ({"prior": "joint", "mixture_components": 2}, "K=2"),
+        ({"prior": "tcm"}, "the 'tcm' prior has no integer form: .* layer 1 \\(gelu\\) has none"),
+        (
+            {"prior": "joint", "transform": "tcm"},
+            "the 'joint' prior with the 'tcm' transform has no integer form: network 'h_s', "
+            "layer 0 \\(ResidualBlockUpsample\\) has none",
+        ),
+    ],
+)
+def test_integer_prior_configs_without_an_integer_form_are_refused_in_one_line(fields, message):
+    with pytest.raises(ValueError, match=message) as error:
+        ModelConfig(num_filters=16, num_latents=16, integer_prior=True, **fields)
+    assert "\n" not in str(error.value)
 
 
 if __name__ == "__main__":  # the subprocess of the cross-arithmetic tests: FOLDER OUT
