@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,19 +35,17 @@ from compressai.losses import RateDistortionLoss
 from compressai.models import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 from PIL import Image
 
+# The reference venv does not install this project: benchmarks.machine (standard library only)
+# is imported from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import cpu_model, provenance, write_json  # noqa: E402
+
 # name -> (N, M, batch, patch): the joint settings of benchmarks/bench_train.py.
 SETTINGS = {"joint256": (192, 192, 8, 256), "joint128": (192, 192, 8, 128), "cpu": (64, 64, 8, 128)}
 CODECS = {"mean_scale": MeanScaleHyperprior, "joint": JointAutoregressiveHierarchicalPriors}
 CODEC_SIZE = 192  # N = M, as bench_codec's default
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_compressai.json"
 KODIM23 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def time_setting(name: str, steps: int) -> dict:
@@ -141,13 +139,10 @@ def main() -> None:
               f"{row['decode_s']:.3f} s, {row['bytes']} bytes (load {load:.2f})")  # fmt: skip
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "compressai": compressai.__version__, "threads": torch.get_num_threads(),
+              **provenance(),
               "rows": rows or earlier.get("rows", []),
               "codecs": codecs or earlier.get("codecs", [])}  # fmt: skip
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
-    print(f"wrote {output}")
+    write_json(output, result)
 
 
 if __name__ == "__main__":
