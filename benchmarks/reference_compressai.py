@@ -128,18 +128,19 @@ def main() -> None:
         load = os.getloadavg()[0]
         row = time_setting(name, args.steps)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         rows.append(row)
         print(f"CompressAI {name}: {row['s_per_step']:.3f} s/step (load {load:.2f})", flush=True)
     for name in filter(None, args.codecs.split(",")):
         load = os.getloadavg()[0]
         row = time_codec(name, Path(args.image), args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         codecs.append(row)
         print(f"CompressAI {name} N=M={CODEC_SIZE}: encode {row['encode_s']:.3f} s, decode "
               f"{row['decode_s']:.3f} s, {row['bytes']} bytes (load {load:.2f})")  # fmt: skip
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "compressai": compressai.__version__, "threads": torch.get_num_threads(),
-              **provenance(),
               "rows": rows or earlier.get("rows", []),
               "codecs": codecs or earlier.get("codecs", [])}  # fmt: skip
     write_json(output, result)

@@ -128,6 +128,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         row = time_model(name, args.tcm, args.batch, args.patch, args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         rows.append(row)
         print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step "
               f"(first {row['first_step_s']:.1f} s, load {load:.2f})", flush=True)  # fmt: skip
@@ -137,7 +138,6 @@ def main() -> None:
         rows += [row for row in earlier.get("rows", []) if row["model"] not in names]
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "compressai": compressai.__version__, "threads": torch.get_num_threads(),
-              **provenance(),
               "rows": rows}  # fmt: skip
     write_json(output, result)
 

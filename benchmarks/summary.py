@@ -4,8 +4,9 @@
     python -m benchmarks.summary --check   # exit 1 when the committed table differs
 
 Each result JSON gives one row: the benchmark, what it measures, its figures, the CPU, and the
-commit and command line it was made with (`benchmarks.machine.provenance`; "not recorded" for
-results written before the benchmarks recorded them). The table goes between the markers
+commit and command line it was made with (`benchmarks.machine.provenance`; those of each run
+where the file's rows come from several; "not recorded" for results written before the
+benchmarks recorded them). The table goes between the markers
 `<!-- summary:start -->` and `<!-- summary:end -->` of docs/performance.md. A result JSON
 without an entry in `SUMMARIES` is an error: add one there. Standard library only.
 """
@@ -163,6 +164,17 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
 }
 
 
+def _provenance(result: dict[str, Any], key: str) -> str:
+    """The result's `key` ('commit' or 'command'): the file's own, or, where its rows were made
+    by several runs (the rows carry their own), each distinct value of its rows in order."""
+    rows = [row for section in ("rows", "codecs", "models")
+            for row in result.get(section, []) if isinstance(row, dict)]  # fmt: skip
+    if any(key in row for row in rows):
+        values = [f"`{row[key]}`" if key in row else NOT_RECORDED for row in rows]
+        return "<br>".join(dict.fromkeys(values))
+    return f"`{result[key]}`" if key in result else NOT_RECORDED
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -178,9 +190,8 @@ def table(results: Path = RESULTS) -> str:
         what, figures = SUMMARIES[path.stem]
         result = json.loads(path.read_text())
         cpu = f"{result.get('cpu', NOT_RECORDED)}, {result.get('cpu_count', '?')} cores"
-        commit = f"`{result['commit']}`" if "commit" in result else NOT_RECORDED
-        command = f"`{result['command']}`" if "command" in result else NOT_RECORDED
-        cells = [f"`{path.name}`", what, "<br>".join(figures(result)), cpu, commit, command]
+        cells = [f"`{path.name}`", what, "<br>".join(figures(result)), cpu,
+                 _provenance(result, "commit"), _provenance(result, "command")]
         rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(rows) + "\n"
 

@@ -52,6 +52,23 @@ def test_recorded_provenance_is_shown_and_missing_provenance_is_not_invented(tmp
     assert summary.NOT_RECORDED not in row
 
 
+def test_rows_of_several_runs_show_each_run(tmp_path):
+    """bench_transforms and the reference scripts keep other models' rows of earlier runs: each
+    row carries its run's provenance, and the table names every run, unrecorded ones included."""
+    result = json.loads((summary.RESULTS / "reference_transforms.json").read_text())
+    for row in result["rows"]:
+        for key in ("command", "commit", "date"):
+            row.pop(key, None)
+    result["rows"][0].update(command="python benchmarks/reference_transforms.py --batch=2",
+                             commit="abc1234")  # fmt: skip
+    result["rows"][1].update(command="python benchmarks/reference_transforms.py", commit="def5678")
+    (tmp_path / "reference_transforms.json").write_text(json.dumps(result))
+    row = summary.table(tmp_path).splitlines()[-1]
+    assert "`abc1234`<br>`def5678`<br>not recorded" in row
+    assert ("`python benchmarks/reference_transforms.py --batch=2`<br>"
+            "`python benchmarks/reference_transforms.py`<br>not recorded") in row
+
+
 def test_a_benchmark_records_its_command_line_and_commit(monkeypatch):
     """What `python -m benchmarks.bench_train --steps=3` records: that command (as `python -m`
     sets `__main__.__spec__`), a script run from the checkout as its path, and the commit."""
