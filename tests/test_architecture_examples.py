@@ -1,4 +1,5 @@
-"""docs/architecture.md stays true: its tables of priors and transforms are the registries', and
+"""docs/architecture.md stays true: its tables of priors, transforms and named models are the
+registries', and
 its two worked examples (a prior made of existing parts, a new transform), taken from the page as
 written, train, code files exactly and (the prior) run in integer arithmetic."""
 
@@ -22,6 +23,7 @@ from jahp_jax.models.latent_codecs.integer_form import (
     has_integer_form,
     integer_networks,
 )
+from jahp_jax.models.presets import MODELS
 from jahp_jax.models.transforms import TRANSFORMS, _family
 from jahp_jax.training import train
 
@@ -89,6 +91,18 @@ def test_the_integer_form_tables_are_the_code():
         if text.startswith("yes"):
             kinds = {spec.kind for spec in integer_networks(composition)["h_s"]}
             assert set(re.findall(r"`(\w+)`", text)) == kinds, name
+
+
+def test_the_named_models_table_is_the_presets():
+    section = PAGE.read_text().split("| `--model` |")[1].split("\n\n")[0]
+    rows = re.findall(r"^\| `([\w-]+)` \| `([\w-]+)` \| `(\w+)` \| (\d+), (\d+) \| ([^|]+) \|$",
+                      section, re.M)  # fmt: skip
+    assert {row[0] for row in rows} == set(MODELS)
+    for name, transform, prior, n, m, reference in rows:
+        preset = MODELS[name]
+        assert (transform, prior, int(n), int(m), reference.strip()) == (
+            preset.transform, preset.prior, preset.num_filters, preset.num_latents,
+            preset.reference), name
 
 
 def _train_two_steps(config: ModelConfig) -> None:
