@@ -82,7 +82,7 @@ def test_the_integer_form_tables_are_the_code():
     page = PAGE.read_text()
     section = page.split("| layer or part | in integers |")[1].split("\n\n")[0]
     assert set(re.findall(r"^\| [^|]+ \| `(\w+)`", section, re.M)) == set(LAYER_KINDS)
-    section = page.split("| `--transform` | integer form of its h_s |")[1].split("\n\n")[0]
+    section = page.split("| hyper synthesis of | integer form |")[1].split("\n\n")[0]
     rows = dict(re.findall(r"^\| `([\w-]+)` \| ([^|]+) \|$", section, re.M))
     assert set(rows) == set(TRANSFORMS)
     for name, text in rows.items():
