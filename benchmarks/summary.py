@@ -81,6 +81,14 @@ def _integer_prior(result: dict[str, Any]) -> list[str]:
             for model in result["models"]]  # fmt: skip
 
 
+def _integer_followups(result: dict[str, Any]) -> list[str]:
+    return [f"{case['arch']}: float {case['float_bytes']} B, integer "
+            + (f"{case['integer_bytes']} B ({case['rate_cost']:+.2%}), exact decode "
+               f"{'yes' if case['decodes_exactly'] else 'NO'}"
+               if case["integer_form"] == "yes" else "none (refused)")
+            for case in result["cases"]]  # fmt: skip
+
+
 def _metrics(result: dict[str, Any]) -> list[str]:
     return [f"PSNR + MS-SSIM of one Kodak point ({result['image']}) "
             f"{result['seconds_per_point']:.2f} s; with a conv filter "
@@ -150,6 +158,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
                    "gradients, ours against XLA's stock convs", _conv),
     "bench_integer_prior": ("the integer prior path against the float one on Kodak: decode "
                             "time and file size", _integer_prior),
+    "bench_integer_followups": ("the follow-up reference cases as float and integer models: "
+                                "file sizes, exact integer decodes", _integer_followups),
     "bench_metrics": ("PSNR and MS-SSIM of one rate point", _metrics),
     "bench_train": ("the jitted train step (s/step, fraction of the matmul rate), against "
                     "CompressAI measured on the same CPU", _train),
