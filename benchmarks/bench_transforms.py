@@ -28,7 +28,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from benchmarks.machine import cpu_model, write_result
+from benchmarks.machine import cpu_model, provenance, write_result
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_transforms.json"
@@ -106,6 +106,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         row = time_model(name, args.batch, args.patch, args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         if name in reference and reference[name]["batch"] == args.batch:
             ref = reference[name]
             row["reference_s_per_step"] = ref["s_per_step"]

@@ -1,7 +1,10 @@
-"""The machine a benchmark ran on: CPU model, load, and its dense-matmul rate (the practical limit).
+"""The machine a benchmark ran on: CPU model, load, and its dense-matmul rate (the practical limit);
+and how its figures were made: the command line, the commit and the date (`provenance`).
 
 Every benchmark prints these beside its figures, so that figures from different machines (or from
 one machine under different load) can be compared through the achieved fraction of the limit.
+Imports only the standard library at module level: the reference scripts, which run in a
+PyTorch venv without this project's dependencies, use it too.
 """
 
 from __future__ import annotations
@@ -9,13 +12,19 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
+import subprocess
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 MATMUL_SIDE = 2048
-REFERENCE_FILE = Path(__file__).resolve().parent / "results" / "reference_compressai.json"
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+REFERENCE_FILE = BENCHMARKS / "results" / "reference_compressai.json"
 
 
 def cpu_model() -> str:
@@ -49,18 +58,65 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that ran this process, as one would type it in the repository root:
+    `python -m benchmarks.NAME ARGS` for a module, `python benchmarks/NAME.py ARGS` for a script
+    (argv: `sys.argv` by default). Environment variables set on the command line are not seen."""
+    argv = sys.argv if argv is None else argv
+    script = Path(argv[0]).resolve()
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name.startswith("benchmarks."):
+        start = ["python", "-m", main_spec.name]
+    elif script.is_relative_to(REPO):
+        start = ["python", str(script.relative_to(REPO))]
+    else:
+        start = ["python", argv[0]]
+    return shlex.join(start + list(argv[1:]))
+
+
+def commit() -> str:
+    """The checkout's commit (short hash), `+changes` when tracked files outside
+    benchmarks/results differ from it; "unknown" outside a git checkout."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+
+    try:
+        head = git("rev-parse", "--short=7", "HEAD")
+        changes = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)benchmarks/results")  # fmt: skip
+    except OSError:  # no git
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, str]:
+    """How a result was made: {"command", "commit", "date" (UTC, ISO 8601)}, recorded in every
+    result JSON and shown by `python -m benchmarks.summary`."""
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"command": command_line(argv), "commit": commit(), "date": date}
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> None:
+    """Write a result JSON atomically (a temporary file, then a rename)."""
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, output)
+    print(f"wrote {output}")
+
+
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
-    """Write a benchmark's result JSON (atomically), with the machine it ran on added."""
+    """Write a benchmark's result JSON (atomically), with the machine it ran on and how
+    (`provenance`) added."""
     import jax
 
     machine = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.platform(),
                "jax": jax.__version__, "backend": jax.default_backend()}  # fmt: skip
-    output = Path(path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(output.suffix + ".tmp")
-    tmp.write_text(json.dumps({**machine, **result}, indent=2) + "\n")
-    os.replace(tmp, output)
-    print(f"wrote {output}")
+    write_json(path, {**machine, **provenance(), **result})
 
 
 def reference_figures(

@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,19 +35,17 @@ from compressai.losses import RateDistortionLoss
 from compressai.models import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 from PIL import Image
 
+# The reference venv does not install this project: benchmarks.machine (standard library only)
+# is imported from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import cpu_model, provenance, write_json  # noqa: E402
+
 # name -> (N, M, batch, patch): the joint settings of benchmarks/bench_train.py.
 SETTINGS = {"joint256": (192, 192, 8, 256), "joint128": (192, 192, 8, 128), "cpu": (64, 64, 8, 128)}
 CODECS = {"mean_scale": MeanScaleHyperprior, "joint": JointAutoregressiveHierarchicalPriors}
 CODEC_SIZE = 192  # N = M, as bench_codec's default
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_compressai.json"
 KODIM23 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def time_setting(name: str, steps: int) -> dict:
@@ -130,12 +128,14 @@ def main() -> None:
         load = os.getloadavg()[0]
         row = time_setting(name, args.steps)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         rows.append(row)
         print(f"CompressAI {name}: {row['s_per_step']:.3f} s/step (load {load:.2f})", flush=True)
     for name in filter(None, args.codecs.split(",")):
         load = os.getloadavg()[0]
         row = time_codec(name, Path(args.image), args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         codecs.append(row)
         print(f"CompressAI {name} N=M={CODEC_SIZE}: encode {row['encode_s']:.3f} s, decode "
               f"{row['decode_s']:.3f} s, {row['bytes']} bytes (load {load:.2f})")  # fmt: skip
@@ -143,11 +143,7 @@ def main() -> None:
               "compressai": compressai.__version__, "threads": torch.get_num_threads(),
               "rows": rows or earlier.get("rows", []),
               "codecs": codecs or earlier.get("codecs", [])}  # fmt: skip
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
-    print(f"wrote {output}")
+    write_json(output, result)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,15 +32,13 @@ from pathlib import Path
 
 import torch
 
+# The reference venv does not install this project: benchmarks.machine (standard library only)
+# is imported from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import cpu_model, provenance, write_json  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_transforms.json"
 MODELS = ("cheng2020-anchor", "cheng2020-attn", "elic2022", "tcm")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def stand_ins() -> None:
@@ -131,6 +128,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         row = time_model(name, args.tcm, args.batch, args.patch, args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row.update(provenance())  # rows of several runs can share the file
         rows.append(row)
         print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step "
               f"(first {row['first_step_s']:.1f} s, load {load:.2f})", flush=True)  # fmt: skip
@@ -141,11 +139,7 @@ def main() -> None:
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "compressai": compressai.__version__, "threads": torch.get_num_threads(),
               "rows": rows}  # fmt: skip
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
-    print(f"wrote {output}")
+    write_json(output, result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ N=M=64, batch 8, 128x128 crops, lr 5e-4) and one `--variable_rate` model over th
 unfinished runs; then codes Kodak with every fixed model and with the variable-rate model at each
 of --qualities, and reports the BD-rate of the variable-rate curve against the fixed-rate one
 over their overlapping range (`jahp_jax.evaluation.report.bd_rate`), with the training cost of
-each side. --targets measures `Codec.compress_to_bpp` on every image. Writes `<prior>_fixed.json`,
+each side (--fixed_results: compare with an earlier run's fixed-rate models instead of training
+them). --targets measures `Codec.compress_to_bpp` on every image. Writes `<prior>_fixed.json`,
 `<prior>_variable.json` (+ .images.csv), `targets.csv`, `summary.md`, `rd.png` and `run.json` to
 --output_dir (the committed reference: results/variable_rate).
 """
@@ -52,6 +53,10 @@ flags.DEFINE_list("qualities", ["0", "0.1667", "0.3333", "0.5", "0.6667", "0.833
                   "The variable-rate model's evaluated qualities.", flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_list("targets", ["0.2", "0.3", "0.4"], "Target bpps for compress_to_bpp on every "
                   "image (empty: skip).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("fixed_results", "", "A results JSON of fixed-rate models to compare with "
+                    "instead of training them (e.g. results/ablation/joint.json, the ablation's "
+                    "four at the same recipe); the training seconds come from the run.json "
+                    "beside it.", flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("reference", "results/ablation/joint.json", "A results JSON of earlier "
                     "fixed-rate models to compare with too (empty: none).",
                     flag_values=FLAGS)  # fmt: skip
@@ -99,7 +104,9 @@ def _experiment(_: list[str], argv: Sequence[str] | None) -> int:
     training: dict[str, dict] = {}
     try:
         fixed_dirs = []
-        for lmbda in lmbdas:
+        if args.fixed_results:
+            training.update(_earlier_training(Path(args.fixed_results), prior))
+        for lmbda in lmbdas if not args.fixed_results else ():
             workdir = root / f"{prior}_lmbda{lmbda}"
             config = train_config(args, sources, prior, lmbda)
             training[workdir.name] = _train(train_and_evaluate, config, workdir, started)
@@ -114,8 +121,9 @@ def _experiment(_: list[str], argv: Sequence[str] | None) -> int:
         training[workdir.name] = _train(train_and_evaluate, config, workdir, started)
         images = eval_images_of(sources, args.limit)
         print(f"== evaluating ({time.perf_counter() - started:.0f} s)", flush=True)
-        results, rows = evaluate.evaluate_checkpoints(fixed_dirs, images, claimed_prior=prior)
-        evaluate.write_results(output_dir, f"{prior}_fixed", results, rows)
+        if fixed_dirs:
+            results, rows = evaluate.evaluate_checkpoints(fixed_dirs, images, claimed_prior=prior)
+            evaluate.write_results(output_dir, f"{prior}_fixed", results, rows)
         results, rows = evaluate.evaluate_checkpoints([str(workdir)], images,
                                                       claimed_prior=prior, qualities=qualities)
         evaluate.write_results(output_dir, f"{prior}_variable", results, rows)
@@ -126,7 +134,9 @@ def _experiment(_: list[str], argv: Sequence[str] | None) -> int:
     run = provenance("python -m experiments.variable_rate", argv, started_at,
                      time.perf_counter() - started)  # fmt: skip
     run["training"] = training
-    summary = write_report(output_dir, prior, training, target_rows, args.reference or None, run)
+    fixed_path = Path(args.fixed_results or output_dir / f"{prior}_fixed.json")
+    summary = write_report(output_dir, prior, fixed_path, training, target_rows,
+                           args.reference or None, run)  # fmt: skip
     from jahp_jax.io.images import write_text
 
     write_text(output_dir / "run.json", json.dumps(run, indent=2) + "\n")
@@ -150,6 +160,30 @@ def _train(train_and_evaluate, config, workdir: Path, started: float) -> dict:
     }
 
 
+def _earlier_training(results_path: Path, prior: str) -> dict[str, dict]:
+    """The fixed-rate runs of an earlier experiment (its run.json beside `results_path`): their
+    training seconds (steps and CPU seconds where recorded)."""
+    run_path = results_path.parent / "run.json"
+    if not results_path.is_file():
+        raise OSError(f"--fixed_results {results_path} is not a file")
+    if not run_path.is_file():
+        raise OSError(f"{run_path} (the run beside --fixed_results) is missing: its training "
+                      "cost is part of the comparison")  # fmt: skip
+    run = json.loads(run_path.read_text())
+    steps = _flag_value(run.get("command", ""), "num_steps")
+    return {name: {"num_steps": steps, "seconds": seconds, "cpu_seconds": None}
+            for name, seconds in run.get("training_seconds", {}).items()
+            if name.startswith(f"{prior}_")}  # fmt: skip
+
+
+def _flag_value(command: str, name: str) -> int | None:
+    """--name=INT in a recorded command line, else None."""
+    for word in command.split():
+        if word.startswith(f"--{name}="):
+            return int(word.split("=", 1)[1])
+    return None
+
+
 def _targets(codec, images, targets: list[float]) -> list[dict]:
     """compress_to_bpp at each target on each image: the bpp it landed at, or the error."""
     rows = []
@@ -166,8 +200,8 @@ def _targets(codec, images, targets: list[float]) -> list[dict]:
     return rows
 
 
-def write_report(output_dir: Path, prior: str, training: dict, target_rows: list[dict],
-                 reference: str | None, run: dict) -> str:  # fmt: skip
+def write_report(output_dir: Path, prior: str, fixed_path: Path, training: dict,
+                 target_rows: list[dict], reference: str | None, run: dict) -> str:  # fmt: skip
     """summary.md (BD-rates, training cost, targets), targets.csv and rd.png; returns the md."""
     import csv
     import io
@@ -175,9 +209,9 @@ def write_report(output_dir: Path, prior: str, training: dict, target_rows: list
     from jahp_jax.evaluation import report
     from jahp_jax.io.images import write_text
 
-    fixed_path = output_dir / f"{prior}_fixed.json"
     variable_path = output_dir / f"{prior}_variable.json"
-    references = [fixed_path] + ([Path(reference)] if reference else [])
+    references = [fixed_path] + ([Path(reference)] if reference and Path(reference) != fixed_path
+                                 else [])  # fmt: skip
     curves = report.load_curves([str(variable_path), *map(str, references)])
     variable, fixed = curves[0], curves[1]
     lines = [
@@ -206,16 +240,21 @@ def write_report(output_dir: Path, prior: str, training: dict, target_rows: list
         lines.append(f"| {ref.label} ({ref.path}) | " + " | ".join(cells) + " |")
     bd = "\n".join(lines)
     cost = ["| run | steps | training wall s | training CPU s |", "|---|---|---|---|"]
-    fixed_total = {"num_steps": 0, "seconds": 0.0, "cpu_seconds": 0.0}
+    fixed_total: dict[str, float | None] = {"num_steps": 0, "seconds": 0.0, "cpu_seconds": 0.0}
+
+    def cell(value: float | None) -> str:
+        return "not recorded" if value is None else f"{value:.0f}"
+
     for name, entry in training.items():
-        cost.append(f"| {name} | {entry['num_steps']} | {entry['seconds']:.0f} | "
-                    f"{entry['cpu_seconds']:.0f} |")  # fmt: skip
+        cost.append(f"| {name} | {cell(entry['num_steps'])} | {cell(entry['seconds'])} | "
+                    f"{cell(entry['cpu_seconds'])} |")  # fmt: skip
         if not name.endswith("_variable"):
-            for key in fixed_total:
-                fixed_total[key] += entry[key]
+            for key, total in fixed_total.items():
+                value = entry[key]
+                fixed_total[key] = None if total is None or value is None else total + value
     cost.append(f"| the {len(training) - 1} fixed-rate models together | "
-                f"{fixed_total['num_steps']} | {fixed_total['seconds']:.0f} | "
-                f"{fixed_total['cpu_seconds']:.0f} |")  # fmt: skip
+                f"{cell(fixed_total['num_steps'])} | {cell(fixed_total['seconds'])} | "
+                f"{cell(fixed_total['cpu_seconds'])} |")  # fmt: skip
     landed = [r for r in target_rows if not r["error"]]
     ratios = [r["bpp"] / r["target_bpp"] for r in landed]
     encodes = [r["encodes"] for r in landed]

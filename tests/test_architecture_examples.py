@@ -1,4 +1,5 @@
-"""docs/architecture.md stays true: its tables of priors and transforms are the registries', and
+"""docs/architecture.md stays true: its tables of priors, transforms and named models are the
+registries', and
 its two worked examples (a prior made of existing parts, a new transform), taken from the page as
 written, train, code files exactly and (the prior) run in integer arithmetic."""
 
@@ -17,7 +18,12 @@ from jahp_jax.coding.codec import Codec
 from jahp_jax.models.compression_model import CompressionModel, init_params
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
-from jahp_jax.models.latent_codecs.integer_form import has_integer_form
+from jahp_jax.models.latent_codecs.integer_form import (
+    LAYER_KINDS,
+    has_integer_form,
+    integer_networks,
+)
+from jahp_jax.models.presets import MODELS
 from jahp_jax.models.transforms import TRANSFORMS, _family
 from jahp_jax.training import train
 
@@ -68,6 +74,35 @@ def test_the_tables_are_the_registries():
     for name in PRIORS:  # the integer-form column
         row = re.search(rf"^\| `{name}` \|.*\| (yes|no)[^|]*\|$", page, re.M).group(1)
         assert (row == "yes") == has_integer_form(ModelConfig(name, 8, 8).composition()), name
+
+
+def test_the_integer_form_tables_are_the_code():
+    """The layer kinds named are `LAYER_KINDS`; each transform's row says whether its h_s has
+    an integer form and of which kinds."""
+    page = PAGE.read_text()
+    section = page.split("| layer or part | in integers |")[1].split("\n\n")[0]
+    assert set(re.findall(r"^\| [^|]+ \| `(\w+)`", section, re.M)) == set(LAYER_KINDS)
+    section = page.split("| hyper synthesis of | integer form |")[1].split("\n\n")[0]
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| ([^|]+) \|$", section, re.M))
+    assert set(rows) == set(TRANSFORMS)
+    for name, text in rows.items():
+        composition = ModelConfig("joint", 8, 8, transform=name).composition()
+        assert text.startswith("yes") == has_integer_form(composition), name
+        if text.startswith("yes"):
+            kinds = {spec.kind for spec in integer_networks(composition)["h_s"]}
+            assert set(re.findall(r"`(\w+)`", text)) == kinds, name
+
+
+def test_the_named_models_table_is_the_presets():
+    section = PAGE.read_text().split("| `--model` |")[1].split("\n\n")[0]
+    rows = re.findall(r"^\| `([\w-]+)` \| `([\w-]+)` \| `(\w+)` \| (\d+), (\d+) \| ([^|]+) \|$",
+                      section, re.M)  # fmt: skip
+    assert {row[0] for row in rows} == set(MODELS)
+    for name, transform, prior, n, m, reference in rows:
+        preset = MODELS[name]
+        assert (transform, prior, int(n), int(m), reference.strip()) == (
+            preset.transform, preset.prior, preset.num_filters, preset.num_latents,
+            preset.reference), name
 
 
 def _train_two_steps(config: ModelConfig) -> None:

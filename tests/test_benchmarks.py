@@ -1,5 +1,5 @@
 """benchmarks/: bad arguments are refused in one line before any timing starts; the profile
-finds every conv and dot of a train step."""
+finds every conv and dot of a train step, and its JSON records the command and commit."""
 
 import json
 import os
@@ -51,6 +51,10 @@ def test_the_profile_counts_the_flops_of_the_layer_shapes(tmp_path):
     assert profile["gflop"] == pytest.approx(train_step_flops(8, 2, 64) / 1e9, rel=0.02)
     assert {"conv", "conv dW", "dot", "elementwise"} <= set(profile["kinds"])
     assert profile["ops"][0]["thread_ms"] >= profile["ops"][-1]["thread_ms"] > 0
+    # How it was made (benchmarks.machine.provenance): the command line as typed, and the commit.
+    assert profile["command"] == (f"python -m benchmarks.profile_step --size=8 --batch=2 "
+                                  f"--patch=64 --steps=1 --output={output}")  # fmt: skip
+    assert profile["commit"] and profile["date"]
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="our conv paths are CPU-only")

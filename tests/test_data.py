@@ -245,9 +245,12 @@ def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(
     bsds, tmp_path, monkeypatch
 ):
     """Decoded once when they fit the budget and the run reads a crop per image (2 per batch
-    row here: the batch is half the images, 8 of ../shared or 4 of a plain clone's stand-in),
-    else per crop: the same batches either way."""
-    batch_size = len(list(bsds["train"].glob("*.jpg"))) // 2
+    row here: 4 images, the plain clone's, batches of 2), else per crop: the same batches either
+    way."""
+    four = tmp_path / "four"
+    four.mkdir()
+    for path in sorted(bsds["train"].glob("*.jpg"))[:4]:
+        shutil.copy(path, four / path.name)
     decoded_at_start = []
     decode_all = data._decoded_images
     monkeypatch.setattr(
@@ -257,18 +260,18 @@ def test_images_decoded_once_give_the_batches_of_images_decoded_per_patch(
 
     def run(budget, expected_batches=None):
         return take(data.train_batches(
-            dataset=None, data_dir=str(bsds["train"]), batch_size=batch_size, patch_size=64,
-            seed=3, start_step=2, tfds_data_dir=tfds_dir, decoded_budget_bytes=budget,
+            dataset=None, data_dir=str(four), batch_size=2, patch_size=64, seed=3,
+            start_step=2, tfds_data_dir=str(tmp_path / "tfds"), decoded_budget_bytes=budget,
             expected_batches=expected_batches,
         ), 6)  # fmt: skip
 
     in_memory = run(2**30)
-    assert decoded_at_start == [2] * batch_size
+    assert decoded_at_start == [2, 2]
     for per_patch in (run(0), run(2**30, expected_batches=1)):
         np.testing.assert_array_equal(np.stack(in_memory), np.stack(per_patch))
-    assert decoded_at_start == [2] * batch_size
+    assert decoded_at_start == [2, 2]
     run(2**30, expected_batches=2)
-    assert decoded_at_start == [2] * batch_size * 2
+    assert decoded_at_start == [2, 2] * 2
 
 
 def test_train_batches_hosts_read_disjoint_shards(coordinate_dir, tmp_path):

@@ -11,7 +11,7 @@ import jax
 import pytest
 from conftest import REPO_ROOT, SHARED
 
-from experiments import ablation, quickstart
+from experiments import ablation, quickstart, variable_rate
 from experiments.common import DOWNLOAD_TRAIN_DATASET, resolve_data, train_config
 from jahp_jax.data import pipeline as data
 from jahp_jax.io.checkpoints import CheckpointError, read_config, resolve_checkpoint, save_model
@@ -162,6 +162,19 @@ def test_ablation_end_to_end(tmp_path):
     assert sorted(run["training_seconds"]) == sorted(
         f"{prior}_lmbda{float(v)}" for prior in ("factorized", "hyperprior") for v in lmbdas
     )
+    # The variable-rate experiment against these fixed-rate models (--fixed_results: no retraining)
+    vr_out = tmp_path / "vr"
+    argv = [*TOY, "--prior=hyperprior", f"--lmbdas={','.join(lmbdas)}", "--qualities=0,0.3,0.6,1",
+            "--targets=", f"--fixed_results={out / 'hyperprior.json'}", "--reference=",
+            f"--root={tmp_path / 'vr_runs'}", f"--output_dir={vr_out}"]  # fmt: skip
+    assert variable_rate.main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "vr_runs").iterdir() if p.is_dir()) == [
+        "hyperprior_variable"
+    ]
+    assert len(json.loads((vr_out / "hyperprior_variable.json").read_text())["results"]["bpp"]) == 4
+    summary = (vr_out / "summary.md").read_text()
+    assert f"| hyperprior_lmbda{float(lmbdas[0])} | 2 |" in summary  # the ablation's cost
+    assert "| hyperprior_variable | 8 |" in summary and (vr_out / "rd.png").is_file()
 
 
 def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):

@@ -97,6 +97,30 @@ def test_files_are_the_references_size_and_decode_as_theirs(golden, workdir, arc
     assert np.abs(decoded.astype(np.int64) - theirs.astype(np.int64)).max() <= 1
 
 
+@pytest.mark.parametrize("arch", ["cheng2020-anchor", "elic2022-official", "tcm"])
+def test_the_integer_form_codes_as_the_float_model_or_is_refused(golden, workdir, arch):
+    """`convert --to=integer` of the converted model (cheng2020's h_s: sub-pixel convs; ELIC's: a
+    stride-1 transposed conv; nested integer arrays through the checkpoint): its file decodes to
+    its own y_hat exactly and is the float file's size within 1% (measured: the same size,
+    docs/portable_files.md). TCM's is refused in one line."""
+    data = case(arch, golden, workdir)
+    out = workdir / f"{arch}_integer"
+    if arch == "tcm":
+        with pytest.raises(convert.ConversionError, match="ResidualBlockUpsample") as error:
+            convert.convert_to_integer(workdir / arch, out)
+        assert "\n" not in str(error.value) and not out.exists()
+        return
+    convert.convert_to_integer(workdir / arch, out)
+    codec = load_codec(out)
+    assert codec.config.integer_prior
+    image = _image(data["arrays"])
+    file, stats = codec.compress_with_stats(image)
+    assert bitstream.unpack(file)[0].arithmetic == "integer"
+    assert np.array_equal(codec.decompress_with_latents(file)[1], stats.y_hat)
+    float_bytes = len(data["codec"].compress(image))
+    assert abs(len(file) - float_bytes) <= 0.01 * float_bytes, (len(file), float_bytes)
+
+
 def test_the_coder_reads_the_forward_distributions(golden, workdir):
     """ELIC's coder (z, then 2 passes x 5 groups) computes the parameters our forward pass
     gives for the decoded y_hat (the test every registered prior passes at random weights)."""

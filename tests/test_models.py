@@ -21,7 +21,8 @@ def _loss(model, params, x, key):
 def test_every_prior_forward_and_gradients(prior, components):
     model = create_model(prior, num_filters=8, num_latents=12, mixture_components=components)
     params = init_params(model, jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+    side = max(64, model.config.patch_multiple)  # tcm's attention windows need 128
+    x = jax.random.uniform(jax.random.key(1), (2, side, side, 3))
     for train in (True, False):
         out = model.apply({"params": params}, x, train=train, rngs={"noise": jax.random.key(2)})
         assert out["x_hat"].shape == x.shape

@@ -1,7 +1,7 @@
 """Portable files: the integer prior path decodes bit-exactly under other numerics, the float
-path does not (jahp_jax/integer_prior.py, docs/portable_files.md).
+path does not (jahp_jax/coding/integer.py, docs/portable_files.md).
 
-The cross-arithmetic tests encode every supported prior here and re-run the coder in
+The cross-arithmetic tests encode every case (below) here and re-run the coder in
 subprocesses: one with this CPU's default set-up (its widest ISA, OpenBLAS's default kernels,
 XLA's default optimisation level rather than the test suite's), and others with other numerical
 set-ups: XLA CPU code
@@ -10,8 +10,10 @@ limited to SSE4.2 or AVX (`--xla_cpu_max_isa`), another OpenBLAS kernel family
 (`matmul="int64"`: no BLAS, no XLA). They assert that each set-up perturbs the float path (its
 distribution parameters and its tables differ in some elements, so a float file from here fails
 its table check there) and that the integer path decodes every file bit-exactly in all of them.
-Models are tiny and randomly initialised (N = M = 16, 8 x 8 latents); run this file as a script
-with a folder argument to be the subprocess.
+Models are tiny and randomly initialised (N = M = 16, 8 x 8 latents): every prior with an
+integer form, with the default transform, and the hyper syntheses of cheng2020 (sub-pixel convs)
+and ELIC (a stride-1 transposed conv); run this file as a script with a folder argument to be the
+subprocess.
 """
 
 from __future__ import annotations
@@ -50,14 +52,23 @@ from jahp_jax.io.checkpoints import (
     save_model,
 )
 from jahp_jax.io.images import read_image, write_png
-from jahp_jax.models.compression_model import create_model, init_params
+from jahp_jax.models.compression_model import CompressionModel, create_model, init_params
 from jahp_jax.models.config import ModelConfig
 from jahp_jax.models.latent_codecs import PRIORS
-from jahp_jax.models.latent_codecs.integer_form import has_integer_form
+from jahp_jax.models.latent_codecs.integer_form import (
+    TRANSPOSED_KINDS,
+    has_integer_form,
+    integer_networks,
+)
 from jahp_jax.training import train
 
 SIZE = 16  # N = M
 INTEGER_PRIORS = [prior for prior in PRIORS if has_integer_form(ModelConfig(prior).composition())]
+CASES = {  # name -> model: every integer prior, and the hyper syntheses of other layer kinds
+    **{prior: ModelConfig(prior, SIZE, SIZE) for prior in INTEGER_PRIORS},
+    "joint cheng2020-anchor": ModelConfig("joint", SIZE, SIZE, transform="cheng2020-anchor"),
+    "elic2022 elic2022": ModelConfig("elic2022", SIZE, SIZE, transform="elic2022"),
+}
 LATENT = (8, 8)
 SETUPS = {
     "sse4_2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
@@ -99,6 +110,19 @@ def _model_and_params(prior: str):
     return model, params
 
 
+def _prior_path_params(config: ModelConfig):
+    """The model and the params of its latent codec only (h_a, h_s, z density, prior networks):
+    all that coding latents reads. g_a and g_s are not initialised (ELIC's take a minute)."""
+    model = CompressionModel(config)
+    y = np.zeros((1, *LATENT, config.num_latents), np.float32)
+    variables = model.init(
+        {"params": jax.random.key(3), "noise": jax.random.key(3)},
+        y,
+        method=lambda module, y: module.latent_codec(y, False),
+    )
+    return model, jax.tree_util.tree_map(np.asarray, variables["params"])
+
+
 def _latents() -> np.ndarray:
     return (np.random.default_rng(1).normal(size=(*LATENT, SIZE)) * 3).astype(np.float32)
 
@@ -109,14 +133,14 @@ def _run_coders(cases: dict) -> dict:
     checksum, decode of the reference integer file and re-encoding."""
     results = {"blas_probe": _blas_probe()}
     y = _latents()
-    for prior, case in cases.items():
-        model = create_model(prior, SIZE, SIZE)
+    for name, case in cases.items():
+        model = CompressionModel(ModelConfig.from_dict(case["config"]))
         float_coder = LatentCoder(model, case["float_params"])
         float_coded = float_coder.encode(y)
         integer_coder = LatentCoder(model, case["integer_params"], "integer")
         integer_coded = integer_coder.encode(y)
         z_tables = float_coder.backend.density_tables.get("z")
-        results[prior] = {
+        results[name] = {
             "float_z_counts": None if z_tables is None else z_tables[0].counts,
             "float_checksum": float_coder.table_checksum,
             "float_distribution": float_coded.y_distribution,
@@ -130,21 +154,22 @@ def _run_coders(cases: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    """Every supported prior encoded here: params, streams, y_hat and distributions."""
+    """Every case encoded here: params, streams, y_hat and distributions."""
     cases, coded = {}, {}
     y = _latents()
-    for prior in INTEGER_PRIORS:
-        model, params = _model_and_params(prior)
+    for name, config in CASES.items():
+        model, params = _prior_path_params(config)
         integer_params = integer_prior.convert_params(model, params)
         float_coded = LatentCoder(model, params).encode(y)
         integer_coded = LatentCoder(model, integer_params, "integer").encode(y)
-        cases[prior] = {
+        cases[name] = {
+            "config": config.to_dict(),
             "float_params": params,
             "integer_params": integer_params,
             "float_streams": (float_coded.z_stream, float_coded.y_stream),
             "integer_streams": (integer_coded.z_stream, integer_coded.y_stream),
         }
-        coded[prior] = {"float": float_coded, "integer": integer_coded, "model": model}
+        coded[name] = {"float": float_coded, "integer": integer_coded, "model": model}
     folder = tmp_path_factory.mktemp("portable")
     (folder / "cases.pkl").write_bytes(pickle.dumps(cases))
     return {"cases": cases, "coded": coded, "folder": folder}
@@ -190,20 +215,18 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
     assert not np.array_equal(here["blas_probe"], there["blas_probe"])
     perturbed_y = {}
-    for prior in INTEGER_PRIORS:
+    for name in CASES:
         count, largest = _differing(
-            here[prior]["float_distribution"], there[prior]["float_distribution"]
+            here[name]["float_distribution"], there[name]["float_distribution"]
         )
-        perturbed_y[prior] = count
-        line = f"{setup} {prior}: {count} y parameters differ (max {largest:.3g})"
-        if here[prior]["float_z_counts"] is not None:
-            z_counts = zip(
-                here[prior]["float_z_counts"], there[prior]["float_z_counts"], strict=True
-            )
+        perturbed_y[name] = count
+        line = f"{setup} {name}: {count} y parameters differ (max {largest:.3g})"
+        if here[name]["float_z_counts"] is not None:
+            z_counts = zip(here[name]["float_z_counts"], there[name]["float_z_counts"], strict=True)
             differing = sum(int((a != b).sum()) for a, b in z_counts)
             line += f", {differing} z table entries differ"
-            assert differing > 0, prior
-            assert here[prior]["float_checksum"] != there[prior]["float_checksum"], prior
+            assert differing > 0, name
+            assert here[name]["float_checksum"] != there[name]["float_checksum"], name
         print(line)
     assert any(perturbed_y.values()), perturbed_y
 
@@ -211,31 +234,31 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
 @pytest.mark.parametrize("setup", SETUPS)
 def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
-    for prior in INTEGER_PRIORS:
-        coded = reference["coded"][prior]["integer"]
-        assert there[prior]["integer_checksum"] == here[prior]["integer_checksum"], prior
-        assert np.array_equal(there[prior]["integer_decoded"], coded.y_hat), prior
-        assert there[prior]["integer_streams"] == reference["cases"][prior]["integer_streams"]
+    for name in CASES:
+        coded = reference["coded"][name]["integer"]
+        assert there[name]["integer_checksum"] == here[name]["integer_checksum"], name
+        assert np.array_equal(there[name]["integer_decoded"], coded.y_hat), name
+        assert there[name]["integer_streams"] == reference["cases"][name]["integer_streams"]
 
 
 def test_the_int64_numpy_decoder_decodes_bit_exactly(reference):
     """The reference decoder: numpy int64 sums (no BLAS, no XLA) give the float64-BLAS result."""
-    for prior in INTEGER_PRIORS:
-        case, coded = reference["cases"][prior], reference["coded"][prior]
+    for name in CASES:
+        case, coded = reference["cases"][name], reference["coded"][name]
         coder = LatentCoder(coded["model"], case["integer_params"], "integer", matmul="int64")
         decoded = coder.decode(*case["integer_streams"], LATENT)
-        assert np.array_equal(decoded, coded["integer"].y_hat), prior
+        assert np.array_equal(decoded, coded["integer"].y_hat), name
 
 
 def test_integer_files_decode_here(reference, elsewhere):
     """In this process (the suite's XLA flags) and in the host subprocess (a user's)."""
-    for prior in INTEGER_PRIORS:
-        case, coded = reference["cases"][prior], reference["coded"][prior]
+    for name in CASES:
+        case, coded = reference["cases"][name], reference["coded"][name]
         decoded = LatentCoder(coded["model"], case["integer_params"], "integer").decode(
             *case["integer_streams"], LATENT
         )
-        assert np.array_equal(decoded, coded["integer"].y_hat), prior
-        assert np.array_equal(elsewhere["host"][prior]["integer_decoded"], coded["integer"].y_hat)
+        assert np.array_equal(decoded, coded["integer"].y_hat), name
+        assert np.array_equal(elsewhere["host"][name]["integer_decoded"], coded["integer"].y_hat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,10 +268,10 @@ def test_the_integer_path_follows_the_float_model(reference):
     """Given the integer coder's own z_hat and y_hat, the float model's means are within a few
     fixed-point steps of the integer means, and the table index is the float scale's level at
     almost every latent."""
-    for prior in INTEGER_PRIORS:
-        model = reference["coded"][prior]["model"]
-        params = reference["cases"][prior]["float_params"]
-        coded = reference["coded"][prior]["integer"]
+    for name in CASES:
+        model = reference["coded"][name]["model"]
+        params = reference["cases"][name]["float_params"]
+        coded = reference["coded"][name]["integer"]
 
         def distribution(module, z_hat, y_hat):
             codec = module.latent_codec
@@ -259,58 +282,94 @@ def test_the_integer_path_follows_the_float_model(reference):
         dist = model.apply({"params": params}, z_hat, coded.y_hat[None], method=distribution)
         means = np.asarray(dist["means"])[0]
         index = scale_to_level(np.asarray(dist["scales"])[0])
-        assert np.abs(means - coded.y_distribution["means"]).max() < 8 / ONE, prior
-        assert np.mean(index == coded.y_distribution["table_index"]) > 0.99, prior
+        assert np.abs(means - coded.y_distribution["means"]).max() < 8 / ONE, name
+        assert np.mean(index == coded.y_distribution["table_index"]) > 0.99, name
 
 
-def test_the_integer_layers_match_float_convolutions():
-    """A converted deconv (5x5, stride 2) and conv (3x3) on fixed-point inputs give the float
-    layer's output to within a few 2^-12 steps."""
-    model, params = _model_and_params("mean_scale")
-    arrays = integer_prior.integer_arrays(model, params)
-    z = np.random.default_rng(2).integers(-4, 5, size=(3, 5, SIZE))
-    hyper = compiled_functions(model)["hyper_synthesis"](params, z[None].astype(np.float32))
+@pytest.mark.parametrize(
+    ("name", "kinds"),
+    [
+        ("mean_scale", {"deconv", "conv"}),  # 5x5 stride-2 transposed convs, a 3x3 conv
+        ("joint cheng2020-anchor", {"conv", "subpel"}),  # 3x3 convs, sub-pixel convs
+        ("elic2022 elic2022", {"deconv", "transposed"}),  # ... a 3x3 stride-1 transposed conv
+    ],
+)
+def test_the_integer_layers_match_float_convolutions(reference, name, kinds):
+    """A converted hyper synthesis of each layer kind, on fixed-point inputs, gives the float
+    network's output to within a few 2^-12 steps, and its fake-quantized float form (what
+    integer-aware training computes) to within two."""
+    model, params = reference["coded"][name]["model"], reference["cases"][name]["float_params"]
     codec = model.make_latent_codec()
-    prior = integer_prior.IntegerPrior(codec, arrays)
-    assert np.abs(prior.hyper(z)[0] / ONE - np.asarray(hyper)[0]).max() < 4 / ONE
+    assert {spec.kind for spec in integer_networks(codec.composition)["h_s"]} == kinds
+    arrays = integer_prior.integer_arrays(model, params)
+    z = np.random.default_rng(2).integers(-4, 5, size=(3, 5, codec.composition.side.z_channels))
+    hyper = compiled_functions(model)["hyper_synthesis"](params, z[None].astype(np.float32))
+    integer_hyper = integer_prior.IntegerPrior(codec, arrays).hyper(z)[0] / ONE
+    assert np.abs(integer_hyper - np.asarray(hyper)[0]).max() < 4 / ONE
+    with integer_prior.fake_quantization(codec):
+        fake = model.apply(
+            {"params": params},
+            z[None].astype(np.float32),
+            method=lambda module, z_hat: module.latent_codec.hyper_synthesis(z_hat),
+        )
+    assert np.abs(integer_hyper - np.asarray(fake)[0]).max() <= 2 / ONE
 
 
 def _reference_map(spec: LayerSpec, arrays: dict, x: np.ndarray) -> np.ndarray:
-    """What `IntegerLayer.apply_map` must compute, the plain way: a deconv as a correlation over
-    the zero-upsampled input, every window in int64, rounding by floor division."""
+    """What `IntegerLayer.apply_map` must compute, the plain way, from the stored arrays: a
+    deconv as a correlation over the zero-upsampled input, a stride-1 transposed conv by adding
+    each input pixel's kernel products onto the output pixels it reaches, a sub-pixel conv's
+    shuffle pixel by pixel; every sum in int64, rounding by floor division."""
     kernel = np.asarray(arrays["kernel"], np.int64)
-    if spec.kind == "deconv":  # the strided conv's (k, k, O, I) kernel, flipped and transposed
-        kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
     k = kernel.shape[0]
-    if spec.kind == "deconv":
-        up = np.zeros((2 * x.shape[0], 2 * x.shape[1], x.shape[2]), np.int64)
-        up[::2, ::2] = x
-        before = k - 1 - k // 2
-        x = np.pad(up, ((before, k - 1 - before), (before, k - 1 - before), (0, 0)))
+    if spec.kind == "transposed":  # (k, k, O, I): out[i + d - k // 2] += K[d] x[i]
+        height, width = x.shape[:2]
+        padded = np.zeros((height + k - 1, width + k - 1, kernel.shape[2]), np.int64)
+        for dy in range(k):
+            for dx in range(k):
+                padded[dy : dy + height, dx : dx + width] += x @ kernel[dy, dx].T
+        pad = k // 2
+        sums = padded[pad : pad + height, pad : pad + width].reshape(-1, kernel.shape[2])
     else:
-        x = np.pad(x, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-    height, width = x.shape[0] - k + 1, x.shape[1] - k + 1
-    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(0, 1))
-    patches = windows.transpose(0, 1, 3, 4, 2).reshape(height * width, -1)
-    matrix = kernel.reshape(-1, kernel.shape[-1])
-    values = rounding_divide(patches @ matrix + arrays["bias"], arrays["divisor"])
+        if spec.kind == "deconv":  # the strided conv's (k, k, O, I) kernel, flipped, transposed
+            kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
+            up = np.zeros((2 * x.shape[0], 2 * x.shape[1], x.shape[2]), np.int64)
+            up[::2, ::2] = x
+            before = k - 1 - k // 2
+            x = np.pad(up, ((before, k - 1 - before), (before, k - 1 - before), (0, 0)))
+        else:
+            x = np.pad(x, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+        height, width = x.shape[0] - k + 1, x.shape[1] - k + 1
+        windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(0, 1))
+        patches = windows.transpose(0, 1, 3, 4, 2).reshape(height * width, -1)
+        sums = patches @ kernel.reshape(-1, kernel.shape[-1])
+    values = rounding_divide(sums + arrays["bias"], arrays["divisor"])
     if spec.activation == "leaky":
         values = np.where(values >= 0, values, rounding_divide(values, 100))
     elif spec.activation == "relu":
         values = np.maximum(values, 0)
-    return np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(height, width, -1)
+    values = np.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(height, width, -1)
+    if spec.kind != "subpel":
+        return values
+    shuffled = np.empty((2 * height, 2 * width, values.shape[-1] // 4), np.int64)
+    for row, col, channel in np.ndindex(*shuffled.shape):  # PyTorch's PixelShuffle
+        source = 4 * channel + 2 * (row % 2) + col % 2
+        shuffled[row, col, channel] = values[row // 2, col // 2, source]
+    return shuffled
 
 
-@pytest.mark.parametrize("kind", ["deconv", "conv"])
+@pytest.mark.parametrize("kind", ["deconv", "conv", "transposed", "subpel"])
 @pytest.mark.parametrize("divisors", ["powers of two", "any"])
 def test_layers_by_phases_and_shifts_give_the_plain_integers(kind, divisors):
-    """A deconv computed per output phase (only the taps that meet input samples) and rounding
-    by shifts (power-of-two divisors; floor division otherwise) are the plain computation's
-    integers exactly, with activations at the clip limits: numpy's int64 loops, and float64
-    products in a 64-bit XLA program (what the coder runs)."""
+    """A deconv computed per output phase (only the taps that meet input samples), a stride-1
+    transposed conv as the conv of its flipped kernel, a sub-pixel conv's shuffle as one
+    reshape, and rounding by shifts (power-of-two divisors; floor division otherwise) are the
+    plain computation's integers exactly, with activations at the clip limits: numpy's int64
+    loops, and float64 products in a 64-bit XLA program (what the coder runs)."""
     rng = np.random.default_rng(5)
-    k, inputs, outputs = (5, 6, 7) if kind == "deconv" else (3, 5, 4)
-    shape = (k, k, outputs, inputs) if kind == "deconv" else (k, k, inputs, outputs)
+    k, inputs, outputs = {"deconv": (5, 6, 7), "conv": (3, 5, 4), "transposed": (3, 5, 6),
+                          "subpel": (3, 5, 8)}[kind]  # fmt: skip
+    shape = (k, k, outputs, inputs) if kind in TRANSPOSED_KINDS else (k, k, inputs, outputs)
     divisor = 1 << rng.integers(0, 20, outputs)
     if divisors == "any":
         divisor = rng.integers(1, 1 << 20, outputs)
@@ -541,11 +600,23 @@ def test_integer_aware_fine_tuning_writes_integer_models_and_resumes(tmp_path):
     assert codec.decompress(codec.compress(IMAGE)).shape == IMAGE.shape
 
 
-def test_integer_prior_configs_of_unsupported_priors_are_refused():
-    with pytest.raises(ValueError, match="'factorized' prior"):
-        ModelConfig("factorized", 16, 16, integer_prior=True)
-    with pytest.raises(ValueError, match="K=2"):
-        ModelConfig("joint", 16, 16, 2, integer_prior=True)
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prior": "factorized"}, "'factorized' prior"),
+        ({"prior": "joint", "mixture_components": 2}, "K=2"),
+        ({"prior": "tcm"}, "the 'tcm' prior has no integer form: .* layer 1 \\(gelu\\) has none"),
+        (
+            {"prior": "joint", "transform": "tcm"},
+            "the 'joint' prior with the 'tcm' transform has no integer form: network 'h_s', "
+            "layer 0 \\(ResidualBlockUpsample\\) has none",
+        ),
+    ],
+)
+def test_integer_prior_configs_without_an_integer_form_are_refused_in_one_line(fields, message):
+    with pytest.raises(ValueError, match=message) as error:
+        ModelConfig(num_filters=16, num_latents=16, integer_prior=True, **fields)
+    assert "\n" not in str(error.value)
 
 
 if __name__ == "__main__":  # the subprocess of the cross-arithmetic tests: FOLDER OUT

@@ -25,6 +25,7 @@ PUBLISHED = {
 def test_every_named_model_is_a_valid_model(name):
     config = ModelConfig(**MODELS[name].fields())
     assert config.prior == MODELS[name].prior and config.transform == MODELS[name].transform
+    assert config.mixture_components == (3 if name.endswith("-gmm") else 1)
     if name in PUBLISHED:
         model = CompressionModel(config)
         shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))

@@ -80,9 +80,6 @@ def compress(checkpoint: str, input_path: str, output_path: str, rate: dict | No
             f"{checkpoint} holds a variable-rate model: give --quality=Q (0 ... 1), --lmbda=X "
             f"({low:g} ... {high:g}) or --target_bpp=B"
         )
-    warning = portability_warning(codec.config, checkpoint)
-    if warning:
-        print(warning, file=sys.stderr)
     if "target_bpp" in rate:
         data, stats = codec.compress_to_bpp(image, rate["target_bpp"])
     else:
@@ -90,6 +87,9 @@ def compress(checkpoint: str, input_path: str, output_path: str, rate: dict | No
         if "lmbda" in rate:
             quality = codec.quality_of_lmbda(rate["lmbda"])
         data, stats = codec.compress_with_stats(image, quality)
+    warning = portability_warning(codec.config, checkpoint)  # after any error: one line then
+    if warning:
+        print(warning, file=sys.stderr)
     _write_atomic(Path(output_path), data)
     at = "" if stats.quality is None else f", quality {stats.quality:.4f}"
     return (

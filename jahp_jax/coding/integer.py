@@ -82,6 +82,8 @@ from jahp_jax.coding.range_coder import (
 )
 from jahp_jax.models.latent_codecs import Composition, LatentCodec
 from jahp_jax.models.latent_codecs.integer_form import (
+    SHUFFLE_UPSCALE,
+    TRANSPOSED_KINDS,
     IntegerFormError,
     LayerSpec,
     integer_networks,
@@ -109,7 +111,25 @@ IntegerPriorError = IntegerFormError  # a model that cannot be converted to, or 
 
 
 def _layer_params(network: Mapping, spec: LayerSpec) -> Mapping:
-    return network if spec.name is None else network[spec.name]
+    """The entry of layer `spec` in a network's params (or integer arrays): its path's keys."""
+    for key in () if spec.name is None else spec.name.split("/"):
+        network = network[key]
+    return network
+
+
+def _network_arrays(specs: tuple[LayerSpec, ...], layers: list) -> Arrays:
+    """A network's integer arrays nested as its params are: layers[i] at specs[i]'s path (the
+    network's own entry for a layer without a name)."""
+    arrays: Arrays = {}
+    for spec, layer in zip(specs, layers, strict=True):
+        if spec.name is None:
+            return layer
+        *parents, key = spec.name.split("/")
+        entry = arrays
+        for parent in parents:
+            entry = entry.setdefault(parent, {})
+        entry[key] = layer
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +149,17 @@ def activate(values, activation: str, xp: Any = np):
     if activation == "leaky":  # x >= 0: x; x < 0: round_div(x, 100)
         values = xp.where(values >= 0, values, rounding_divide(values, LEAKY_DIVISOR, xp))
     return xp.clip(values, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+def shuffled(x, upscale: int, xp: Any = np):
+    """PyTorch's PixelShuffle on one map (`jahp_jax.nn.blocks.pixel_shuffle`, an exact
+    permutation; numpy or traced jnp `x`): (h, w, C r^2) -> (h r, w r, C), output
+    (h r + i, w r + j, c) = input channel c r^2 + i r + j at (h, w)."""
+    height, width, channels = x.shape
+    out_channels = channels // (upscale * upscale)
+    x = xp.reshape(x, (height, width, out_channels, upscale, upscale))
+    x = xp.transpose(x, (0, 3, 1, 4, 2))
+    return xp.reshape(x, (height * upscale, width * upscale, out_channels))
 
 
 def to_fixed(values: np.ndarray) -> np.ndarray:
@@ -167,7 +198,8 @@ def exact_correlation(x, kernel, offsets: tuple[int, int], xp: Any = np):
 
 def _map_taps(kind: str, k: int) -> list[list[tuple[int, int, int, int]]]:
     """The tap groups a map layer runs, each a list of (dy, dx, oy, ox): kernel tap (dy, dx)
-    reads the input at offset (oy, ox). A conv: one group, every tap. A stride-2 deconv (the
+    reads the input at offset (oy, ox). A conv (also 'transposed' and 'subpel', whose kernels
+    `IntegerLayer.from_arrays` has made a conv's): one group, every tap. A stride-2 deconv (the
     adjoint of a stride-2 conv with padding k // 2): one group per output phase (row parity,
     column parity, row-major), the taps that meet the input's samples (of a 5x5 kernel 3x3,
     3x2, 2x3 and 2x2), not those the zeros of a zero-upsampled input would meet."""
@@ -202,9 +234,9 @@ class IntegerLayer:
     """An integer layer ready to run (a pytree: its arrays are numpy, or jax arrays for the
     compiled path). `matrices`: by the flat kernel taps it runs with (a context layer's, a
     deconv's phases, all of a conv's), the kernel at those taps as a (taps * I, O) matrix (for
-    'deconv' of the flipped, transposed kernel), float64 or int64 (which products,
-    `exact_matmul`); bias and divisor (O,) int64; `shifts` the divisors' log2 if all are powers
-    of two (what the conversion makes), else None."""
+    'deconv' and 'transposed' of the flipped, transposed kernel), float64 or int64 (which
+    products, `exact_matmul`); bias and divisor (O,) int64; `shifts` the divisors' log2 if all
+    are powers of two (what the conversion makes), else None."""
 
     spec: LayerSpec
     kernel_size: int
@@ -224,7 +256,7 @@ class IntegerLayer:
         """A layer from its stored arrays, its products in `matmul` ('float64' or 'int64');
         a 'context' layer runs with `context_taps` (flat indices into its kernel)."""
         kernel = np.asarray(arrays["kernel"], np.int64)
-        if spec.kind == "deconv":  # (k, k, O, I) of the strided conv -> correlation (k, k, I, O)
+        if spec.kind in TRANSPOSED_KINDS:  # (k, k, O, I) of the conv -> correlation (k, k, I, O)
             kernel = np.swapaxes(kernel[::-1, ::-1], 2, 3)
         k, outputs = kernel.shape[0], kernel.shape[-1]
         bias = np.asarray(arrays["bias"], np.int64)
@@ -261,14 +293,19 @@ class IntegerLayer:
         return activate(accumulated, self.spec.activation, xp)
 
     def apply_map(self, x, xp: Any = np):
-        """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense') or
-        (2h, 2w, O) ('deconv', per output phase: `_map_taps`). The sums are the plain
-        computation's integers, exactly."""
+        """A conv layer on a map: x (h, w, I) int64 -> (h, w, O) ('conv', 'dense',
+        'transposed': the adjoint of a stride-1 conv with odd k and padding k // 2, which is
+        the conv of the flipped, transposed kernel with the same padding), (2h, 2w, O / 4)
+        ('subpel': the conv, then `shuffled` x2) or (2h, 2w, O) ('deconv', the adjoint of a
+        stride-2 conv with padding k // 2, per output phase: `_map_taps`). The sums are the
+        plain computation's integers, exactly."""
         height, width = x.shape[:2]
         phases = [
             self._taps_output(x, taps, xp).reshape(height, width, -1)
             for taps in _map_taps(self.spec.kind, self.kernel_size)
         ]
+        if self.spec.kind == "subpel":
+            return shuffled(phases[0], SHUFFLE_UPSCALE, xp)
         if self.spec.kind != "deconv":
             return phases[0]
         rows = [xp.stack(phases[2 * row : 2 * row + 2], axis=2) for row in range(2)]
@@ -299,6 +336,7 @@ def check_exact(matrix: np.ndarray, bias: np.ndarray, divisor: np.ndarray) -> No
             "fan-in): its float64 arithmetic would not be exact"
         )
 
+
 # ---------------------------------------------------------------------------------------------
 # Conversion of float parameters.
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +352,7 @@ def quantize_layer(
     kernel = np.asarray(kernel, np.float64)
     if mask is not None:
         kernel = kernel * np.asarray(mask, np.float64)[:, :, None, None]
-    out_axis = 2 if kind == "deconv" else 3  # a deconv kernel is (k, k, O, I)
+    out_axis = 2 if kind in TRANSPOSED_KINDS else 3  # a transposed conv's kernel is (k, k, O, I)
     per_output = np.moveaxis(kernel, out_axis, -1).reshape(-1, kernel.shape[out_axis])
     bias = np.asarray(bias, np.float64)
     if not (np.isfinite(per_output).all() and np.isfinite(bias).all()):
@@ -405,15 +443,12 @@ def integer_arrays(model, params: Mapping) -> Arrays:
     composition = model.config.composition()
     arrays: Arrays = {}
     for network, specs in integer_networks(composition).items():
-        arrays[network] = {}
+        quantized = []
         for spec in specs:
             layer = _layer_params(params[network], spec)
             mask = _context_mask(composition, network) if spec.kind == "context" else None
-            quantized = quantize_layer(layer["kernel"], layer["bias"], spec.kind, mask)
-            if spec.name is None:
-                arrays[network] = quantized
-            else:
-                arrays[network][spec.name] = quantized
+            quantized.append(quantize_layer(layer["kernel"], layer["bias"], spec.kind, mask))
+        arrays[network] = _network_arrays(specs, quantized)
     if composition.side is not None:
         arrays["z_tables"] = _z_tables(model, params)
     arrays["gaussian_tables"] = pack_tables(gaussian_tables(), GAUSSIAN_TABLE_WIDTH)
@@ -441,18 +476,15 @@ def abstract_arrays(model, float_shapes: Mapping) -> Arrays:
 
     arrays: Arrays = {}
     for network, specs in integer_networks(composition).items():
-        arrays[network] = {}
+        shapes = []
         for spec in specs:
             layer = _layer_params(float_shapes[network], spec)
-            shapes = {
+            shapes.append({
                 "kernel": struct(*layer["kernel"].shape),
                 "bias": struct(*layer["bias"].shape),
                 "divisor": struct(*layer["bias"].shape),
-            }
-            if spec.name is None:
-                arrays[network] = shapes
-            else:
-                arrays[network][spec.name] = shapes
+            })  # fmt: skip
+        arrays[network] = _network_arrays(specs, shapes)
     if composition.side is not None:
         z = composition.side.z_channels
         arrays["z_tables"] = {

@@ -95,9 +95,10 @@ class ModelConfig:
             try:
                 integer_networks(self.composition())
             except IntegerFormError as error:
-                raise IntegerFormError(
-                    f"the '{self.prior}' prior has no integer form: {error}"
-                ) from None
+                model = f"the '{self.prior}' prior"
+                if self.transform != DEFAULT_TRANSFORM:
+                    model += f" with the '{self.transform}' transform"
+                raise IntegerFormError(f"{model} has no integer form: {error}") from None
 
     def _check_rate(self) -> None:
         if self.lmbda_range is None:

@@ -51,6 +51,14 @@ MODELS: dict[str, ModelPreset] = {
     "cheng2020-attn": ModelPreset(
         "cheng2020-attn", "joint", 192, 192, "CompressAI Cheng2020Attention (1 Gaussian)"
     ),
+    "cheng2020-anchor-gmm": ModelPreset(
+        "cheng2020-anchor", "joint", 192, 192, "Cheng et al. 2020 as published (3 Gaussians)",
+        mixture_components=3,
+    ),  # fmt: skip
+    "cheng2020-attn-gmm": ModelPreset(
+        "cheng2020-attn", "joint", 192, 192, "Cheng et al. 2020 as published (3 Gaussians)",
+        mixture_components=3,
+    ),  # fmt: skip
     "cheng2020-anchor-checkerboard": ModelPreset(
         "cheng2020-anchor", "checkerboard", 192, 192, "CompressAI Cheng2020AnchorCheckerboard",
         prior_options=(("anchors", "even"),),

@@ -2,7 +2,7 @@
 each support [mean (scale) hyper features, decoded slices] passed through Swin attention
 (SWAtten) before its 3x3-conv slice transform, and latent residual prediction from the attended
 mean support (`parts.SliceTransforms` with attention). Separate mean and scale hyper syntheses
-(`h_mean_s`, `h_scale_s`). Attention has no integer form, so neither has this prior.
+(`h_mean_s`, `h_scale_s`). Attention and GELU have no integer form, so neither has this prior.
 
 Options: `num_slices` (5), `max_support_slices` (5).
 """
