@@ -81,6 +81,18 @@ def _integer_prior(result: dict[str, Any]) -> list[str]:
             for model in result["models"]]  # fmt: skip
 
 
+def _followups(result: dict[str, Any]) -> list[str]:
+    return [f"{row['model']}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s"
+            + (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
+               if "decode_speedup" in row else "")
+            for row in result["rows"]]  # fmt: skip
+
+
+def _reference_followups(result: dict[str, Any]) -> list[str]:
+    return [f"{row['model']}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s, "
+            f"load {row['load_before']:.1f}" for row in result["rows"]]  # fmt: skip
+
+
 def _integer_followups(result: dict[str, Any]) -> list[str]:
     return [f"{case['arch']}: float {case['float_bytes']} B, integer "
             + (f"{case['integer_bytes']} B ({case['rate_cost']:+.2%}), exact decode "
@@ -158,6 +170,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
                    "gradients, ours against XLA's stock convs", _conv),
     "bench_integer_prior": ("the integer prior path against the float one on Kodak: decode "
                             "time and file size", _integer_prior),
+    "bench_followups": ("encode and decode of one Kodak image with the follow-up models at "
+                        "their published sizes, against the references", _followups),
     "bench_integer_followups": ("the follow-up reference cases as float and integer models: "
                                 "file sizes, exact integer decodes", _integer_followups),
     "bench_metrics": ("PSNR and MS-SSIM of one rate point", _metrics),
@@ -169,6 +183,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "profile_train": ("the train step per XLA op (`profile_step --what=train`)", _profile),
     "reference_compressai": ("CompressAI's train step and codecs (PyTorch venv)",
                              _reference_compressai),
+    "reference_followups": ("the follow-up references' codecs (PyTorch venv)",
+                            _reference_followups),
     "reference_transforms": ("the follow-up models' reference transforms (PyTorch venv)",
                              _reference_transforms),
 }

@@ -1,0 +1,127 @@
+"""Encode and decode of one Kodak image with the follow-up models at their published sizes, against
+the references measured on the same machine.
+
+    ./launch.sh python -m benchmarks.bench_followups [--models=cheng2020-anchor,...]
+        [--image=kodim23] [--repeats=2]
+
+Each `--model` preset (cheng2020-anchor, cheng2020-attn, cheng2020-anchor-checkerboard,
+elic2022-official, elic2022-chandelier, tcm) with random-init weights, g_a's last strided conv
+kernel (its last layer that is a conv, not a block) scaled by --g_a_scale, as the reference
+script does (1: random init gives kodim23 about 0.25 bpp): a Codec, then compress and
+decompress of the image, one warm-up (compiles) and the best of --repeats, wall seconds. The
+references' figures come from `benchmarks/reference_followups.py` (run in the PyTorch venv just
+before, on the same CPU: its JSON is read and the ratios reference / ours are recorded only when
+its CPU is this one).
+Writes benchmarks/results/bench_followups.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+
+from benchmarks.machine import cpu_model, write_result
+from jahp_jax.cli.command import Command
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+MODELS = ("cheng2020-anchor", "cheng2020-attn", "cheng2020-anchor-checkerboard",
+          "elic2022-official", "elic2022-chandelier", "tcm")  # fmt: skip
+
+COMMAND = Command("python -m benchmarks.bench_followups", __doc__)
+FLAGS = COMMAND.flags
+flags.DEFINE_list("models", list(MODELS), "The --model presets to time.", flag_values=FLAGS)
+flags.DEFINE_string("image", "kodim23", "Kodak image name.", flag_values=FLAGS)
+flags.DEFINE_string("kodak_dir", str(KODAK), "Folder of the Kodak PNGs.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 2, "Timed runs after the warm-up (best reported).",
+                     flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_float("g_a_scale", 1.0, "Factor of g_a's last strided conv kernel (the reference "
+                   "script's --g_a_scale).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("reference", str(RESULTS / "reference_followups.json"), "The references' "
+                    "timings (benchmarks/reference_followups.py).", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_string("output", str(RESULTS / "bench_followups.json"), "Result JSON.",
+                    flag_values=FLAGS)  # fmt: skip
+
+
+def time_model(name: str, image, repeats: int, g_a_scale: float) -> dict:
+    import jax
+    import numpy as np
+
+    from jahp_jax.coding.codec import Codec
+    from jahp_jax.models.compression_model import CompressionModel, init_params
+    from jahp_jax.models.config import ModelConfig
+    from jahp_jax.models.presets import MODELS as PRESETS
+
+    model = CompressionModel(ModelConfig(**PRESETS[name].fields()))
+    params = jax.tree_util.tree_map(np.asarray, init_params(model, jax.random.key(0)))
+    convs = sorted((key for key in params["g_a"] if "kernel" in params["g_a"][key]),
+                   key=lambda key: int(key.rsplit("_", 1)[-1]))  # fmt: skip
+    last = params["g_a"][convs[-1]]
+    params["g_a"][convs[-1]] = {**last, "kernel": last["kernel"] * g_a_scale}
+    start = time.perf_counter()
+    codec = Codec(model, params)
+    setup_s = time.perf_counter() - start
+    encode, decode = [], []
+    for _ in range(repeats + 1):  # the first compiles
+        start = time.perf_counter()
+        data = codec.compress(image)
+        encode.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        codec.decompress(data)
+        decode.append(time.perf_counter() - start)
+    return {"model": name, "bytes": len(data), "encode_s": min(encode[1:]),
+            "decode_s": min(decode[1:]), "first_encode_s": encode[0],
+            "first_decode_s": decode[0], "setup_s": setup_s}  # fmt: skip
+
+
+def _benchmark(_: list[str]) -> int:
+    args = FLAGS
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        print(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from jahp_jax.io.images import read_image
+    from jahp_jax.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    image = read_image(Path(args.kodak_dir) / f"{args.image}.png")
+    reference_path = Path(args.reference)
+    reference = json.loads(reference_path.read_text()) if reference_path.is_file() else {}
+    same_cpu = reference.get("cpu") == cpu_model()
+    references = {row["model"]: row for row in reference.get("rows", [])} if same_cpu else {}
+    rows = []
+    for name in args.models:
+        load = os.getloadavg()[0]
+        row = time_model(name, image, args.repeats, args.g_a_scale)
+        row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        if name in references:
+            ref = references[name]
+            row["reference_encode_s"], row["reference_decode_s"] = ref["encode_s"], ref["decode_s"]
+            row["decode_speedup"] = ref["decode_s"] / row["decode_s"]
+            row["encode_speedup"] = ref["encode_s"] / row["encode_s"]
+        rows.append(row)
+        versus = (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
+                  if "decode_speedup" in row else "")  # fmt: skip
+        print(f"{name}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s{versus}, "
+              f"{row['bytes']} bytes (load {load:.2f})", flush=True)  # fmt: skip
+    write_result(args.output, {"image": args.image, "repeats": args.repeats,
+                               "g_a_scale": args.g_a_scale,
+                               "reference": reference_path.name if references else None,
+                               "reference_date": reference.get("date") if references else None,
+                               "rows": rows})  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.run(_benchmark, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
