@@ -6,8 +6,9 @@ the references measured on the same machine.
 
 Each `--model` preset (cheng2020-anchor, cheng2020-attn, cheng2020-anchor-checkerboard,
 elic2022-official, elic2022-chandelier, tcm) with random-init weights, g_a's last strided conv
-kernel (its last layer that is a conv, not a block) scaled by --g_a_scale, as the reference
-script does (1: random init gives kodim23 about 0.25 bpp): a Codec, then compress and
+kernel (its last layer that is a conv, not a block) scaled by --g_a_scale (as the reference
+script's; Flax's and PyTorch's initialisers differ, so compare the recorded file sizes: 0.04 here
+and 1 there give files of similar size): a Codec, then compress and
 decompress of the image, one warm-up (compiles) and the best of --repeats, wall seconds. The
 references' figures come from `benchmarks/reference_followups.py` (run in the PyTorch venv just
 before, on the same CPU: its JSON is read and the ratios reference / ours are recorded only when
@@ -104,6 +105,7 @@ def _benchmark(_: list[str]) -> int:
         if name in references:
             ref = references[name]
             row["reference_encode_s"], row["reference_decode_s"] = ref["encode_s"], ref["decode_s"]
+            row["reference_bytes"] = ref["bytes"]
             row["decode_speedup"] = ref["decode_s"] / row["decode_s"]
             row["encode_speedup"] = ref["encode_s"] / row["encode_s"]
         rows.append(row)
