@@ -60,6 +60,19 @@ def stand_ins() -> None:
     sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
 
 
+def selected_models(models: str, known: tuple[str, ...], tcm_path: Path | None) -> list[str]:
+    """The comma-separated --models, checked against `known` (one error line); 'tcm' dropped
+    with a note when no --tcm file is given."""
+    names = [name for name in models.split(",") if name]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(known)}")
+    if "tcm" in names and (tcm_path is None or not tcm_path.is_file()):
+        print("note: no --tcm file; the tcm model is skipped")
+        names.remove("tcm")
+    return names
+
+
 def build(name: str, tcm_path: Path | None) -> tuple[torch.nn.Module, int, int]:
     """(the model, N, M)."""
     import compressai.models
@@ -113,13 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    names = [name for name in args.models.split(",") if name]
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
-    if "tcm" in names and (args.tcm is None or not args.tcm.is_file()):
-        print("note: no --tcm file; the tcm model is skipped")
-        names.remove("tcm")
+    names = selected_models(args.models, MODELS, args.tcm)
     stand_ins()
     import compressai
 
