@@ -153,3 +153,16 @@ def golden_path(name: str) -> Path:
         require("shared", f"needs CompressAI's reference outputs in "
                           f"{FULL_SHARED / 'golden' / 'compressai'} (not committed)")  # fmt: skip
     return GOLDEN / name
+
+
+def damage_largest_file(folder: Path, how: str) -> None:
+    """Truncate (to half) or garble (8 bytes in the middle of) the largest file under `folder`:
+    an orbax item's array data."""
+    path = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        middle = len(data) // 2
+        data[middle : middle + 8] = bytes(b ^ 0x5A for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))

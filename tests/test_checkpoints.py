@@ -3,6 +3,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from conftest import damage_largest_file
 
 from jahp_jax.io.checkpoints import (
     CheckpointError,
@@ -128,10 +129,6 @@ def test_export_of_a_prior_without_integer_form_names_the_float_flag(tmp_path, c
     assert main([str(tmp_path / "run"), str(tmp_path / "out"), "--arithmetic=float"]) == 0
 
 
-def _largest_file(folder):
-    return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-
-
 @pytest.mark.parametrize("how", ["truncate", "garble", "empty metadata"])
 def test_a_corrupt_parameter_file_is_one_clear_error(tmp_path, how, capsys):
     """Orbax's files have no checksums (a garbled array file reads back as other numbers): the
@@ -142,14 +139,7 @@ def test_a_corrupt_parameter_file_is_one_clear_error(tmp_path, how, capsys):
     if how == "empty metadata":
         (step_dir / "params" / "_METADATA").write_bytes(b"")
     else:
-        path = _largest_file(step_dir / "params")  # the array data
-        data = bytearray(path.read_bytes())
-        if how == "truncate":
-            data = data[: len(data) // 2]
-        else:
-            middle = len(data) // 2
-            data[middle : middle + 8] = bytes(b ^ 0x5A for b in data[middle : middle + 8])
-        path.write_bytes(bytes(data))
+        damage_largest_file(step_dir / "params", how)  # the array data
     with pytest.raises(CheckpointError, match=f"parameters in '{step_dir}'|params in") as error:
         load_model(tmp_path / "run")
     assert "\n" not in str(error.value) and len(str(error.value)) < 500, str(error.value)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED, suite_xla_flags
+from conftest import SHARED, damage_largest_file, suite_xla_flags
 
 from jahp_jax.data.pipeline import DatasetError
 from jahp_jax.io.checkpoints import (
@@ -154,25 +154,12 @@ def test_progress_line_and_tensorboard_summaries(runs):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"  # fmt: skip
 
 
-def _damage(folder: Path, how: str) -> None:
-    """Truncate (to half) or garble (8 bytes in the middle of) the largest file under `folder`:
-    an orbax item's array data."""
-    path = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(path.read_bytes())
-    if how == "truncate":
-        data = data[: len(data) // 2]
-    else:
-        middle = len(data) // 2
-        data[middle : middle + 8] = bytes(b ^ 0x5A for b in data[middle : middle + 8])
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("item, how", [("params", "garble"), ("train_state", "truncate")])
 def test_resuming_from_a_corrupt_checkpoint_is_one_clear_error(runs, data_args, tmp_path, item,
                                                               how):  # fmt: skip
     workdir = tmp_path / "run"
     shutil.copytree(runs["straight"], workdir)
-    _damage(workdir / "checkpoints" / str(STEPS) / item, how)
+    damage_largest_file(workdir / "checkpoints" / str(STEPS) / item, how)
     flags = dict(arg[2:].split("=", 1) for arg in data_args)
     config = train.TrainConfig(lmbda=0.01, num_filters=8, num_latents=8, patch_size=64,
                                batch_size=2, seed=3, num_steps=STEPS + 2, eval_every=0,
