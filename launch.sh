@@ -3,7 +3,7 @@
 #
 #   ./launch.sh quickstart         train a small joint model, compress Kodak to real files, compare
 #   ./launch.sh test               run the test suite (what CI runs; beside ../shared, the tests
-#                                  that read its folders run again as in a plain clone)
+#                                  of the data roots run again as in a plain clone)
 #   ./launch.sh train [FLAGS...]   jahp-train FLAGS... (python -m jahp_jax.cli.train)
 #   ./launch.sh sweep [FLAGS...]   priors x lambdas, one workdir each (see README, "Sweeps")
 #   ./launch.sh ablation [FLAGS...] the CPU-scale ablation of experiments/ablation.py
@@ -53,10 +53,10 @@ install_slurm() {
   fi
 }
 
-# The test files that read the data folders (their files, counts, data roots), so behave differently
-# without ../shared; the others read a few images that the committed stand-in holds as well.
-PLAIN_CLONE_TESTS=(tests/test_data.py tests/test_train.py tests/test_experiments.py
-                   tests/test_multiprocess.py tests/test_slurm.py)
+# The test files holding tests marked `plain_clone`: those whose outcome depends on which data
+# folders exist (data roots, their defaults, the quickstart's data); the others read images that
+# the committed stand-in holds as well, at paths the tests pass.
+PLAIN_CLONE_TESTS=(tests/test_data.py tests/test_train.py tests/test_experiments.py)
 
 cmd=${1:-help}
 [[ $# -gt 0 ]] && shift
@@ -78,13 +78,13 @@ case "$cmd" in
     "$VENV/bin/python" -m ruff check jahp_jax tests experiments benchmarks
     status=0
     "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile "$@" || status=$?
-    # The whole suite (no arguments) beside ../shared also runs the tests that read its folders
-    # again as a plain clone would (JAHP_TEST_SHARED=off: the committed stand-in only), so that
-    # the set-up without ../shared cannot break unseen.
+    # The whole suite (no arguments) beside ../shared also runs the `plain_clone` tests again as
+    # a plain clone would (JAHP_TEST_SHARED=off: the committed stand-in only), so that the
+    # set-up without ../shared cannot break unseen.
     if [[ $# -eq 0 && -d ../shared && ${JAHP_TEST_SHARED:-auto} != off ]]; then
       echo "[launch] again as in a plain clone (JAHP_TEST_SHARED=off): ${PLAIN_CLONE_TESTS[*]}" >&2
       JAHP_TEST_SHARED=off "$VENV/bin/python" -m pytest -q -rs -n "$workers" --dist loadfile \
-        "${PLAIN_CLONE_TESTS[@]}" || status=$?
+        -m plain_clone "${PLAIN_CLONE_TESTS[@]}" || status=$?
     fi
     exit "$status"
     ;;

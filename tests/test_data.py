@@ -18,6 +18,8 @@ from PIL import Image
 
 from jahp_jax.data import pipeline as data
 
+pytestmark = pytest.mark.plain_clone  # every test here reads the data folders
+
 DATA = SHARED / "data"  # ../shared/data, or the committed stand-in (2 Kodak images, 7 BSDS500)
 KODAK = DATA / "kodak"
 BSDS_TRAIN = DATA / "train" / "bsds500"

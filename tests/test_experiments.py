@@ -28,6 +28,7 @@ def git(folder, *args: str) -> str:
                           check=True).stdout  # fmt: skip
 
 
+@pytest.mark.plain_clone
 @pytest.mark.slow
 def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
     tmp_path, capsys, monkeypatch
@@ -64,6 +65,7 @@ def test_quickstart_end_to_end_writes_only_below_the_ignored_runs_folder(
     assert config["init_from"] == str(out / "train")
 
 
+@pytest.mark.plain_clone
 def test_the_quickstart_export_replaces_an_earlier_export_and_nothing_else(tmp_path):
     config = ModelConfig("joint", 8, 8)
     params = init_params(CompressionModel(config), jax.random.key(0))
@@ -78,6 +80,7 @@ def test_the_quickstart_export_replaces_an_earlier_export_and_nothing_else(tmp_p
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.plain_clone
 def test_quickstart_refuses_a_missing_folder(tmp_path, capsys):
     assert quickstart.main([f"--train_dir={tmp_path / 'nope'}"]) == 2
     assert "--train_dir" in capsys.readouterr().err
@@ -85,6 +88,7 @@ def test_quickstart_refuses_a_missing_folder(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --data_root=")
 
 
+@pytest.mark.plain_clone
 def test_quickstart_without_local_data_names_the_downloads_it_would_use(tmp_path):
     """The shared folder hidden (JAHP_DATA=download): no traceback, the tfds downloads named."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), data.DATA_ROOT_ENV: "download"}
@@ -98,6 +102,7 @@ def test_quickstart_without_local_data_names_the_downloads_it_would_use(tmp_path
     assert lines[3].startswith("evaluation: tfds 'kodak' (download: the 24 Kodak PNGs")
 
 
+@pytest.mark.plain_clone
 def test_quickstart_offline_without_local_data_stops_with_one_line(
     tmp_path, capsys, monkeypatch
 ):
@@ -186,6 +191,7 @@ def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):
     assert not root.exists()
 
 
+@pytest.mark.plain_clone
 def test_experiment_data_comes_from_the_flags_then_the_data_root_then_downloads(tmp_path):
     images = str(DATA_ROOT / "train")
     folder = ablation_flags(f"--train_dir={images}", "--data_root=download")

@@ -6,7 +6,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, quick_model
 
 from jahp_jax.coding.codec import Codec, pad_image
 from jahp_jax.coding.programs import compiled_functions
@@ -32,7 +32,7 @@ def image() -> np.ndarray:
 
 @functools.cache  # one per configuration, shared by the tests below (a Codec holds no state)
 def _codec(prior: str, k: int) -> Codec:
-    model = create_model(prior, N, M, k)
+    model = quick_model(prior, N, M, k)
     return Codec(model, init_params(model, jax.random.key(0)))
 
 

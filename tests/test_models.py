@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import quick_model
 
 from jahp_jax.models.compression_model import count_params, create_model, init_params
 from jahp_jax.models.latent_codecs import PRIORS
@@ -19,20 +20,26 @@ def _loss(model, params, x, key):
 
 @pytest.mark.parametrize("prior,components", CONFIGS)
 def test_every_prior_forward_and_gradients(prior, components):
-    model = create_model(prior, num_filters=8, num_latents=12, mixture_components=components)
+    model = quick_model(prior, 8, 12, components)
     params = init_params(model, jax.random.key(0))
     side = max(64, model.config.patch_multiple)  # tcm's attention windows need 128
     x = jax.random.uniform(jax.random.key(1), (2, side, side, 3))
+    forward = jax.jit(  # one program each, not op by op (TCM's are thousands of ops)
+        lambda params, train: model.apply(
+            {"params": params}, x, train=train, rngs={"noise": jax.random.key(2)}
+        ),
+        static_argnums=1,
+    )
     for train in (True, False):
-        out = model.apply({"params": params}, x, train=train, rngs={"noise": jax.random.key(2)})
+        out = forward(params, train)
         assert out["x_hat"].shape == x.shape
         expected = {"y", "z"} if model.make_latent_codec().hyperprior else {"y"}
         assert set(out["likelihoods"]) == expected
         for lik in out["likelihoods"].values():
             assert float(lik.min()) > 0.0 and float(lik.max()) <= 1.0
-    (loss, _), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
-        model, params, x, jax.random.key(3)
-    )
+    (loss, _), grads = jax.jit(
+        jax.value_and_grad(_loss, argnums=1, has_aux=True), static_argnums=0
+    )(model, params, x, jax.random.key(3))
     assert np.isfinite(float(loss))
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)

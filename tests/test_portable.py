@@ -69,6 +69,12 @@ CASES = {  # name -> model: every integer prior, and the hyper syntheses of othe
     "joint cheng2020-anchor": ModelConfig("joint", SIZE, SIZE, transform="cheng2020-anchor"),
     "elic2022 elic2022": ModelConfig("elic2022", SIZE, SIZE, transform="elic2022"),
 }
+# The cases run again under other numerical set-ups (subprocesses): one of each part's kind, the
+# others being compositions of the same parts (mean_scale, context, checkerboard, elic2022 with
+# mbt2018's transforms): the hyper side alone, the raster context, channel slices with LRP, ELIC's
+# checkerboard in uneven groups with a transposed conv, cheng2020's sub-pixel convs.
+CROSS_ISA_CASES = ("hyperprior", "joint", "channelwise", "elic2022 elic2022",
+                   "joint cheng2020-anchor")  # fmt: skip
 LATENT = (8, 8)
 SETUPS = {
     "sse4_2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
@@ -171,7 +177,8 @@ def reference(tmp_path_factory) -> dict:
         }
         coded[name] = {"float": float_coded, "integer": integer_coded, "model": model}
     folder = tmp_path_factory.mktemp("portable")
-    (folder / "cases.pkl").write_bytes(pickle.dumps(cases))
+    cross_isa = {name: cases[name] for name in CROSS_ISA_CASES}
+    (folder / "cases.pkl").write_bytes(pickle.dumps(cross_isa))
     return {"cases": cases, "coded": coded, "folder": folder}
 
 
@@ -215,7 +222,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
     assert not np.array_equal(here["blas_probe"], there["blas_probe"])
     perturbed_y = {}
-    for name in CASES:
+    for name in CROSS_ISA_CASES:
         count, largest = _differing(
             here[name]["float_distribution"], there[name]["float_distribution"]
         )
@@ -234,7 +241,7 @@ def test_the_setups_perturb_the_float_path(reference, elsewhere, setup):
 @pytest.mark.parametrize("setup", SETUPS)
 def test_integer_files_decode_bit_exactly_elsewhere(reference, elsewhere, setup):
     here, there = elsewhere["host"], elsewhere[setup]
-    for name in CASES:
+    for name in CROSS_ISA_CASES:
         coded = reference["coded"][name]["integer"]
         assert there[name]["integer_checksum"] == here[name]["integer_checksum"], name
         assert np.array_equal(there[name]["integer_decoded"], coded.y_hat), name
@@ -258,7 +265,9 @@ def test_integer_files_decode_here(reference, elsewhere):
             *case["integer_streams"], LATENT
         )
         assert np.array_equal(decoded, coded["integer"].y_hat), name
-        assert np.array_equal(elsewhere["host"][name]["integer_decoded"], coded["integer"].y_hat)
+        if name in CROSS_ISA_CASES:
+            host_decoded = elsewhere["host"][name]["integer_decoded"]
+            assert np.array_equal(host_decoded, coded["integer"].y_hat), name
 
 
 # ---------------------------------------------------------------------------------------------

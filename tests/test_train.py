@@ -326,6 +326,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, env,
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
 
 
+@pytest.mark.plain_clone
 def test_bad_command_lines_get_one_line_errors(tmp_path, env, data_args):
     cases = {
         "lambda": ([*TINY, "--lmbda=0", *data_args], "--lmbda must be > 0"),
@@ -340,6 +341,7 @@ def test_bad_command_lines_get_one_line_errors(tmp_path, env, data_args):
         assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+@pytest.mark.plain_clone
 @pytest.mark.parametrize(
     "changes, error, message",
     [

@@ -438,7 +438,7 @@ def test_a_quality_is_refused_by_a_fixed_rate_model_and_required_by_a_variable_o
 def test_every_prior_trains_at_every_rate(prior):
     """Gain units wrap any latent codec: the rate grows with the quality from the start, and the
     loss at a drawn quality reaches the gains."""
-    options = {"num_slices": 2} if prior == "channelwise" else {}  # fewer programs to compile
+    options = {"num_slices": 2} if prior in ("channelwise", "tcm") else {}  # fewer to compile
     config = ModelConfig(prior, 8, 16, prior_options=options, lmbda_range=RANGE, gain_levels=3)
     model = CompressionModel(config)
     size = 128  # 8 x 8 latents: TCM's attention windows need that many
