@@ -109,9 +109,10 @@ def default_codegen(env: dict[str, str]) -> dict[str, str]:
     return {**env, "XLA_FLAGS": flags, DEFAULT_CODEGEN_ENV: "1"}
 
 
-# Options that make the suite's tiny models quicker to compile: TCM with 2 slices instead of 5
-# (4 Swin attention networks instead of 10; its 5 slices are coded by the golden tests).
-QUICK_PRIOR_OPTIONS = {"tcm": {"num_slices": 2}}
+# Options that make the suite's tiny models quicker to compile: the slice priors with fewer slices
+# (channelwise 3 instead of 10, TCM 2 instead of 5: fewer networks, fewer coding programs; their
+# default slice counts are coded by the golden tests and by test_codec's trained models).
+QUICK_PRIOR_OPTIONS = {"channelwise": {"num_slices": 3}, "tcm": {"num_slices": 2}}
 
 
 def quick_model(prior: str, num_filters: int, num_latents: int, components: int = 1):

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from conftest import REPO_ROOT, SHARED
+from conftest import REPO_ROOT, SHARED, quick_model
 
 from jahp_jax.cli import codec as codec_cli
 from jahp_jax.cli import convert as convert_cli
@@ -105,10 +105,10 @@ def test_roundtrip_is_exact(codecs, test_image, prior, k):
 
 @functools.cache
 def _untrained(prior: str, k: int) -> tuple[Codec, Callable, Callable]:
-    """A randomly initialised model (N = M = 8, key 0: tests/test_latent_codecs.py's, so the
-    two files share their compiled programs), its Codec, and its own g_a and g_s jitted here,
-    not the codec's."""
-    model = create_model(prior, 8, 8, k)
+    """A randomly initialised model (N = M = 8, key 0, the quick options: test_latent_codecs.py's,
+    so the two files share their compiled programs), its Codec, and its own g_a and g_s jitted
+    here, not the codec's."""
+    model = quick_model(prior, 8, 8, k)
     analysis, synthesis = (
         jax.jit(lambda p, x, method=method: model.apply({"params": p}, x, method=method))
         for method in ("analysis", "synthesis")

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SHARED, default_codegen
+from conftest import QUICK_PRIOR_OPTIONS, SHARED, default_codegen
 
 from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
@@ -65,7 +65,10 @@ from jahp_jax.training import train
 SIZE = 16  # N = M
 INTEGER_PRIORS = [prior for prior in PRIORS if has_integer_form(ModelConfig(prior).composition())]
 CASES = {  # name -> model: every integer prior, and the hyper syntheses of other layer kinds
-    **{prior: ModelConfig(prior, SIZE, SIZE) for prior in INTEGER_PRIORS},
+    **{
+        prior: ModelConfig(prior, SIZE, SIZE, prior_options=QUICK_PRIOR_OPTIONS.get(prior, {}))
+        for prior in INTEGER_PRIORS
+    },
     "joint cheng2020-anchor": ModelConfig("joint", SIZE, SIZE, transform="cheng2020-anchor"),
     "elic2022 elic2022": ModelConfig("elic2022", SIZE, SIZE, transform="elic2022"),
 }
