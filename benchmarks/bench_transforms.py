@@ -9,7 +9,8 @@ published sizes: cheng2020 N = M = 192 (anchor and attention), ELIC N = 192, M =
 and Chandelier models share these transforms), TCM N = 128, M = 320. The median of --repeats steps
 after a warm-up (whose time, compile included, is reported apart), in wall seconds and in CPU
 seconds of the process (all its threads; on a shared machine the fairer measure of the work, as
-wall time follows the other processes' load). The project's conv layers and
+wall time follows the other processes' load). Each model runs in a process of its own, whose peak
+resident memory (compiled programs included) is recorded. The project's conv layers and
 their CPU paths (`jahp_jax.nn.layers`) are used as in training. Beside it the same step of the
 references (`benchmarks/reference_transforms.py`, run in a PyTorch environment) when its JSON
 names this CPU and the batch is the same. Writes a Markdown table to stdout and JSON to
@@ -28,7 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from benchmarks.machine import cpu_model, provenance, write_result
+from benchmarks.machine import cpu_model, in_fresh_process, provenance, write_result
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_transforms.json"
@@ -104,7 +105,7 @@ def main() -> None:
     rows = []
     for name in names:
         load = os.getloadavg()[0]
-        row = time_model(name, args.batch, args.patch, args.repeats)
+        row = in_fresh_process(time_model, name, args.batch, args.patch, args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
         row.update(provenance())  # rows of several runs can share the file
         if name in reference and reference[name]["batch"] == args.batch:
@@ -114,23 +115,29 @@ def main() -> None:
             row["reference_load"] = ref["load_before"]
             row["speedup_vs_reference"] = ref["s_per_step"] / row["s_per_step"]
             row["cpu_speedup_vs_reference"] = ref["cpu_s_per_step"] / row["cpu_s_per_step"]
+            if "peak_rss_gib" in ref:
+                row["reference_peak_rss_gib"] = ref["peak_rss_gib"]
         rows.append(row)
-        print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step "
-              f"(first {row['first_step_s']:.1f} s, load {load:.2f})", flush=True)  # fmt: skip
+        print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step, "
+              f"peak {row['peak_rss_gib']:.2f} GiB (first {row['first_step_s']:.1f} s, load "
+              f"{load:.2f})", flush=True)  # fmt: skip
     print(f"\ng_a + g_s forward + backward, batch {args.batch}, {args.patch}x{args.patch}, "
           f"{cpu_model()}; reference: {source}\n")  # fmt: skip
     print("| model | N | M | params | s/step (CPU-s) | reference s/step (CPU-s) | speedup "
-          "(CPU) | load (reference's) |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "(CPU) | peak GiB (reference's) | load (reference's) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         ours = f"{r['s_per_step']:.2f} ({r['cpu_s_per_step']:.1f})"
         ref, speed, load = "-", "-", f"{r['load_before']:.1f}"
+        peak = f"{r['peak_rss_gib']:.2f}"
         if "reference_s_per_step" in r:
             ref = f"{r['reference_s_per_step']:.2f} ({r['reference_cpu_s_per_step']:.1f})"
             speed = f"{r['speedup_vs_reference']:.2f}x ({r['cpu_speedup_vs_reference']:.2f}x)"
             load += f" ({r['reference_load']:.1f})"
+        if "reference_peak_rss_gib" in r:
+            peak += f" ({r['reference_peak_rss_gib']:.2f})"
         print(f"| {r['model']} | {r['N']} | {r['M']} | {r['params'] / 1e6:.2f} M | {ours} | "
-              f"{ref} | {speed} | {load} |")  # fmt: skip
+              f"{ref} | {speed} | {peak} | {load} |")  # fmt: skip
     output = Path(args.output)
     earlier = json.loads(output.read_text()) if output.is_file() else {}
     if earlier.get("cpu") == cpu_model():  # keep the other models of an earlier run here

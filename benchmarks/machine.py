@@ -10,13 +10,17 @@ PyTorch venv without this project's dependencies, use it too.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,21 @@ def matmul_gflops(repeats: int = 5) -> float:
         jax.block_until_ready(matmul(a))
         times.append(time.perf_counter() - start)
     return 2.0 * MATMUL_SIDE**3 / statistics.median(times) / 1e9
+
+
+def in_fresh_process(function: Callable[..., dict], *args: Any) -> dict:
+    """`function(*args)` (a module-level function returning a row) in a new process of its own,
+    spawned and used once, with that process's peak resident memory added as "peak_rss_gib"
+    (ru_maxrss): one model's memory, not the largest of the models timed before it."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        return pool.submit(_with_peak_rss, function, *args).result()
+
+
+def _with_peak_rss(function: Callable[..., dict], *args: Any) -> dict:
+    row = function(*args)
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+    return row
 
 
 def load_average() -> float:

@@ -8,7 +8,8 @@ Runs in a separate environment with PyTorch, einops and CompressAI 1.2.8 (e.g.
 `python3.11 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch einops compressai==1.2.8`)
 and imports nothing from jahp_jax. One step, as `benchmarks.bench_transforms` times it: the MSE of
 g_s(g_a(x)) against x on a random batch, then its backward to every parameter of both
-transforms (a fresh graph each step, gradients zeroed), in wall and in process CPU seconds.
+transforms (a fresh graph each step, gradients zeroed), in wall and in process CPU seconds; each
+model in a process of its own, whose peak resident memory is recorded.
 Models: CompressAI's Cheng2020Anchor and
 Cheng2020Attention (N = 192), Elic2022Official (N = 192, M = 320), and the authors' TCM
 (N = 128, M = 320; `models/tcm.py` of github.com/jmliu206/LIC_TCM, given by --tcm, skipped
@@ -35,7 +36,7 @@ import torch
 # The reference venv does not install this project: benchmarks.machine (standard library only)
 # is imported from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.machine import cpu_model, provenance, write_json  # noqa: E402
+from benchmarks.machine import cpu_model, in_fresh_process, provenance, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_transforms.json"
 MODELS = ("cheng2020-anchor", "cheng2020-attn", "elic2022", "tcm")
@@ -117,6 +118,12 @@ def time_model(name: str, tcm_path: Path | None, batch: int, patch: int, repeats
             "first_step_s": first_s}  # fmt: skip
 
 
+def measure(name: str, tcm_path: Path | None, batch: int, patch: int, repeats: int) -> dict:
+    """`time_model` in a process of its own (`in_fresh_process`), the stand-ins installed."""
+    stand_ins()
+    return time_model(name, tcm_path, batch, patch, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -133,12 +140,13 @@ def main() -> None:
     rows = []
     for name in names:
         load = os.getloadavg()[0]
-        row = time_model(name, args.tcm, args.batch, args.patch, args.repeats)
+        row = in_fresh_process(measure, name, args.tcm, args.batch, args.patch, args.repeats)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
         row.update(provenance())  # rows of several runs can share the file
         rows.append(row)
-        print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step "
-              f"(first {row['first_step_s']:.1f} s, load {load:.2f})", flush=True)  # fmt: skip
+        print(f"{name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU-s/step, "
+              f"peak {row['peak_rss_gib']:.2f} GiB (first {row['first_step_s']:.1f} s, load "
+              f"{load:.2f})", flush=True)  # fmt: skip
     output = Path(args.output)
     earlier = json.loads(output.read_text()) if output.is_file() else {}
     if earlier.get("cpu") == cpu_model():  # keep the other models of an earlier run here

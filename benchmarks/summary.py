@@ -122,11 +122,16 @@ def _train(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _peak(row: dict[str, Any], key: str = "peak_rss_gib") -> str:
+    return f", peak {row[key]:.2f} GiB" if key in row else ""
+
+
 def _transforms(result: dict[str, Any]) -> list[str]:
     return [f"{row['model']} N={row['N']} M={row['M']}, batch {row['batch']}, "
             f"{row['patch']}x{row['patch']}: {row['s_per_step']:.1f} s/step "
-            f"({row['cpu_s_per_step']:.1f} CPU-s); reference {row['reference_s_per_step']:.1f} s "
-            f"({row['reference_cpu_s_per_step']:.1f} CPU-s): {row['speedup_vs_reference']:.2f}x "
+            f"({row['cpu_s_per_step']:.1f} CPU-s{_peak(row)}); reference "
+            f"{row['reference_s_per_step']:.1f} s ({row['reference_cpu_s_per_step']:.1f} CPU-s"
+            f"{_peak(row, 'reference_peak_rss_gib')}): {row['speedup_vs_reference']:.2f}x "
             f"wall, {row['cpu_speedup_vs_reference']:.2f}x CPU; load {row['load_before']:.1f}"
             for row in result["rows"]]  # fmt: skip
 
@@ -155,7 +160,7 @@ def _reference_compressai(result: dict[str, Any]) -> list[str]:
 def _reference_transforms(result: dict[str, Any]) -> list[str]:
     lines = [f"{row['model']} N={row['N']} M={row['M']}, batch {row['batch']}, "
              f"{row['patch']}x{row['patch']}: {row['s_per_step']:.1f} s/step "
-             f"({row['cpu_s_per_step']:.1f} CPU-s); load {row['load_before']:.1f}"
+             f"({row['cpu_s_per_step']:.1f} CPU-s{_peak(row)}); load {row['load_before']:.1f}"
              for row in result["rows"]]  # fmt: skip
     return lines + [f"CompressAI {result['compressai']}, torch {result['torch']}, "
                     f"{result['threads']} threads"]
