@@ -9,7 +9,8 @@ elic2022-official, elic2022-chandelier, tcm) with random-init weights, g_a's las
 kernel (its last layer that is a conv, not a block) scaled by --g_a_scale (as the reference
 script's; Flax's and PyTorch's initialisers differ, so compare the recorded file sizes: 0.04 here
 and 1 there give files of similar size): a Codec, then compress and
-decompress of the image, one warm-up (compiles) and the best of --repeats, wall seconds. The
+decompress of the image, one warm-up (compiles) and the best of --repeats, wall seconds; also
+g_s alone on the decoded y_hat (`synthesis_s`, the part of the decode that is not the prior). The
 references' figures come from `benchmarks/reference_followups.py` (run in the PyTorch venv just
 before, on the same CPU: its JSON is read and the ratios reference / ours are recorded only when
 its CPU is this one).
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from absl import flags
 
-from benchmarks.machine import cpu_model, write_result
+from benchmarks.machine import cpu_model, selected_models, write_result
 from jahp_jax.cli.command import Command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ def time_model(name: str, image, repeats: int, g_a_scale: float) -> dict:
     import numpy as np
 
     from jahp_jax.coding.codec import Codec
+    from jahp_jax.coding.programs import compiled_functions
     from jahp_jax.models.compression_model import CompressionModel, init_params
     from jahp_jax.models.config import ModelConfig
     from jahp_jax.models.presets import MODELS as PRESETS
@@ -68,26 +69,27 @@ def time_model(name: str, image, repeats: int, g_a_scale: float) -> dict:
     start = time.perf_counter()
     codec = Codec(model, params)
     setup_s = time.perf_counter() - start
-    encode, decode = [], []
+    synthesis = compiled_functions(model)["synthesis"]
+    encode, decode, synthesize = [], [], []
     for _ in range(repeats + 1):  # the first compiles
         start = time.perf_counter()
         data = codec.compress(image)
         encode.append(time.perf_counter() - start)
         start = time.perf_counter()
-        codec.decompress(data)
+        _, y_hat = codec.decompress_with_latents(data)
         decode.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        jax.block_until_ready(synthesis(params, y_hat[None].astype(np.float32)))
+        synthesize.append(time.perf_counter() - start)
     return {"model": name, "bytes": len(data), "encode_s": min(encode[1:]),
-            "decode_s": min(decode[1:]), "first_encode_s": encode[0],
-            "first_decode_s": decode[0], "setup_s": setup_s}  # fmt: skip
+            "decode_s": min(decode[1:]), "synthesis_s": min(synthesize[1:]),
+            "first_encode_s": encode[0], "first_decode_s": decode[0],
+            "setup_s": setup_s}  # fmt: skip
 
 
 def _benchmark(_: list[str]) -> int:
     args = FLAGS
-    unknown = sorted(set(args.models) - set(MODELS))
-    if unknown:
-        print(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    names = selected_models(args.models, MODELS)
     from jahp_jax.io.images import read_image
     from jahp_jax.runtime import enable_compilation_cache
 
@@ -98,7 +100,7 @@ def _benchmark(_: list[str]) -> int:
     same_cpu = reference.get("cpu") == cpu_model()
     references = {row["model"]: row for row in reference.get("rows", [])} if same_cpu else {}
     rows = []
-    for name in args.models:
+    for name in names:
         load = os.getloadavg()[0]
         row = time_model(name, image, args.repeats, args.g_a_scale)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
@@ -111,7 +113,8 @@ def _benchmark(_: list[str]) -> int:
         rows.append(row)
         versus = (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
                   if "decode_speedup" in row else "")  # fmt: skip
-        print(f"{name}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s{versus}, "
+        print(f"{name}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s{versus} "
+              f"(g_s {row['synthesis_s']:.2f} s), "
               f"{row['bytes']} bytes (load {load:.2f})", flush=True)  # fmt: skip
     write_result(args.output, {"image": args.image, "repeats": args.repeats,
                                "g_a_scale": args.g_a_scale,

@@ -29,7 +29,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from benchmarks.machine import cpu_model, in_fresh_process, provenance, write_result
+from benchmarks.machine import (
+    cpu_model,
+    in_fresh_process,
+    provenance,
+    selected_models,
+    write_result,
+)
 from jahp_jax.models.transforms import cheng2020, elic2022, tcm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_transforms.json"
@@ -94,10 +100,7 @@ def main() -> None:
     parser.add_argument("--reference", default=str(REFERENCE))
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    names = [name for name in args.models.split(",") if name]
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    names = selected_models(args.models, tuple(MODELS))
     if args.patch % 128 or args.batch < 1 or args.repeats < 1:
         raise SystemExit("error: --patch must be a multiple of 128 (TCM's windows), --batch and "
                          "--repeats at least 1")  # fmt: skip

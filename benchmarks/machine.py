@@ -72,6 +72,27 @@ def _with_peak_rss(function: Callable[..., dict], *args: Any) -> dict:
     return row
 
 
+def selected_models(
+    models: str | list[str], known: tuple[str, ...], tcm_file: Path | None | bool = True
+) -> list[str]:
+    """The --models (comma-separated or a list) checked against `known`: an unknown name, or none
+    left to time, prints one error line and exits 2. The reference scripts pass `tcm_file` (their
+    --tcm): without that file 'tcm' is dropped with a note."""
+    names = [name for name in (models.split(",") if isinstance(models, str) else models) if name]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        print(f"error: unknown model(s) {unknown}; choose from {', '.join(known)}", file=sys.stderr)
+        raise SystemExit(2)
+    if "tcm" in names and not isinstance(tcm_file, bool) and not (tcm_file and tcm_file.is_file()):
+        print("note: no --tcm file; the tcm model is skipped")
+        names.remove("tcm")
+    if not names:
+        print(f"error: no model to time; choose --models from {', '.join(known)} (tcm needs "
+              "--tcm in the reference scripts)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    return names
+
+
 def load_average() -> float:
     """The 1-minute load average (what `uptime` prints first)."""
     return os.getloadavg()[0]

@@ -36,7 +36,13 @@ import torch
 # The reference venv does not install this project: benchmarks.machine (standard library only)
 # is imported from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.machine import cpu_model, in_fresh_process, provenance, write_json  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    cpu_model,
+    in_fresh_process,
+    provenance,
+    selected_models,
+    write_json,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_transforms.json"
 MODELS = ("cheng2020-anchor", "cheng2020-attn", "elic2022", "tcm")
@@ -59,19 +65,6 @@ def stand_ins() -> None:
     timm, models = types.ModuleType("timm"), types.ModuleType("timm.models")
     timm.models, models.layers = models, layers
     sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
-
-
-def selected_models(models: str, known: tuple[str, ...], tcm_path: Path | None) -> list[str]:
-    """The comma-separated --models, checked against `known` (one error line); 'tcm' dropped
-    with a note when no --tcm file is given."""
-    names = [name for name in models.split(",") if name]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(known)}")
-    if "tcm" in names and (tcm_path is None or not tcm_path.is_file()):
-        print("note: no --tcm file; the tcm model is skipped")
-        names.remove("tcm")
-    return names
 
 
 def build(name: str, tcm_path: Path | None) -> tuple[torch.nn.Module, int, int]:
@@ -133,7 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    names = selected_models(args.models, MODELS, args.tcm)
+    names = selected_models(args.models, MODELS, tcm_file=args.tcm)
     stand_ins()
     import compressai
 

@@ -83,6 +83,7 @@ def _integer_prior(result: dict[str, Any]) -> list[str]:
 
 def _followups(result: dict[str, Any]) -> list[str]:
     return [f"{row['model']}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s"
+            + (f" (g_s {row['synthesis_s']:.2f} s)" if "synthesis_s" in row else "")
             + (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
                if "decode_speedup" in row else "")
             for row in result["rows"]]  # fmt: skip

@@ -28,6 +28,8 @@ def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
         (["profile_step", "--patch=40"], "--patch a multiple of 16"),
         (["bench_transforms", "--models=tcm,bogus"], "unknown model(s) ['bogus']"),
         (["bench_transforms", "--patch=192"], "--patch must be a multiple of 128"),
+        (["bench_transforms", "--models=,"], "no model to time"),
+        (["bench_followups", "--models="], "no model to time"),
     ],
 )
 def test_bad_arguments_get_one_line(arguments, message):
@@ -67,3 +69,28 @@ def test_bench_conv_times_our_convs_against_the_stock_ones():
     compiled, _ = compiled_layer_ops(1, 16, 5, 2, 24, 16)  # ours: the phase-decomposed S^T
     stock, ours = (compiled[(name, "S^T")][0].as_text() for name in ("stock", "auto"))
     assert stock != ours
+
+
+def _this_process() -> dict:
+    return {"pid": os.getpid()}
+
+
+def test_each_model_can_be_timed_in_a_process_of_its_own_with_its_peak_memory():
+    from benchmarks.machine import in_fresh_process
+
+    row = in_fresh_process(_this_process)
+    assert row["pid"] != os.getpid()
+    assert 0.01 < row["peak_rss_gib"] < 64  # ru_maxrss in KiB, recorded in GiB
+
+
+def test_the_reference_scripts_skip_tcm_without_its_file_and_refuse_an_empty_selection(capsys):
+    from benchmarks.machine import selected_models
+
+    known = ("cheng2020-anchor", "tcm")
+    assert selected_models("tcm,cheng2020-anchor", known, tcm_file=None) == ["cheng2020-anchor"]
+    assert "the tcm model is skipped" in capsys.readouterr().out
+    assert selected_models(["tcm"], known) == ["tcm"]  # ours: no file needed
+    with pytest.raises(SystemExit) as stop:
+        selected_models("tcm", known, tcm_file=None)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no model to time;")
