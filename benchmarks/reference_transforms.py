@@ -5,7 +5,10 @@ column).
         [--tcm=/path/to/LIC_TCM/models/tcm.py] [--batch=8] [--patch=256] [--repeats=3]
 
 Runs in a separate environment with PyTorch, einops and CompressAI 1.2.8 (e.g.
-`python3.11 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch einops compressai==1.2.8`)
+`python3.11 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch einops compressai==1.2.8`;
+the recorded figures used torch 2.13.0+cpu, installed after those with `pip install --no-deps
+--force-reinstall torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` and
+`pip uninstall torchvision`)
 and imports nothing from jahp_jax. One step, as `benchmarks.bench_transforms` times it: the MSE of
 g_s(g_a(x)) against x on a random batch, then its backward to every parameter of both
 transforms (a fresh graph each step, gradients zeroed), in wall and in process CPU seconds; each
