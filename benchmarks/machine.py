@@ -73,19 +73,20 @@ def _with_peak_rss(function: Callable[..., dict], *args: Any) -> dict:
 
 
 def selected_models(
-    models: str | list[str], known: tuple[str, ...], tcm_file: Path | None | bool = True
+    models: str | list[str], known: tuple[str, ...], skipped: dict[str, str] | None = None
 ) -> list[str]:
     """The --models (comma-separated or a list) checked against `known`: an unknown name, or none
-    left to time, prints one error line and exits 2. The reference scripts pass `tcm_file` (their
-    --tcm): without that file 'tcm' is dropped with a note."""
+    left to time, prints one error line and exits 2. A selected name in `skipped` (name -> why,
+    e.g. the reference scripts' tcm without --tcm) is dropped with a note."""
     names = [name for name in (models.split(",") if isinstance(models, str) else models) if name]
     unknown = sorted(set(names) - set(known))
     if unknown:
         print(f"error: unknown model(s) {unknown}; choose from {', '.join(known)}", file=sys.stderr)
         raise SystemExit(2)
-    if "tcm" in names and not isinstance(tcm_file, bool) and not (tcm_file and tcm_file.is_file()):
-        print("note: no --tcm file; the tcm model is skipped")
-        names.remove("tcm")
+    for name, why in (skipped or {}).items():
+        if name in names:
+            print(f"note: {why}; the {name} model is skipped")
+            names.remove(name)
     if not names:
         print(f"error: no model to time; choose --models from {', '.join(known)} (tcm needs "
               "--tcm in the reference scripts)", file=sys.stderr)  # fmt: skip

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import cpu_model, provenance, selected_models, write_json  # noqa: E402
-from benchmarks.reference_transforms import stand_ins  # noqa: E402
+from benchmarks.reference_transforms import stand_ins, tcm_skipped  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_followups.json"
 KODIM23 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
@@ -88,7 +88,7 @@ def main() -> None:
                         help="factor of g_a's last strided conv kernel (bench_followups' too)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    names = selected_models(args.models, MODELS, tcm_file=args.tcm)
+    names = selected_models(args.models, MODELS, tcm_skipped(args.tcm))
     if not args.image.is_file():
         raise SystemExit(f"error: --image {args.image} is not a file")
     stand_ins()

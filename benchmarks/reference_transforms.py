@@ -114,6 +114,11 @@ def time_model(name: str, tcm_path: Path | None, batch: int, patch: int, repeats
             "first_step_s": first_s}  # fmt: skip
 
 
+def tcm_skipped(tcm_path: Path | None) -> dict[str, str]:
+    """`selected_models`' `skipped` for --tcm: tcm, unless its file is given."""
+    return {} if tcm_path is not None and tcm_path.is_file() else {"tcm": "no --tcm file"}
+
+
 def measure(name: str, tcm_path: Path | None, batch: int, patch: int, repeats: int) -> dict:
     """`time_model` in a process of its own (`in_fresh_process`), the stand-ins installed."""
     stand_ins()
@@ -129,7 +134,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    names = selected_models(args.models, MODELS, tcm_file=args.tcm)
+    names = selected_models(args.models, MODELS, tcm_skipped(args.tcm))
     stand_ins()
     import compressai
 

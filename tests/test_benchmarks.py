@@ -87,10 +87,11 @@ def test_the_reference_scripts_skip_tcm_without_its_file_and_refuse_an_empty_sel
     from benchmarks.machine import selected_models
 
     known = ("cheng2020-anchor", "tcm")
-    assert selected_models("tcm,cheng2020-anchor", known, tcm_file=None) == ["cheng2020-anchor"]
-    assert "the tcm model is skipped" in capsys.readouterr().out
+    no_file = {"tcm": "no --tcm file"}  # reference_transforms.tcm_skipped(None)
+    assert selected_models("tcm,cheng2020-anchor", known, no_file) == ["cheng2020-anchor"]
+    assert "note: no --tcm file; the tcm model is skipped" in capsys.readouterr().out
     assert selected_models(["tcm"], known) == ["tcm"]  # ours: no file needed
     with pytest.raises(SystemExit) as stop:
-        selected_models("tcm", known, tcm_file=None)
+        selected_models("tcm", known, no_file)
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith("error: no model to time;")
