@@ -10,7 +10,13 @@ kernel (its last layer that is a conv, not a block) scaled by --g_a_scale (as th
 script's; Flax's and PyTorch's initialisers differ, so compare the recorded file sizes: 0.04 here
 and 1 there give files of similar size): a Codec, then compress and
 decompress of the image, one warm-up (compiles) and the best of --repeats, wall seconds; also
-g_s alone on the decoded y_hat (`synthesis_s`, the part of the decode that is not the prior). The
+g_s alone on the decoded y_hat (`synthesis_s`, the part of the decode that is not the prior), its
+FLOPs (`synthesis_gflop`, XLA's cost analysis of the compiled program: convs and dots) and rate
+(`synthesis_gflops`). `best_gflops` is the fastest dense rate measured in the run: a jitted
+2048^3 matmul (`matmul_gflops`) or any model's g_s. At that rate g_s takes `synthesis_floor_s`,
+so with direct convolutions (no Winograd or FFT, which do fewer FLOPs) and a prior that costs
+nothing, a decode can be at most `decode_speedup_bound` = reference decode / synthesis_floor_s
+faster than the reference's. The
 references' figures come from `benchmarks/reference_followups.py` (run in the PyTorch venv just
 before, on the same CPU: its JSON is read and the ratios reference / ours are recorded only when
 its CPU is this one).
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from absl import flags
 
-from benchmarks.machine import cpu_model, selected_models, write_result
+from benchmarks.machine import cpu_model, matmul_gflops, selected_models, write_result
 from jahp_jax.cli.command import Command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +77,7 @@ def time_model(name: str, image, repeats: int, g_a_scale: float) -> dict:
     setup_s = time.perf_counter() - start
     synthesis = compiled_functions(model)["synthesis"]
     encode, decode, synthesize = [], [], []
+    gflop = None
     for _ in range(repeats + 1):  # the first compiles
         start = time.perf_counter()
         data = codec.compress(image)
@@ -78,11 +85,14 @@ def time_model(name: str, image, repeats: int, g_a_scale: float) -> dict:
         start = time.perf_counter()
         _, y_hat = codec.decompress_with_latents(data)
         decode.append(time.perf_counter() - start)
+        y_hat = y_hat[None].astype(np.float32)
+        gflop = gflop or synthesis.lower(params, y_hat).cost_analysis()["flops"] / 1e9
         start = time.perf_counter()
-        jax.block_until_ready(synthesis(params, y_hat[None].astype(np.float32)))
+        jax.block_until_ready(synthesis(params, y_hat))
         synthesize.append(time.perf_counter() - start)
     return {"model": name, "bytes": len(data), "encode_s": min(encode[1:]),
             "decode_s": min(decode[1:]), "synthesis_s": min(synthesize[1:]),
+            "synthesis_gflop": gflop,
             "first_encode_s": encode[0], "first_decode_s": decode[0],
             "setup_s": setup_s}  # fmt: skip
 
@@ -99,11 +109,14 @@ def _benchmark(_: list[str]) -> int:
     reference = json.loads(reference_path.read_text()) if reference_path.is_file() else {}
     same_cpu = reference.get("cpu") == cpu_model()
     references = {row["model"]: row for row in reference.get("rows", [])} if same_cpu else {}
+    limit = matmul_gflops()
+    print(f"dense matmul 2048^3: {limit:.1f} GFLOP/s", flush=True)
     rows = []
     for name in names:
         load = os.getloadavg()[0]
         row = time_model(name, image, args.repeats, args.g_a_scale)
         row["load_before"], row["load_after"] = load, os.getloadavg()[0]
+        row["synthesis_gflops"] = row["synthesis_gflop"] / row["synthesis_s"]
         if name in references:
             ref = references[name]
             row["reference_encode_s"], row["reference_decode_s"] = ref["encode_s"], ref["decode_s"]
@@ -114,9 +127,19 @@ def _benchmark(_: list[str]) -> int:
         versus = (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
                   if "decode_speedup" in row else "")  # fmt: skip
         print(f"{name}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s{versus} "
-              f"(g_s {row['synthesis_s']:.2f} s), "
+              f"(g_s {row['synthesis_s']:.2f} s: {row['synthesis_gflop']:.0f} GFLOP at "
+              f"{row['synthesis_gflops']:.0f} GFLOP/s), "
               f"{row['bytes']} bytes (load {load:.2f})", flush=True)  # fmt: skip
+    best = max([limit] + [row["synthesis_gflops"] for row in rows])
+    for row in rows:
+        row["synthesis_floor_s"] = row["synthesis_gflop"] / best
+        if "decode_speedup" in row:
+            row["decode_speedup_bound"] = row["reference_decode_s"] / row["synthesis_floor_s"]
+            print(f"{row['model']}: g_s at {best:.0f} GFLOP/s takes "
+                  f"{row['synthesis_floor_s']:.2f} s, so a decode is at most "
+                  f"{row['decode_speedup_bound']:.2f}x faster than the reference's")  # fmt: skip
     write_result(args.output, {"image": args.image, "repeats": args.repeats,
+                               "matmul_gflops": limit, "best_gflops": best,
                                "g_a_scale": args.g_a_scale,
                                "reference": reference_path.name if references else None,
                                "reference_date": reference.get("date") if references else None,

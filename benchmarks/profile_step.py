@@ -1,7 +1,7 @@
 """Where the time of one train step (or of g_s decoding) goes, per XLA op, with FLOPs and GFLOP/s.
 
     .venv/bin/python -m benchmarks.profile_step [--what=train|synthesis] [--size=192] [--batch=8]
-        [--patch=128] [--steps=3] [--top=25]
+        [--patch=128] [--steps=3] [--top=25] [--model=tcm]
 
 The compiled program runs `--steps` times under `jax.profiler`; on XLA:CPU every op (a thunk: a
 fused conv or dot handed to YNNPACK, a loop fusion, a copy) is one trace event on the thread that
@@ -13,8 +13,10 @@ limit); then the totals per kind and how busy the threads were. An op may run al
 cores (a large YNNPACK conv) or beside another op, so the per-op times add up to more than the
 wall time, and the wall time exceeds the busiest thread's by its idle gaps.
 
-`--what=synthesis` profiles g_s of a mean-scale model on a 768x512 image's latent (what decode
-spends most of its time in). Writes benchmarks/results/profile_<what>.json.
+`--what=synthesis` profiles g_s of a mean-scale model at N = M = --size on a 768x512 image's latent
+(what decode spends most of its time in), or with `--model` g_s of that `--model` preset at its
+published widths (cheng2020-anchor, elic2022-official, tcm, ...). Writes
+benchmarks/results/profile_<what>.json (profile_synthesis_<model>.json with --model).
 """
 
 from __future__ import annotations
@@ -167,8 +169,9 @@ def _events(trace_dir: Path) -> tuple[dict[str, float], dict[str, float], float]
     return per_op, busy, last - first
 
 
-def _program(what: str, size: int, batch: int, patch: int):
-    """(compiled function, a call running it once) for the train step or g_s."""
+def _program(what: str, size: int, batch: int, patch: int, preset: str | None):
+    """(compiled function, a call running it once) for the train step or g_s (of mean_scale at
+    N = M = size, or of the --model `preset`)."""
     if what == "train":
         from jahp_jax.training import train
 
@@ -182,11 +185,16 @@ def _program(what: str, size: int, batch: int, patch: int):
             jax.block_until_ready(stats)
 
         return compiled, run
-    from jahp_jax.models.compression_model import create_model, init_params
+    from jahp_jax.models.compression_model import CompressionModel, create_model, init_params
+    from jahp_jax.models.config import ModelConfig
+    from jahp_jax.models.presets import MODELS
 
-    model = create_model("mean_scale", size, size)
+    if preset:
+        model = CompressionModel(ModelConfig(**MODELS[preset].fields()))
+    else:
+        model = create_model("mean_scale", size, size)
     params = init_params(model, jax.random.key(0))
-    y_hat = np.zeros((1, 512 // 16, 768 // 16, size), np.float32)
+    y_hat = np.zeros((1, 512 // 16, 768 // 16, model.config.num_latents), np.float32)
     compiled = compiled_synthesis(model, params, y_hat)
     return compiled, lambda: jax.block_until_ready(compiled(params, y_hat))
 
@@ -200,6 +208,9 @@ flags.DEFINE_integer("batch", 8, "Batch size (train only).", flag_values=FLAGS)
 flags.DEFINE_integer("patch", 128, "Crop side (train only).", flag_values=FLAGS)
 flags.DEFINE_integer("steps", 3, "Profiled calls.", flag_values=FLAGS)
 flags.DEFINE_integer("top", 25, "Ops listed one by one.", flag_values=FLAGS)
+flags.DEFINE_string("model", None, "With --what=synthesis: the --model preset whose g_s to "
+                    "profile at its published widths (--size is then unused).",
+                    flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("output", None, "Where the JSON goes (default: "
                     "results/profile_<what>.json).", flag_values=FLAGS)  # fmt: skip
 
@@ -213,9 +224,13 @@ def _profile_step(_: list[str]) -> None:
     if min(args.steps, args.size, args.batch) < 1 or args.patch < 16 or args.patch % 16:
         sys.exit("error: need --steps, --size and --batch >= 1 and --patch a multiple of 16; got "
                  f"{args.steps}, {args.size}, {args.batch}, {args.patch}")  # fmt: skip
+    from jahp_jax.models.presets import MODELS
+
+    if args.model is not None and (args.what != "synthesis" or args.model not in MODELS):
+        sys.exit(f"error: --model={args.model} needs --what=synthesis and one of {sorted(MODELS)}")
     load_before = load_average()
     limit = matmul_gflops()
-    compiled, run = _program(args.what, args.size, args.batch, args.patch)
+    compiled, run = _program(args.what, args.size, args.batch, args.patch, args.model)
     run()  # warm-up
     untraced = []
     for _ in range(args.steps):
@@ -249,8 +264,9 @@ def _profile_step(_: list[str]) -> None:
 
     print(f"CPU {cpu_model()}, {cores} cores, load {load_before:.2f}; dense matmul 2048^3 (the "
           f"limit): {limit:.1f} GFLOP/s; jax {jax.__version__}")  # fmt: skip
-    print(f"{args.what}: N=M={args.size}" + (f", batch {args.batch}, {args.patch}x{args.patch}"
-          if args.what == "train" else ", 768x512 image") +  # fmt: skip
+    shape = (f", batch {args.batch}, {args.patch}x{args.patch}" if args.what == "train"
+             else ", 768x512 image")  # fmt: skip
+    print(f"{args.what}: " + (args.model or f"N=M={args.size}") + shape +  # fmt: skip
           f"; {step_s:.3f} s per call untraced, {wall_ns / args.steps / 1e9:.3f} s traced; "
           f"{gflop:.1f} GFLOP in convs and dots ({gflop / step_s:.1f} GFLOP/s, "
           f"{gflop / step_s / limit:.0%} of the limit)")  # fmt: skip
@@ -275,13 +291,15 @@ def _profile_step(_: list[str]) -> None:
               f"{row['gflop']:.2f} | "
               + (f"{rate:.1f} | {rate / limit:.0%} |" if rate else "- | - |"))  # fmt: skip
     result = {
-        "what": args.what, "size": args.size, "batch": args.batch, "patch": args.patch,
+        "what": args.what, "model": args.model, "size": args.size, "batch": args.batch,
+        "patch": args.patch,
         "steps": args.steps, "matmul_gflops": limit, "load_before": load_before,
         "load_after": load_average(), "s_per_call": step_s, "untraced_s": untraced,
         "traced_s_per_call": wall_ns / args.steps / 1e9, "thread_ms_per_call": thread_ms,
         "busy_fraction": busy_fraction, "gflop": gflop, "kinds": kinds, "ops": rows,
     }  # fmt: skip
-    write_result(args.output or RESULTS / f"profile_{args.what}.json", result)
+    name = f"profile_{args.what}" + (f"_{args.model}" if args.model else "")
+    write_result(args.output or RESULTS / f"{name}.json", result)
 
 
 if __name__ == "__main__":

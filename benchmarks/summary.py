@@ -83,8 +83,14 @@ def _integer_prior(result: dict[str, Any]) -> list[str]:
 
 def _followups(result: dict[str, Any]) -> list[str]:
     return [f"{row['model']}: encode {row['encode_s']:.2f} s, decode {row['decode_s']:.2f} s"
-            + (f" (g_s {row['synthesis_s']:.2f} s)" if "synthesis_s" in row else "")
-            + (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x)"
+            + (f" (g_s {row['synthesis_s']:.2f} s" if "synthesis_s" in row else "")
+            + (f": {row['synthesis_gflop']:.0f} GFLOP at {row['synthesis_gflops']:.0f} GFLOP/s"
+               if "synthesis_gflop" in row else "")
+            + (")" if "synthesis_s" in row else "")
+            + (f" (reference {row['reference_decode_s']:.2f} s: {row['decode_speedup']:.2f}x"
+               + (f"; at most {row['decode_speedup_bound']:.2f}x with g_s at the run's best "
+                  f"{result['best_gflops']:.0f} GFLOP/s" if "decode_speedup_bound" in row else "")
+               + ")"
                if "decode_speedup" in row else "")
             for row in result["rows"]]  # fmt: skip
 

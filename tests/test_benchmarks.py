@@ -26,6 +26,8 @@ def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
         (["bench_codec", "--kodak_dir=/nonexistent"], "/nonexistent/kodim23.png: no such file"),
         (["bench_train", "--settings=joint128,bogus"], "unknown setting(s)"),
         (["profile_step", "--patch=40"], "--patch a multiple of 16"),
+        (["profile_step", "--model=tcm"], "--model=tcm needs --what=synthesis"),
+        (["profile_step", "--what=synthesis", "--model=bogus"], "--model=bogus needs"),
         (["bench_transforms", "--models=tcm,bogus"], "unknown model(s) ['bogus']"),
         (["bench_transforms", "--patch=192"], "--patch must be a multiple of 128"),
         (["bench_transforms", "--models=,"], "no model to time"),
