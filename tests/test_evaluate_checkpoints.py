@@ -76,3 +76,18 @@ def test_comparison_sheet_puts_our_model_beside_the_codecs(checkpoints, kodak_di
         "--sheet_codecs=jpeg420,webp", f"--data_dir={kodak_dir}", "--sheet_crop=0,0,128,128",
     ]) == 0  # fmt: skip
     assert sheet.stat().st_size > 10_000
+
+
+def test_a_curve_of_another_transform_names_it(tmp_path):
+    """A curve's name says which transform made it (the ablation's named models, e.g.
+    cheng2020-anchor, share their prior with the 2018 models)."""
+    import numpy as np
+
+    from jahp_jax.evaluation.evaluate import evaluate_checkpoints
+
+    config = ModelConfig("mean_scale", 8, 8, transform="cheng2020-anchor")
+    params = init_params(CompressionModel(config), jax.random.key(0))
+    save_model(tmp_path / "run" / "checkpoints", 1, config, params, extra={"lmbda": 0.01})
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    results, _ = evaluate_checkpoints([str(tmp_path / "run")], [("noise", image)], log=print)
+    assert results["name"] == "jahp_jax mean_scale (cheng2020-anchor transform, N=8, M=8)"

@@ -32,6 +32,7 @@ import numpy as np
 from jahp_jax import console
 from jahp_jax.io.images import write_text
 from jahp_jax.models import metrics
+from jahp_jax.models.transforms import DEFAULT_TRANSFORM
 
 _log = logging.getLogger(__name__)
 METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
@@ -297,8 +298,9 @@ def evaluate_checkpoints(
     if len(set(configs)) > 1:
         log(f"note: the checkpoints hold different models: {sorted(set(map(str, configs)))}")
     first = configs[0]
+    transform = "" if first.transform == DEFAULT_TRANSFORM else f"{first.transform} transform, "
     name = name or (
-        f"jahp_jax {first.prior} (N={first.num_filters}, M={first.num_latents}"
+        f"jahp_jax {first.prior} ({transform}N={first.num_filters}, M={first.num_latents}"
         + (f", K={first.mixture_components}" if first.mixture_components > 1 else "")
         + (", variable rate)" if first.variable_rate else ")")
     )
