@@ -15,7 +15,8 @@ Budget: the CPU default (N=M=64, batch 8, 128x128 crops, lr 5e-4, 4 lambdas, 1,0
 trains at about 5 steps/s for every 2018 prior on a 2-core CPU (190-260 s a run); with the Kodak
 evaluation of all 16 checkpoints through real files (about 3 minutes) the run of those four priors
 took 57 minutes (results/ablation/run.json and log.txt); checkerboard and channelwise add 8 runs
-(not yet timed). The paper's setting is the same script
+(88 minutes on a loaded 2-core Xeon), cheng2020-anchor 4 runs at 1.5 steps/s (49 minutes with
+its evaluation: run_cheng2020.json). The paper's setting is the same script
 with flags alone, on accelerators:
 
     ./launch.sh ablation --num_filters=192 --num_latents=192 --high_rate_min_lmbda=0.0483 \
