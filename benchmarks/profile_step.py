@@ -16,7 +16,7 @@ wall time, and the wall time exceeds the busiest thread's by its idle gaps.
 `--what=synthesis` profiles g_s of a mean-scale model at N = M = --size on a 768x512 image's latent
 (what decode spends most of its time in), or with `--model` g_s of that `--model` preset at its
 published widths (cheng2020-anchor, elic2022-official, tcm, ...). Writes
-benchmarks/results/profile_<what>.json (profile_synthesis_<model>.json with --model).
+benchmarks/results/profile_<what>.json (its "model" says which preset, if any).
 """
 
 from __future__ import annotations
@@ -298,8 +298,7 @@ def _profile_step(_: list[str]) -> None:
         "traced_s_per_call": wall_ns / args.steps / 1e9, "thread_ms_per_call": thread_ms,
         "busy_fraction": busy_fraction, "gflop": gflop, "kinds": kinds, "ops": rows,
     }  # fmt: skip
-    name = f"profile_{args.what}" + (f"_{args.model}" if args.model else "")
-    write_result(args.output or RESULTS / f"{name}.json", result)
+    write_result(args.output or RESULTS / f"profile_{args.what}.json", result)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def _profile(result: dict[str, Any]) -> list[str]:
     shape = (f"batch {result['batch']}, {result['patch']}x{result['patch']}"
              if result["what"] == "train" else "768x512 image")  # fmt: skip
     rate = result["gflop"] / result["s_per_call"]
-    return [f"{result['what']} N=M={result['size']}, {shape}: {result['s_per_call']:.3f} s per "
+    model = result.get("model") or f"N=M={result['size']}"  # a --model preset, or mean_scale
+    return [f"{result['what']} {model}, {shape}: {result['s_per_call']:.3f} s per "
             f"call, {result['gflop']:.1f} GFLOP ({rate:.0f} GFLOP/s, "
             f"{rate / result['matmul_gflops']:.0%} of {_limit(result)}); cores busy "
             f"{result['busy_fraction']:.0%}; load {result['load_before']:.1f}"]  # fmt: skip
