@@ -73,40 +73,46 @@ def _share_one_compilation_cache() -> None:
 _share_one_compilation_cache()
 
 
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 DEFAULT_CODEGEN_ENV = "JAHP_TEST_DEFAULT_CODEGEN"  # "1": a subprocess that must compile as users do
 
 
 def _compile_quickly() -> None:
-    """Before jax is imported: XLA:CPU's LLVM backend at optimisation level 0 for this process
-    and the subprocesses that inherit its environment, unless XLA_FLAGS already sets a level.
+    """Before jax is imported: XLA:CPU compiles for speed of compiling (FAST_COMPILE_FLAGS) in
+    this process and the subprocesses that inherit its environment, unless XLA_FLAGS already
+    sets either option.
 
-    The suite's time is compiling many small programs: level 0 halves it (a toy joint train
-    step: 32 -> 16 CPU-s from a cold start) and changes the results only to float rounding
-    (the convs and dots are library kernels either way). The benchmarks, the quickstart and
-    every command a user runs keep XLA's default level; so do the tests whose point is the
-    float rounding of a user's run on this CPU (they run it in a `default_codegen` subprocess).
+    The suite's time is compiling many small programs. LLVM at optimisation level 0 halves it (a
+    toy joint train step: 32 -> 16 CPU-s from a cold start); XLA:CPU's older elemental fusion
+    emitter instead of its MLIR fusion emitters halves it again (the toy step's gradient program
+    1.9 -> 0.8 s, its eager initialisation 7.5 -> 4.2 s, an eager op 50 -> 33 ms). Both change the
+    results only to float rounding (the convs and dots are library kernels either way). The
+    benchmarks, the quickstart and every command a user runs keep XLA's defaults; so do the tests
+    whose point is the float rounding of a user's run on this CPU (they run it in a
+    `default_codegen` subprocess).
     """
     from jahp_jax.runtime import add_xla_flags  # imports no jax
 
     if os.environ.get(DEFAULT_CODEGEN_ENV) != "1":
-        add_xla_flags(FAST_COMPILE_FLAG)
+        add_xla_flags(*FAST_COMPILE_FLAGS)
 
 
 _compile_quickly()
 
 
 def suite_xla_flags(*flags: str) -> str:
-    """XLA_FLAGS for a test's subprocess: `flags` and the suite's FAST_COMPILE_FLAG (if on)."""
-    fast = [FAST_COMPILE_FLAG] if FAST_COMPILE_FLAG in os.environ.get("XLA_FLAGS", "") else []
-    return " ".join([*flags, *fast])
+    """XLA_FLAGS for a test's subprocess: `flags` and the suite's FAST_COMPILE_FLAGS (if on)."""
+    current = os.environ.get("XLA_FLAGS", "")
+    return " ".join([*flags, *(flag for flag in FAST_COMPILE_FLAGS if flag in current)])
 
 
 def default_codegen(env: dict[str, str]) -> dict[str, str]:
-    """`env` for a subprocess that compiles as a user's run does (XLA's default optimisation
-    level), even where it imports this file: XLA_FLAGS without FAST_COMPILE_FLAG."""
-    flags = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()
-    return {**env, "XLA_FLAGS": flags, DEFAULT_CODEGEN_ENV: "1"}
+    """`env` for a subprocess that compiles as a user's run does (XLA's defaults), even where it
+    imports this file: XLA_FLAGS without FAST_COMPILE_FLAGS."""
+    flags = env.get("XLA_FLAGS", "")
+    for flag in FAST_COMPILE_FLAGS:
+        flags = flags.replace(flag, "")
+    return {**env, "XLA_FLAGS": " ".join(flags.split()), DEFAULT_CODEGEN_ENV: "1"}
 
 
 # Options that make the suite's tiny models quicker to compile: the slice priors with fewer slices

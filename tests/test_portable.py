@@ -3,9 +3,9 @@ path does not (jahp_jax/coding/integer.py, docs/portable_files.md).
 
 The cross-arithmetic tests encode every case (below) here and re-run the coder in
 subprocesses: one with this CPU's default set-up (its widest ISA, OpenBLAS's default kernels,
-XLA's default optimisation level rather than the test suite's), and others with other numerical
-set-ups: XLA CPU code
-limited to SSE4.2 or AVX (`--xla_cpu_max_isa`), another OpenBLAS kernel family
+XLA's default compile options rather than the test suite's), and others with other numerical
+set-ups: XLA CPU code limited to SSE4.2 or AVX (`--xla_cpu_max_isa`) and compiled with the
+suite's quick options (`conftest.FAST_COMPILE_FLAGS`), another OpenBLAS kernel family
 (`OPENBLAS_CORETYPE`), two host devices; and in this process with the int64 numpy decoder
 (`matmul="int64"`: no BLAS, no XLA). They assert that each set-up perturbs the float path (its
 distribution parameters and its tables differ in some elements, so a float file from here fails
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import QUICK_PRIOR_OPTIONS, SHARED, default_codegen
+from conftest import QUICK_PRIOR_OPTIONS, SHARED, default_codegen, suite_xla_flags
 
 from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
@@ -79,13 +79,15 @@ CASES = {  # name -> model: every integer prior, and the hyper syntheses of othe
 CROSS_ISA_CASES = ("hyperprior", "joint", "channelwise", "elic2022 elic2022",
                    "joint cheng2020-anchor")  # fmt: skip
 LATENT = (8, 8)
-SETUPS = {
-    "sse4_2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
+SETUPS = {  # each compiled with the suite's options as well: a third way to round
+    "sse4_2": {"XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=SSE4_2"),
+               "OPENBLAS_CORETYPE": "Prescott"},
     "avx": {
-        "XLA_FLAGS": "--xla_cpu_max_isa=AVX --xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=AVX",
+                                     "--xla_force_host_platform_device_count=2"),
         "OPENBLAS_CORETYPE": "Sandybridge",
     },
-}
+}  # fmt: skip
 
 
 _ISAS = ("SSE4_2", "AVX", "AVX2", "AVX512")
@@ -193,7 +195,8 @@ def elsewhere(reference) -> dict:
     runs = {}
     for name, variables in {"host": {}, **SETUPS}.items():
         out = reference["folder"] / f"{name}.pkl"
-        env = {**default_codegen(dict(os.environ)), **variables, "JAX_PLATFORMS": "cpu"}
+        base = default_codegen(dict(os.environ)) if name == "host" else dict(os.environ)
+        env = {**base, **variables, "JAX_PLATFORMS": "cpu"}
         command = [sys.executable, __file__, str(reference["folder"]), str(out)]
         runs[name] = (subprocess.Popen(command, env=env), out)
     for name, (process, _) in runs.items():
@@ -509,7 +512,7 @@ def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
 def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(workdirs, tmp_path):
     """Files written here by the command line (as a user's run compiles), decoded by the command
     line with XLA limited to SSE4.2."""
-    sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
+    sse = SETUPS["sse4_2"]
     write_png(tmp_path / "image.png", IMAGE)
     for name in ("integer", "float"):
         result = _cli("jahp_jax.cli.codec", "compress", f"--checkpoint={workdirs[name]}",
@@ -547,7 +550,7 @@ def test_an_exported_models_file_decodes_identically_under_another_isa(workdirs,
         "y_hat = load_codec(sys.argv[1]).decompress_with_latents(open(sys.argv[2], 'rb').read())"
         "[1]; np.save(sys.argv[3], y_hat)"
     )
-    sse = {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}
+    sse = SETUPS["sse4_2"]
     for name, env in (("here", default_codegen(dict(os.environ))), ("sse4_2", sse)):
         result = subprocess.run(
             [sys.executable, "-c", decode, str(exported), str(tmp_path / "image.jahp"),
