@@ -84,7 +84,7 @@ def _compile_quickly() -> None:
 
     The suite's time is compiling many small programs. LLVM at optimisation level 0 halves it (a
     toy joint train step: 32 -> 16 CPU-s from a cold start); XLA:CPU's older elemental fusion
-    emitter instead of its MLIR fusion emitters halves it again (the toy step's gradient program
+    emitter instead of its MLIR fusion emitters cuts it further (the toy step's gradient program
     1.9 -> 0.8 s, its eager initialisation 7.5 -> 4.2 s, an eager op 50 -> 33 ms). Both change the
     results only to float rounding (the convs and dots are library kernels either way). The
     benchmarks, the quickstart and every command a user runs keep XLA's defaults; so do the tests
@@ -104,6 +104,13 @@ def suite_xla_flags(*flags: str) -> str:
     """XLA_FLAGS for a test's subprocess: `flags` and the suite's FAST_COMPILE_FLAGS (if on)."""
     current = os.environ.get("XLA_FLAGS", "")
     return " ".join([*flags, *(flag for flag in FAST_COMPILE_FLAGS if flag in current)])
+
+
+# Another CPU's numerics for a subprocess's environment: XLA code limited to SSE4.2 and another
+# OpenBLAS kernel family, compiled with the suite's options (what the portable-files tests decode
+# under; the writer runs as a user's run compiles, `default_codegen`).
+SSE4_2_SETUP = {"XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=SSE4_2"),
+                "OPENBLAS_CORETYPE": "Prescott"}  # fmt: skip
 
 
 def default_codegen(env: dict[str, str]) -> dict[str, str]:

@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import QUICK_PRIOR_OPTIONS, SHARED, default_codegen, suite_xla_flags
+from conftest import (
+    QUICK_PRIOR_OPTIONS,
+    SHARED,
+    SSE4_2_SETUP,
+    default_codegen,
+    suite_xla_flags,
+)
 
 from jahp_jax.cli import convert
 from jahp_jax.coding import bitstream
@@ -80,8 +86,7 @@ CROSS_ISA_CASES = ("hyperprior", "joint", "channelwise", "elic2022 elic2022",
                    "joint cheng2020-anchor")  # fmt: skip
 LATENT = (8, 8)
 SETUPS = {  # each compiled with the suite's options as well: a third way to round
-    "sse4_2": {"XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=SSE4_2"),
-               "OPENBLAS_CORETYPE": "Prescott"},
+    "sse4_2": SSE4_2_SETUP,
     "avx": {
         "XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=AVX",
                                      "--xla_force_host_platform_device_count=2"),
@@ -512,7 +517,7 @@ def test_integer_files_round_trip_and_refuse_the_other_arithmetic(workdirs):
 def test_an_integer_file_decodes_under_another_isa_and_a_float_file_does_not(workdirs, tmp_path):
     """Files written here by the command line (as a user's run compiles), decoded by the command
     line with XLA limited to SSE4.2."""
-    sse = SETUPS["sse4_2"]
+    sse = SSE4_2_SETUP
     write_png(tmp_path / "image.png", IMAGE)
     for name in ("integer", "float"):
         result = _cli("jahp_jax.cli.codec", "compress", f"--checkpoint={workdirs[name]}",
@@ -550,7 +555,7 @@ def test_an_exported_models_file_decodes_identically_under_another_isa(workdirs,
         "y_hat = load_codec(sys.argv[1]).decompress_with_latents(open(sys.argv[2], 'rb').read())"
         "[1]; np.save(sys.argv[3], y_hat)"
     )
-    sse = SETUPS["sse4_2"]
+    sse = SSE4_2_SETUP
     for name, env in (("here", default_codegen(dict(os.environ))), ("sse4_2", sse)):
         result = subprocess.run(
             [sys.executable, "-c", decode, str(exported), str(tmp_path / "image.jahp"),

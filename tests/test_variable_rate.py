@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED, default_codegen, suite_xla_flags
+from conftest import REPO_ROOT, SHARED, SSE4_2_SETUP, default_codegen
 
 from jahp_jax.cli import codec as codec_cli
 from jahp_jax.cli import evaluate as evaluate_cli
@@ -400,9 +400,7 @@ def test_an_integer_variable_rate_file_decodes_identically_under_another_isa(
                   str(tmp_path / "in.png"), str(tmp_path / "f.jahp"), env=user)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = {}
-    sse4_2 = {"XLA_FLAGS": suite_xla_flags("--xla_cpu_max_isa=SSE4_2"),  # quick options too
-              "OPENBLAS_CORETYPE": "Prescott"}
-    for name, extra in (("here", {}), ("sse4_2", sse4_2)):
+    for name, extra in (("here", {}), ("sse4_2", SSE4_2_SETUP)):
         out = tmp_path / f"{name}.npz"
         result = subprocess.run(
             [sys.executable, "-c", _DECODE_ELSEWHERE, str(integer), str(tmp_path / "f.jahp"),
