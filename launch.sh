@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV=${JAHP_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3.11}
+UV_VERSION=0.13.8  # the installer (PyPI: uv), verified with the pins of pyproject.toml
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
 setup() {
@@ -25,8 +26,12 @@ setup() {
   echo "[launch] setting up $VENV (first use or pyproject.toml changed)" >&2
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   local log="$VENV/install.log"
-  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
-         "$VENV/bin/python" -m pip install -e ".[dev]"; } > "$log" 2>&1; then
+  # uv installs the same pins in about half pip's time (docs/performance.md, "Test suite"); pip
+  # is the fallback, for instance where only pip is configured for a private package index.
+  if ! { "$VENV/bin/python" -m pip install "uv==$UV_VERSION" &&
+         "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -e ".[dev]"; } > "$log" 2>&1 &&
+     ! { echo "[launch] uv failed; installing with pip instead" &&
+         "$VENV/bin/python" -m pip install -e ".[dev]"; } >> "$log" 2>&1; then
     tail -n 20 "$log" >&2
     echo "[launch] installing the environment failed; full log: $log" >&2
     exit 1

@@ -143,6 +143,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist keeps the order of pytest_collection_modifyitems: by default its `loadfile`
+    scheduling would hand out the files with the most tests first instead, leaving the long
+    files of few tests (two-process and Slurm runs, cross-ISA decodes) to the end of the run."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Test files holding a `slow` (end-to-end, process-starting) test run first: `./launch.sh
     test`'s workers start on them, and the many short files fill the end of the run evenly."""
