@@ -28,8 +28,10 @@ setup() {
   local log="$VENV/install.log"
   # uv installs the same pins in about half pip's time (docs/performance.md, "Test suite"); pip
   # is the fallback, for instance where only pip is configured for a private package index.
+  # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as in many containers), nothing
+  # else writes the .pyc files, and every process of a run would compile the libraries' sources.
   if ! { "$VENV/bin/python" -m pip install "uv==$UV_VERSION" &&
-         "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -e ".[dev]"; } > "$log" 2>&1 &&
+         "$VENV/bin/python" -m uv pip install --compile-bytecode --python "$VENV/bin/python" -e ".[dev]"; } > "$log" 2>&1 &&
      ! { echo "[launch] uv failed; installing with pip instead" &&
          "$VENV/bin/python" -m pip install -e ".[dev]"; } >> "$log" 2>&1; then
     tail -n 20 "$log" >&2
