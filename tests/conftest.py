@@ -143,6 +143,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist keeps the order of pytest_collection_modifyitems: by default its `loadfile`
+    scheduling would hand out the files with the most tests first instead, leaving the long
+    files of few tests (two-process and Slurm runs, cross-ISA decodes) to the end of the run."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files holding a `slow` (end-to-end, process-starting) test run first: `./launch.sh
+    test`'s workers start on them, and the many short files fill the end of the run evenly."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 def pytest_report_header() -> str:
     where = "" if SHARED == FULL_SHARED else " (committed stand-in, JAHP_TEST_SHARED=" \
         f"{SHARED_SWITCH})"
