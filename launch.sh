@@ -25,15 +25,18 @@ setup() {
   fi
   echo "[launch] setting up $VENV (first use or pyproject.toml changed)" >&2
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-  local log="$VENV/install.log"
+  local log="$VENV/install.log" status=0
   # uv installs the same pins in about half pip's time (docs/performance.md, "Test suite"); pip
   # is the fallback, for instance where only pip is configured for a private package index.
   # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as in many containers), nothing
   # else writes the .pyc files, and every process of a run would compile the libraries' sources.
   if ! { "$VENV/bin/python" -m pip install "uv==$UV_VERSION" &&
-         "$VENV/bin/python" -m uv pip install --compile-bytecode --python "$VENV/bin/python" -e ".[dev]"; } > "$log" 2>&1 &&
-     ! { echo "[launch] uv failed; installing with pip instead" &&
-         "$VENV/bin/python" -m pip install -e ".[dev]"; } >> "$log" 2>&1; then
+         "$VENV/bin/python" -m uv pip install --compile-bytecode --python "$VENV/bin/python" \
+           -e ".[dev]"; } > "$log" 2>&1; then
+    echo "[launch] uv could not install the environment; trying pip (log: $log)" >&2
+    "$VENV/bin/python" -m pip install -e ".[dev]" >> "$log" 2>&1 || status=$?
+  fi
+  if [[ $status -ne 0 ]]; then
     tail -n 20 "$log" >&2
     echo "[launch] installing the environment failed; full log: $log" >&2
     exit 1
