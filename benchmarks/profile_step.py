@@ -1,7 +1,7 @@
 """Where the time of one train step (or of g_s decoding) goes, per XLA op, with FLOPs and GFLOP/s.
 
     .venv/bin/python -m benchmarks.profile_step [--what=train|synthesis] [--size=192] [--batch=8]
-        [--patch=128] [--steps=3] [--top=25] [--model=tcm]
+        [--patch=128] [--steps=3] [--top=25] [--model=tcm] [--latents=80]
 
 The compiled program runs `--steps` times under `jax.profiler`; on XLA:CPU every op (a thunk: a
 fused conv or dot handed to YNNPACK, a loop fusion, a copy) is one trace event on the thread that
@@ -13,6 +13,8 @@ limit); then the totals per kind and how busy the threads were. An op may run al
 cores (a large YNNPACK conv) or beside another op, so the per-op times add up to more than the
 wall time, and the wall time exceeds the busiest thread's by its idle gaps.
 
+`--what=train` profiles the train step of joint at N = M = --size, or with `--model` that preset's
+(its transform, prior and options) at N = --size, M = --latents.
 `--what=synthesis` profiles g_s of a mean-scale model at N = M = --size on a 768x512 image's latent
 (what decode spends most of its time in), or with `--model` g_s of that `--model` preset at its
 published widths (cheng2020-anchor, elic2022-official, tcm, ...). Writes
@@ -169,13 +171,16 @@ def _events(trace_dir: Path) -> tuple[dict[str, float], dict[str, float], float]
     return per_op, busy, last - first
 
 
-def _program(what: str, size: int, batch: int, patch: int, preset: str | None):
-    """(compiled function, a call running it once) for the train step or g_s (of mean_scale at
-    N = M = size, or of the --model `preset`)."""
+def _program(what: str, size: int, latents: int, batch: int, patch: int, preset: str | None):
+    """(compiled function, a call running it once) for the train step (of joint, or of the
+    --model `preset`, at N = size, M = latents) or g_s (of mean_scale at N = M = size, or of the
+    --model `preset` at its published widths)."""
     if what == "train":
         from jahp_jax.training import train
 
-        config, model, mesh, hparams, x = train_step_setup("joint", size, size, batch, patch)
+        config, model, mesh, hparams, x = train_step_setup(
+            "joint", size, latents, batch, patch, preset
+        )
         state = train.create_train_state(config, model, mesh)
         compiled = train.jit_train_step(config, model, mesh).lower(state, x, hparams).compile()
         holder = {"state": state}
@@ -203,13 +208,14 @@ COMMAND = Command("python -m benchmarks.profile_step", __doc__)
 FLAGS = COMMAND.flags
 flags.DEFINE_enum("what", "train", ["train", "synthesis"], "The program to profile.",
                   flag_values=FLAGS)  # fmt: skip
-flags.DEFINE_integer("size", 192, "N = M.", flag_values=FLAGS)
+flags.DEFINE_integer("size", 192, "N (and M unless --latents).", flag_values=FLAGS)
+flags.DEFINE_integer("latents", None, "M of the train step (default --size).", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 8, "Batch size (train only).", flag_values=FLAGS)
 flags.DEFINE_integer("patch", 128, "Crop side (train only).", flag_values=FLAGS)
 flags.DEFINE_integer("steps", 3, "Profiled calls.", flag_values=FLAGS)
 flags.DEFINE_integer("top", 25, "Ops listed one by one.", flag_values=FLAGS)
-flags.DEFINE_string("model", None, "With --what=synthesis: the --model preset whose g_s to "
-                    "profile at its published widths (--size is then unused).",
+flags.DEFINE_string("model", None, "The --model preset to profile: its train step at N=--size, "
+                    "M=--latents, or its g_s at its published widths (--size then unused).",
                     flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_string("output", None, "Where the JSON goes (default: "
                     "results/profile_<what>.json).", flag_values=FLAGS)  # fmt: skip
@@ -226,11 +232,14 @@ def _profile_step(_: list[str]) -> None:
                  f"{args.steps}, {args.size}, {args.batch}, {args.patch}")  # fmt: skip
     from jahp_jax.models.presets import MODELS
 
-    if args.model is not None and (args.what != "synthesis" or args.model not in MODELS):
-        sys.exit(f"error: --model={args.model} needs --what=synthesis and one of {sorted(MODELS)}")
+    if args.model is not None and args.model not in MODELS:
+        sys.exit(f"error: --model={args.model} is not a preset; use one of {sorted(MODELS)}")
+    latents = args.size if args.latents is None else args.latents
+    if latents < 1:
+        sys.exit(f"error: need --latents >= 1; got {latents}")
     load_before = load_average()
     limit = matmul_gflops()
-    compiled, run = _program(args.what, args.size, args.batch, args.patch, args.model)
+    compiled, run = _program(args.what, args.size, latents, args.batch, args.patch, args.model)
     run()  # warm-up
     untraced = []
     for _ in range(args.steps):
@@ -266,7 +275,11 @@ def _profile_step(_: list[str]) -> None:
           f"limit): {limit:.1f} GFLOP/s; jax {jax.__version__}")  # fmt: skip
     shape = (f", batch {args.batch}, {args.patch}x{args.patch}" if args.what == "train"
              else ", 768x512 image")  # fmt: skip
-    print(f"{args.what}: " + (args.model or f"N=M={args.size}") + shape +  # fmt: skip
+    widths = f"N={args.size} M={latents}" if args.what == "train" else f"N=M={args.size}"
+    if args.model and args.what == "synthesis":
+        widths = "published widths"
+    name = f"{args.model} " if args.model else ""
+    print(f"{args.what}: {name}{widths}{shape}"  # fmt: skip
           f"; {step_s:.3f} s per call untraced, {wall_ns / args.steps / 1e9:.3f} s traced; "
           f"{gflop:.1f} GFLOP in convs and dots ({gflop / step_s:.1f} GFLOP/s, "
           f"{gflop / step_s / limit:.0%} of the limit)")  # fmt: skip
@@ -291,7 +304,8 @@ def _profile_step(_: list[str]) -> None:
               f"{row['gflop']:.2f} | "
               + (f"{rate:.1f} | {rate / limit:.0%} |" if rate else "- | - |"))  # fmt: skip
     result = {
-        "what": args.what, "model": args.model, "size": args.size, "batch": args.batch,
+        "what": args.what, "model": args.model, "size": args.size, "latents": latents,
+        "batch": args.batch,
         "patch": args.patch,
         "steps": args.steps, "matmul_gflops": limit, "load_before": load_before,
         "load_after": load_average(), "s_per_call": step_s, "untraced_s": untraced,

@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jahp_jax.models.compression_model import CompressionModel
+from jahp_jax.models.presets import MODELS
 from jahp_jax.training import train
 
 
@@ -23,10 +24,14 @@ class TrainStepSetup(NamedTuple):
     x: jax.Array
 
 
-def train_step_setup(prior: str, n: int, m: int, batch: int, patch: int) -> TrainStepSetup:
-    """The model `prior` at N=n, M=m (lambda 0.0067) with a random batch sharded as training's."""
-    config = train.TrainConfig(lmbda=0.0067, prior=prior, num_filters=n, num_latents=m,
-                               batch_size=batch, patch_size=patch)  # fmt: skip
+def train_step_setup(
+    prior: str, n: int, m: int, batch: int, patch: int, preset: str | None = None
+) -> TrainStepSetup:
+    """The model `prior` (or the --model `preset`, its transform and options) at N=n, M=m
+    (lambda 0.0067) with a random batch sharded as training's."""
+    fields = MODELS[preset].fields() if preset else {"prior": prior}
+    fields.update(num_filters=n, num_latents=m)
+    config = train.TrainConfig(lmbda=0.0067, batch_size=batch, patch_size=patch, **fields)
     mesh = train.make_mesh()
     images = np.random.default_rng(0).random((batch, patch, patch, 3), np.float32)
     x = jax.device_put(images, NamedSharding(mesh, P(train.DATA_AXIS)))

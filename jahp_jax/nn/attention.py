@@ -71,6 +71,17 @@ def shifted_window_mask(rows: int, cols: int, window_size: int) -> np.ndarray:
     return mask.reshape(rows * cols, window_size * window_size, window_size * window_size)
 
 
+def window_softmax(logits: Array, window_size: int) -> Array:
+    """Softmax over the last axis, the w^2 keys of a window, reduced as (w, w): XLA:CPU rewrites
+    a sum over one axis of 32 or more elements into a slow reduce-window, not over 8 x 8."""
+    shape = logits.shape
+    logits = logits.reshape(*shape[:-1], window_size, window_size)
+    peak = jax.lax.stop_gradient(jnp.max(logits, axis=(-2, -1), keepdims=True))
+    unnormalized = jnp.exp(logits - peak)
+    probs = unnormalized / jnp.sum(unnormalized, axis=(-2, -1), keepdims=True)
+    return probs.reshape(shape)
+
+
 def _check_window_multiple(height: int, width: int, window_size: int) -> None:
     if height % window_size or width % window_size:
         raise ValueError(
@@ -107,7 +118,8 @@ class WindowAttention(nn.Module):
         rows, cols = height // w, width // w
         windows = x.reshape(batch, rows, w, cols, w, channels).transpose(0, 1, 3, 2, 4, 5)
         windows = windows.reshape(batch, rows * cols, w * w, channels)
-        qkv = nn.Dense(3 * channels, name="embedding_layer")(windows)
+        tokens = windows.reshape(-1, channels)  # see `SwinTransformerBlock`
+        qkv = nn.Dense(3 * channels, name="embedding_layer")(tokens)
         qkv = qkv.reshape(batch, rows * cols, w * w, 3, heads, self.head_dim)
         q, k, v = (qkv[:, :, :, i] for i in range(3))  # (B, n, P, heads, d)
         logits = jnp.einsum("bnphd,bnqhd->bhnpq", q, k) * self.head_dim**-0.5
@@ -117,10 +129,8 @@ class WindowAttention(nn.Module):
         if self.shifted:
             mask = jnp.asarray(shifted_window_mask(rows, cols, w))
             logits = jnp.where(mask, -jnp.inf, logits)
-        probs = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhnpq,bnqhd->bnphd", probs, v).reshape(
-            batch, rows * cols, w * w, channels
-        )
+        probs = window_softmax(logits, w)
+        out = jnp.einsum("bhnpq,bnqhd->bnphd", probs, v).reshape(-1, channels)
         out = nn.Dense(self.out_features, name="linear")(out)
         out = out.reshape(batch, rows, cols, w, w, self.out_features).transpose(0, 1, 3, 2, 4, 5)
         out = out.reshape(batch, height, width, self.out_features)
@@ -145,8 +155,12 @@ class SwinTransformerBlock(nn.Module):
         self.mlp = nn.Sequential([nn.Dense(4 * self.features), gelu, nn.Dense(self.features)])
 
     def __call__(self, x: Array) -> Array:
-        x = x + self.msa(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        # LayerNorm and the MLP on the (pixels, C) matrix: their parameter gradients are then 2-D
+        # column sums and matmuls, where XLA:CPU runs the 4-D (B, H, W) sums as slow strided
+        # reduce-windows and transposes each gradient before the weight's matmul.
+        tokens = x.reshape(-1, x.shape[-1])
+        tokens = tokens + self.msa(self.ln1(tokens).reshape(x.shape)).reshape(tokens.shape)
+        return (tokens + self.mlp(self.ln2(tokens))).reshape(x.shape)
 
 
 class SwinBlockPair(nn.Module):
