@@ -11,6 +11,8 @@ y_hat * inverse gain goes to g_s, so the prior path is that of a fixed-rate mode
 
 from __future__ import annotations
 
+import zlib
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -111,11 +113,38 @@ def create_model(
 
 
 def init_params(model: CompressionModel, key: Array, image_size: int | None = None) -> dict:
-    """Initialise the model's variables on a (1, S, S, 3) input (S: the padding multiple)."""
+    """Initialise the model's variables on a (1, S, S, 3) input (S: the padding multiple); with
+    `config.pytorch_init` every conv and dense layer then as PyTorch does (`pytorch_layers`)."""
     size = image_size or model.config.pad_multiple
     x = jnp.zeros((1, size, size, 3), jnp.float32)
     quality = jnp.ones(()) if model.config.variable_rate else None
-    return model.init({"params": key, "noise": key}, x, train=False, quality=quality)["params"]
+    params = model.init({"params": key, "noise": key}, x, train=False, quality=quality)["params"]
+    if model.config.pytorch_init:
+        params = pytorch_layers(params, jax.random.fold_in(key, 1))
+    return params
+
+
+def pytorch_layers(params: dict, key: Array) -> dict:
+    """`params` with each layer that has a `kernel` (conv, transposed conv, dense) re-drawn as
+    PyTorch's nn.Conv2d / nn.ConvTranspose2d / nn.Linear start: kernel and bias uniform in
+    +-1/sqrt(fan_in), fan_in = the kernel's size / its last axis (k k I for a conv's (k, k, I, O)
+    and I for a dense (I, O); for a (k, k, O, I) transposed conv k k O, as PyTorch counts it).
+    Everything else (GDN, the densities, LayerNorm, attention tables, gains) is kept."""
+    if "kernel" in params and not isinstance(params["kernel"], dict):
+        kernel = params["kernel"]
+        bound = (kernel.size // kernel.shape[-1]) ** -0.5
+        kernel_key, bias_key = jax.random.split(key)
+        layer = dict(params, kernel=jax.random.uniform(
+            kernel_key, kernel.shape, kernel.dtype, -bound, bound))  # fmt: skip
+        if "bias" in params:
+            bias = params["bias"]
+            layer["bias"] = jax.random.uniform(bias_key, bias.shape, bias.dtype, -bound, bound)
+        return layer
+    return {
+        name: pytorch_layers(value, jax.random.fold_in(key, zlib.crc32(name.encode())))
+        if isinstance(value, dict) else value
+        for name, value in params.items()
+    }  # fmt: skip
 
 
 def latent_codec_params(params: dict) -> dict:

@@ -131,6 +131,12 @@ class ModelConfig:
     def transform_family(self) -> Transform:
         return TRANSFORMS[self.transform]
 
+    @property
+    def pytorch_init(self) -> bool:
+        """Whether the model starts from PyTorch's default initial weights (its transform
+        family's or its prior's reference's), see `compression_model.init_params`."""
+        return self.transform_family.pytorch_init or PRIORS[self.prior].pytorch_init
+
     def composition(self) -> Composition:
         """The parts of this model's prior (`jahp_jax.models.latent_codecs`)."""
         args = PriorArgs(

@@ -30,8 +30,9 @@ def no_option_checks(options: Mapping[str, Any]) -> None:
 class Prior:
     """A prior: `compose(PriorArgs) -> Composition`, a one-line `description` with its paper,
     its own options (keyword arguments, `--prior_option=NAME=VALUE`) and their check (ValueError
-    with one line), whether it may use a K-component mixture (it predicts means), and what y's
-    sides must be multiples of (`latent_alignment`: TCM's windows of 8; images are padded so)."""
+    with one line), whether it may use a K-component mixture (it predicts means), what y's
+    sides must be multiples of (`latent_alignment`: TCM's windows of 8; images are padded so),
+    and whether its networks start as its PyTorch reference's do (`pytorch_init`)."""
 
     compose: Callable[[PriorArgs], Composition]
     description: str
@@ -39,3 +40,4 @@ class Prior:
     check_options: Callable[[Mapping[str, Any]], None] = no_option_checks
     supports_mixture: bool = True
     latent_alignment: int = 1  # y's sides must be multiples of this (e.g. attention windows)
+    pytorch_init: bool = False

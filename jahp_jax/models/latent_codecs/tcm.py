@@ -59,4 +59,5 @@ PRIOR = Prior(
     check_options=check_options,
     supports_mixture=False,
     latent_alignment=tcm.WINDOW_SIZE,  # SWAtten's windows over y
+    pytorch_init=True,  # as its transforms (`jahp_jax.models.transforms`)
 )

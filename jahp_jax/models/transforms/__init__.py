@@ -33,9 +33,12 @@ class Transform:
     hyper_channels: Callable[[int, int], int]
     downsampling: int = 16  # d: y is 1/d of the image in each dimension
     alignment: int = 64  # images are padded to a multiple of this (at least 4 d)
+    pytorch_init: bool = False  # initialised as its PyTorch reference (`init_params`)
 
 
-def _family(module, description: str, alignment: int = 64, **options) -> Transform:
+def _family(
+    module, description: str, alignment: int = 64, pytorch_init: bool = False, **options
+) -> Transform:
     """A family module's five builders, each given `options` (e.g. cheng2020's attention)."""
 
     def bound(builder):
@@ -49,6 +52,7 @@ def _family(module, description: str, alignment: int = 64, **options) -> Transfo
         bound(module.hyper_synthesis),
         bound(module.hyper_channels),
         alignment=alignment,
+        pytorch_init=pytorch_init,
     )
 
 
@@ -63,8 +67,10 @@ TRANSFORMS: dict[str, Transform] = {
                         "transposed conv (He et al. 2022)"),  # fmt: skip
     "elic2022-chandelier": _family(elic2022, "ELIC's transforms, h_s ending in a 3x3 conv "
                                    "(Chandelier's re-implementation)", variant="chandelier"),
+    # TCM's residual mixture blocks keep activations in range only at PyTorch's initial
+    # scales: at Flax's (3x the variance) each block doubles them, x_hat reaching 1e13 at N=64.
     "tcm": _family(tcm, "Transformer-CNN mixture blocks, Swin attention (Liu et al. 2023)",
-                   alignment=128),  # fmt: skip
+                   alignment=128, pytorch_init=True),  # fmt: skip
 }
 
 DEFAULT_TRANSFORM = "mbt2018"
