@@ -118,3 +118,46 @@ def test_joint_parameter_count_follows_the_layer_list():
     model = create_model("joint", n, m)
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
     assert count_params(shapes) == expected == 14_130_467
+
+
+def test_pytorch_layers_redraws_conv_and_dense_layers_only():
+    from jahp_jax.models.compression_model import pytorch_layers
+
+    params = {
+        "g_a": {"layers_0": {"kernel": jnp.zeros((5, 5, 3, 64)), "bias": jnp.zeros(64)}},
+        "mlp": {"kernel": jnp.zeros((400, 16)), "bias": jnp.zeros(16)},
+        "mlp_2": {"kernel": jnp.zeros((400, 16)), "bias": jnp.zeros(16)},
+        "ln": {"scale": jnp.ones(16), "bias": jnp.zeros(16)},
+        "gdn": {"beta": jnp.ones(4), "gamma": jnp.eye(4)},
+    }
+    drawn = pytorch_layers(params, jax.random.key(0))
+    for layer, fan_in in ((drawn["g_a"]["layers_0"], 75), (drawn["mlp"], 400)):
+        bound = fan_in**-0.5
+        for leaf in (layer["kernel"], layer["bias"]):
+            assert float(jnp.abs(leaf).max()) <= bound
+        # uniform in +-bound: standard deviation bound / sqrt(3)
+        np.testing.assert_allclose(float(jnp.std(layer["kernel"])), bound / 3**0.5, rtol=0.05)
+    assert not np.allclose(drawn["mlp"]["kernel"], drawn["mlp_2"]["kernel"])  # a draw per layer
+    for name in ("ln", "gdn"):
+        jax.tree.map(np.testing.assert_array_equal, drawn[name], params[name])
+    jax.tree.map(np.testing.assert_array_equal, pytorch_layers(params, jax.random.key(0)), drawn)
+
+
+def test_tcm_starts_at_its_references_scale():
+    """TCM at the ablation's CPU scale (N=64, M=80) from init_params: y and x_hat of a random
+    image about as large as LIC_TCM's models/tcm.py gives at its own initialisation (std 0.33
+    and 0.18, torch 2.14, seed 0); Flax's default scales gave 44 and 1e13, and a first train
+    step with infinite gradients."""
+    from jahp_jax.models.compression_model import CompressionModel
+    from jahp_jax.models.config import ModelConfig
+    from jahp_jax.models.presets import MODELS
+
+    fields = dict(MODELS["tcm"].fields(), num_filters=64, num_latents=80)
+    model = CompressionModel(ModelConfig(**fields))
+    assert model.config.pytorch_init
+    params = init_params(model, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (1, 128, 128, 3))
+    y = jax.jit(lambda p: model.apply({"params": p}, x, method="analysis"))(params)
+    x_hat = jax.jit(lambda p: model.apply({"params": p}, jnp.round(y), method="synthesis"))(params)
+    assert 0.1 < float(jnp.std(y)) < 1.0
+    assert 0.05 < float(jnp.std(x_hat)) < 0.6
