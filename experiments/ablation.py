@@ -19,8 +19,8 @@ took 57 minutes (results/ablation/run.json and log.txt); checkerboard and channe
 its evaluation: run_cheng2020.json), elic2022-official at 1.7 steps/s (53 minutes:
 run_elic2022.json), elic2022-chandelier at 1.6 steps/s (48 minutes), cheng2020-attn at
 1.15 steps/s (59 minutes), cheng2020-anchor-checkerboard at 1.5 steps/s (47 minutes), tcm at
-about 0.2 steps/s (about 5.5 hours). The paper's setting is the same script with flags alone, on
-accelerators:
+0.235 steps/s (71 minutes a run, about 5 hours). The paper's setting is the same script with flags
+alone, on accelerators:
 
     ./launch.sh ablation --num_filters=192 --num_latents=192 --high_rate_min_lmbda=0.0483 \
         --patch_size=256 --batch_size=8 --num_steps=1000000 --learning_rate=1e-4 \
