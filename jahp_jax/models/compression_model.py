@@ -11,8 +11,6 @@ y_hat * inverse gain goes to g_s, so the prior path is that of a fixed-rate mode
 
 from __future__ import annotations
 
-import zlib
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -129,22 +127,36 @@ def pytorch_layers(params: dict, key: Array) -> dict:
     PyTorch's nn.Conv2d / nn.ConvTranspose2d / nn.Linear start: kernel and bias uniform in
     +-1/sqrt(fan_in), fan_in = the kernel's size / its last axis (k k I for a conv's (k, k, I, O)
     and I for a dense (I, O); for a (k, k, O, I) transposed conv k k O, as PyTorch counts it).
-    Everything else (GDN, the densities, LayerNorm, attention tables, gains) is kept."""
-    if "kernel" in params and not isinstance(params["kernel"], dict):
-        kernel = params["kernel"]
-        bound = (kernel.size // kernel.shape[-1]) ** -0.5
-        kernel_key, bias_key = jax.random.split(key)
-        layer = dict(params, kernel=jax.random.uniform(
-            kernel_key, kernel.shape, kernel.dtype, -bound, bound))  # fmt: skip
-        if "bias" in params:
-            bias = params["bias"]
-            layer["bias"] = jax.random.uniform(bias_key, bias.shape, bias.dtype, -bound, bound)
+    Everything else (GDN, the densities, LayerNorm, attention tables, gains) is kept. One draw
+    for all layers: a jitted init compiles one random-number program, not one per layer."""
+
+    def layers(tree: dict) -> list[dict]:
+        if "kernel" in tree and not isinstance(tree["kernel"], dict):
+            return [tree]
+        return [layer for value in tree.values() if isinstance(value, dict)
+                for layer in layers(value)]  # fmt: skip
+
+    drawn = [leaf for layer in layers(params) for leaf in (layer["kernel"], layer.get("bias"))
+             if leaf is not None]  # fmt: skip
+    uniform = jax.random.uniform(key, (sum(leaf.size for leaf in drawn),), minval=-1.0)
+    offset = 0
+
+    def redraw(tree: dict) -> dict:
+        nonlocal offset
+        if "kernel" not in tree or isinstance(tree["kernel"], dict):
+            return {name: redraw(value) if isinstance(value, dict) else value
+                    for name, value in tree.items()}  # fmt: skip
+        layer = dict(tree)
+        bound = (tree["kernel"].size // tree["kernel"].shape[-1]) ** -0.5
+        for name in ("kernel", "bias"):
+            if name in tree:
+                leaf = tree[name]
+                values = uniform[offset : offset + leaf.size].reshape(leaf.shape) * bound
+                layer[name] = values.astype(leaf.dtype)
+                offset += leaf.size
         return layer
-    return {
-        name: pytorch_layers(value, jax.random.fold_in(key, zlib.crc32(name.encode())))
-        if isinstance(value, dict) else value
-        for name, value in params.items()
-    }  # fmt: skip
+
+    return redraw(params)
 
 
 def latent_codec_params(params: dict) -> dict:
