@@ -275,9 +275,10 @@ def _profile_step(_: list[str]) -> None:
           f"limit): {limit:.1f} GFLOP/s; jax {jax.__version__}")  # fmt: skip
     shape = (f", batch {args.batch}, {args.patch}x{args.patch}" if args.what == "train"
              else ", 768x512 image")  # fmt: skip
-    widths = f"N={args.size} M={latents}" if args.what == "train" else f"N=M={args.size}"
-    if args.model and args.what == "synthesis":
-        widths = "published widths"
+    if args.what == "train":
+        widths = f"N={args.size} M={latents}"
+    else:
+        widths = "published widths" if args.model else f"N=M={args.size}"
     name = f"{args.model} " if args.model else ""
     print(f"{args.what}: {name}{widths}{shape}"  # fmt: skip
           f"; {step_s:.3f} s per call untraced, {wall_ns / args.steps / 1e9:.3f} s traced; "
@@ -305,8 +306,7 @@ def _profile_step(_: list[str]) -> None:
               + (f"{rate:.1f} | {rate / limit:.0%} |" if rate else "- | - |"))  # fmt: skip
     result = {
         "what": args.what, "model": args.model, "size": args.size, "latents": latents,
-        "batch": args.batch,
-        "patch": args.patch,
+        "batch": args.batch, "patch": args.patch,
         "steps": args.steps, "matmul_gflops": limit, "load_before": load_before,
         "load_after": load_average(), "s_per_call": step_s, "untraced_s": untraced,
         "traced_s_per_call": wall_ns / args.steps / 1e9, "thread_ms_per_call": thread_ms,

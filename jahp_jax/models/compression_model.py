@@ -130,8 +130,11 @@ def pytorch_layers(params: dict, key: Array) -> dict:
     Everything else (GDN, the densities, LayerNorm, attention tables, gains) is kept. One draw
     for all layers: a jitted init compiles one random-number program, not one per layer."""
 
+    def is_layer(tree: dict) -> bool:
+        return "kernel" in tree and not isinstance(tree["kernel"], dict)
+
     def layers(tree: dict) -> list[dict]:
-        if "kernel" in tree and not isinstance(tree["kernel"], dict):
+        if is_layer(tree):
             return [tree]
         return [layer for value in tree.values() if isinstance(value, dict)
                 for layer in layers(value)]  # fmt: skip
@@ -143,7 +146,7 @@ def pytorch_layers(params: dict, key: Array) -> dict:
 
     def redraw(tree: dict) -> dict:
         nonlocal offset
-        if "kernel" not in tree or isinstance(tree["kernel"], dict):
+        if not is_layer(tree):
             return {name: redraw(value) if isinstance(value, dict) else value
                     for name, value in tree.items()}  # fmt: skip
         layer = dict(tree)

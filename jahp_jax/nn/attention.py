@@ -117,8 +117,7 @@ class WindowAttention(nn.Module):
             x = jnp.roll(x, (-(w // 2), -(w // 2)), axis=(1, 2))
         rows, cols = height // w, width // w
         windows = x.reshape(batch, rows, w, cols, w, channels).transpose(0, 1, 3, 2, 4, 5)
-        windows = windows.reshape(batch, rows * cols, w * w, channels)
-        tokens = windows.reshape(-1, channels)  # see `SwinTransformerBlock`
+        tokens = windows.reshape(-1, channels)  # window by window; see `SwinTransformerBlock`
         qkv = nn.Dense(3 * channels, name="embedding_layer")(tokens)
         qkv = qkv.reshape(batch, rows * cols, w * w, 3, heads, self.head_dim)
         q, k, v = (qkv[:, :, :, i] for i in range(3))  # (B, n, P, heads, d)
