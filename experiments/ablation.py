@@ -6,10 +6,12 @@ scale.
     ./launch.sh ablation --priors=joint,cheng2020-anchor,elic2022-official,tcm ...
 
 For every prior (or named model, `--model`'s names: its transform, prior and options at this
-scale's N and M) x lambda it trains one model (resuming an unfinished run), then evaluates each
-curve's checkpoints on Kodak through real files (one RD curve each), and writes the JSONs, an RD
-plot with the classical curves of --classical_dir, and a BD-rate table against `hyperprior`,
-`joint`, JPEG 4:2:0 and HEVC intra to --output_dir.
+scale's N and M) x lambda it trains one model (resuming an unfinished run) and evaluates it on
+Kodak through real files: one point, `points/<prior>_lmbda<lambda>.json` in --output_dir, with its
+recipe, commit and machine. A run whose point is there already is skipped, so a sweep longer than
+one machine's day goes on elsewhere from the committed points (a changed recipe is refused). Each
+prior's points make its curve, `<prior>.json`; then it writes an RD plot with the classical curves
+of --classical_dir, and a BD-rate table against `hyperprior`, `joint`, JPEG 4:2:0 and HEVC intra.
 
 Budget: the CPU default (N=M=64, batch 8, 128x128 crops, lr 5e-4, 4 lambdas, 1,000 steps each)
 trains at about 5 steps/s for every 2018 prior on a 2-core CPU (190-260 s a run); with the Kodak
@@ -29,6 +31,7 @@ alone, on accelerators:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -125,25 +128,37 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
         return sources
     console.setup(args.verbosity, Path(args.root) / console.LOG_FILE)
     started, started_at = time.perf_counter(), start_record()
-    training_seconds = {}
+    training_seconds, images = {}, None
+
+    def elapsed() -> str:
+        return f"({time.perf_counter() - started:.0f} s)"
+
     try:
-        runs = {prior: [] for prior in priors}
         for prior in priors:
+            claimed = MODELS[prior].prior if prior in MODELS else prior
             for lmbda in lmbdas:
                 workdir = Path(args.root) / f"{prior}_lmbda{lmbda}"
-                print(f"== training {workdir} ({time.perf_counter() - started:.0f} s)", flush=True)
                 config = train_config(args, sources, prior, lmbda, num_latents(args, lmbda),
                                       model=model_at_scale(prior, args))  # fmt: skip
+                point = output_dir / POINTS_DIR / f"{workdir.name}.json"
+                if point.exists():
+                    check_recipe(point, config)
+                    print(f"== {workdir.name}: trained and evaluated before ({point})", flush=True)
+                    continue
+                print(f"== training {workdir} {elapsed()}", flush=True)
                 run_started = time.perf_counter()
                 train_and_evaluate(config, workdir)
                 training_seconds[workdir.name] = round(time.perf_counter() - run_started, 1)
-                runs[prior].append(str(workdir))
-        images = eval_images_of(sources, args.limit)
-        for prior, workdirs in runs.items():
-            print(f"== evaluating {prior} ({time.perf_counter() - started:.0f} s)", flush=True)
-            claimed = MODELS[prior].prior if prior in MODELS else prior
-            results, rows = evaluate.evaluate_checkpoints(workdirs, images, claimed_prior=claimed)
-            evaluate.write_results(output_dir, prior, results, rows)
+                print(f"== evaluating {workdir} {elapsed()}", flush=True)
+                images = images or eval_images_of(sources, args.limit)
+                results, rows = evaluate.evaluate_checkpoints([str(workdir)], images,
+                                                              claimed_prior=claimed)  # fmt: skip
+                run = provenance("ablation", argv, started_at, time.perf_counter() - started)
+                del run["wall_seconds"]  # the invocation's, not this run's
+                results["run"] = {"recipe": recipe(config),
+                                  "training_seconds": training_seconds[workdir.name], **run}
+                evaluate.write_results(point.parent, point.stem, results, rows)
+            write_curve(output_dir, prior, lmbdas)
     except (ConfigError, TrainingError, DatasetError, ImageError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -154,6 +169,49 @@ def _ablation(_: list[str], argv: Sequence[str] | None) -> int:
     print(table)
     print(f"wrote {output_dir} in {run['wall_seconds']:.0f} s at commit {run['commit'][:12]}")
     return 0
+
+
+# Where each run's evaluated point lies, below --output_dir: a run whose point is there (e.g.
+# committed from another machine) is neither trained nor evaluated again.
+POINTS_DIR = "points"
+# TrainConfig fields that say where the data lies and how often a run validates, logs and saves,
+# not what it trains.
+_NOT_RECIPE = ("data_dir", "tfds_data_dir", "val_data_dir", "eval_every", "eval_images",
+               "log_every", "checkpoint_every", "keep_checkpoints")  # fmt: skip
+
+
+def recipe(config) -> dict:
+    """What a run trains: its TrainConfig less `_NOT_RECIPE`, as JSON values."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RECIPE}
+    return json.loads(json.dumps(fields))  # tuples as lists, as they come back from a file
+
+
+def check_recipe(point: Path, config) -> None:
+    """ValueError (one line) where the point in file `point` was trained to another recipe."""
+    try:
+        stored = json.loads(point.read_text())["run"]["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"cannot read the run's recipe in {point} ({type(error).__name__}: "
+                         f"{error}); delete it to train that run again") from None  # fmt: skip
+    changed = {k: (stored.get(k), v) for k, v in recipe(config).items() if stored.get(k) != v}
+    if changed:
+        differences = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"{point} was trained to another recipe ({differences}); delete it to "
+                         "train that run again, or pass another --output_dir")  # fmt: skip
+
+
+def write_curve(output_dir: Path, prior: str, lmbdas: Sequence[float]) -> None:
+    """`<prior>.json` and `.images.csv` in output_dir: the points of its runs at `lmbdas`, one
+    curve, each run's provenance (commit, machine, recipe) under "runs"."""
+    from jahp_jax.evaluation import evaluate
+
+    runs = [f"{prior}_lmbda{lmbda}" for lmbda in lmbdas]
+    points = output_dir / POINTS_DIR
+    parts = [evaluate.load_results(points / f"{run}.json") for run in runs]
+    rows = [row for run in runs for row in evaluate.read_rows(points / f"{run}.images.csv")]
+    curve = evaluate.merge_results(parts)
+    curve["runs"] = {run: part["run"] for run, part in zip(runs, parts, strict=True)}
+    evaluate.write_results(output_dir, prior, curve, rows)
 
 
 # Named models whose reference structure needs another M than --num_latents at CPU scale: TCM's

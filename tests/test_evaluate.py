@@ -78,6 +78,37 @@ def test_one_failure_keeps_other_results(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flaky.images.csv", "flaky.json"]
 
 
+def test_points_evaluated_apart_merge_into_the_curve_evaluated_at_once(tmp_path):
+    """The ablation evaluates one run at a time (on any machine): its curve must be the one a
+    single evaluation of all points gives, ordered by rate, rows and errors kept."""
+    def flaky(image):
+        return _fails_on_noise(image)._replace(extra={"estimated-bpp": 1.0})
+
+    images = _images()
+    points = [evaluate.OperatingPoint("a", flaky),
+              evaluate.OperatingPoint("b", _drop_bits(1, 1000)),
+              evaluate.OperatingPoint("c", _drop_bits(3, 4000))]  # fmt: skip
+    at_once, all_rows = evaluate.evaluate_codec("fake", "fake; a, b, c", points, images)
+    parts = []
+    for point in points[::-1]:  # points in order of rate, evaluated in the reverse order
+        part, rows = evaluate.evaluate_codec("fake", f"fake; {point.quality}", [point], images)
+        json_path, csv_path = evaluate.write_results(tmp_path, str(point.quality), part, rows)
+        assert evaluate.read_rows(csv_path) == list(csv.DictReader(csv_path.open()))
+        parts.append(evaluate.load_results(json_path))
+    merged = evaluate.merge_results(parts)
+    assert merged["description"] == "fake; c; b; a"
+    assert merged["results"]["quality"] == ["a", "b", "c"]  # by rate, as at once
+    assert merged["errors"] == at_once["errors"] and len(all_rows) == 6
+    for key, values in at_once["results"].items():
+        if key not in ("quality", "encoding_time", "decoding_time"):  # times: measured again
+            np.testing.assert_allclose(merged["results"][key], values, err_msg=key)
+    parts[1]["results"]["extra"] = [1.0]
+    with pytest.raises(ValueError, match="cannot merge results with fields"):
+        evaluate.merge_results(parts)
+    with pytest.raises(ValueError, match="no results to merge"):
+        evaluate.merge_results([])
+
+
 def test_wrong_decoded_shape_is_an_error_row():
     points = [evaluate.OperatingPoint(0, lambda im: evaluate.Roundtrip(b"x", im[1:], 0, 0))]
     results, rows = evaluate.evaluate_codec("bad", "", points, _images()[:1])

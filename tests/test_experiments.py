@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 from conftest import REPO_ROOT, SHARED
 
@@ -135,18 +136,25 @@ def test_ablation_trains_high_rates_with_more_latents():
 
 
 @pytest.mark.slow
-def test_ablation_end_to_end(tmp_path):
+def test_ablation_end_to_end(tmp_path, capsys):
     """One model shape per prior (the high-rate latents are tested above without training)."""
     out = tmp_path / "out"
     lmbdas = ["0.001", "0.01", "0.1", "1.0"]
-    argv = [*TOY, "--priors=factorized,hyperprior", f"--lmbdas={','.join(lmbdas)}",
-            f"--root={tmp_path / 'runs'}", f"--output_dir={out}"]  # fmt: skip
-    assert ablation.main(argv) == 0
+    sweep = [*TOY, "--priors=factorized,hyperprior", f"--lmbdas={','.join(lmbdas)}",
+             f"--output_dir={out}"]  # fmt: skip
+    assert ablation.main([*sweep, f"--root={tmp_path / 'runs'}"]) == 0
     config, _ = read_config(resolve_checkpoint(tmp_path / "runs" / "hyperprior_lmbda1.0"))
     assert config.num_latents == 8
+    runs = [f"{prior}_lmbda{float(v)}" for prior in ("factorized", "hyperprior") for v in lmbdas]
+    points = out / ablation.POINTS_DIR
+    assert sorted(p.name for p in points.glob("*.json")) == sorted(f"{r}.json" for r in runs)
     for prior in ("factorized", "hyperprior"):
-        results = json.loads((out / f"{prior}.json").read_text())["results"]
-        assert len(results["bpp"]) == 4
+        curve = json.loads((out / f"{prior}.json").read_text())
+        assert len(curve["results"]["bpp"]) == 4
+        assert sorted(curve["runs"]) == [r for r in runs if r.startswith(prior)]
+    run = curve["runs"]["hyperprior_lmbda1.0"]
+    assert (run["recipe"]["lmbda"], run["recipe"]["num_steps"], len(run["commit"])) == (1.0, 2, 40)
+    assert "data_dir" not in run["recipe"] and run["machine"]["cores"] > 0
     table = (out / "bd_rate.md").read_text()
     assert "BD-rate PSNR vs hyperprior" in table
     # hyperprior against itself: a real number, 0 by definition (n/a would mean too few points)
@@ -180,6 +188,23 @@ def test_ablation_end_to_end(tmp_path):
     summary = (vr_out / "summary.md").read_text()
     assert f"| hyperprior_lmbda{float(lmbdas[0])} | 2 |" in summary  # the ablation's cost
     assert "| hyperprior_variable | 8 |" in summary and (vr_out / "rd.png").is_file()
+    # Committed points go on elsewhere: a machine without the workdirs trains only the missing run
+    before = json.loads((out / "hyperprior.json").read_text())["results"]
+    for missing in points.glob("hyperprior_lmbda0.01.*"):
+        missing.unlink()
+    elsewhere = [*sweep, f"--root={tmp_path / 'elsewhere'}"]
+    assert ablation.main(elsewhere) == 0
+    trained = [p.name for p in (tmp_path / "elsewhere").iterdir() if p.is_dir()]
+    assert trained == ["hyperprior_lmbda0.01"]
+    after = json.loads((out / "hyperprior.json").read_text())["results"]
+    assert after["quality"] == before["quality"]
+    for key in ("bpp", "psnr-rgb"):  # the same model again: training is deterministic
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, err_msg=key)
+    capsys.readouterr()
+    assert ablation.main([*elsewhere, "--num_steps=3"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {points / 'factorized_lmbda0.001.json'} was trained to "
+                            "another recipe (num_steps 2 -> 3); delete it")  # fmt: skip
 
 
 def test_ablation_refuses_bad_flags_before_training(tmp_path, capsys):

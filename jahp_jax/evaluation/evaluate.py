@@ -198,6 +198,35 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One curve from results JSONs of the same codec evaluated apart (e.g. one per checkpoint,
+    on different days): their points, ordered by rate, their errors, and the parts' descriptions
+    after the first's prefix (the text before its first "; ")."""
+    if not parts:
+        raise ValueError("no results to merge")
+    keys = list(parts[0]["results"])
+    for part in parts[1:]:
+        if list(part["results"]) != keys:
+            raise ValueError(f"cannot merge results with fields {list(part['results'])} into "
+                             f"results with fields {keys}")  # fmt: skip
+    columns = {k: [v for part in parts for v in part["results"][k]] for k in keys}
+    order = np.argsort(columns["bpp"], kind="stable")
+    prefix = parts[0]["description"].partition("; ")[0]
+    details = [part["description"].partition("; ")[2] for part in parts]
+    return {
+        "name": parts[0]["name"],
+        "description": "; ".join([prefix, *filter(None, details)]),
+        "results": {k: [v[i] for i in order] for k, v in columns.items()},
+        "errors": [error for part in parts for error in part.get("errors", [])],
+    }
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The per-image rows of a ``<stem>.images.csv`` written by `write_results` (as text)."""
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
 # --------------------------------------------------------------------------------------------
 # Our checkpoints, through real files.
 # --------------------------------------------------------------------------------------------
