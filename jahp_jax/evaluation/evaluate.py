@@ -170,7 +170,6 @@ def write_results(
     output_dir = Path(output_dir)
     json_path = output_dir / f"{stem}.json"
     csv_path = output_dir / f"{stem}.images.csv"
-    write_text(json_path, json.dumps(results, indent=2) + "\n")
     columns = ["image", "quality", *METRIC_KEYS]
     columns += sorted({k for r in rows for k in r} - set(columns) - {"error"}) + ["error"]
     buffer = io.StringIO()
@@ -178,6 +177,7 @@ def write_results(
     writer.writeheader()
     writer.writerows(rows)
     write_text(csv_path, buffer.getvalue())
+    write_text(json_path, json.dumps(results, indent=2) + "\n")  # last: a JSON means both exist
     return json_path, csv_path
 
 
