@@ -13,33 +13,30 @@ CONFIGS = [(prior, 1) for prior in PRIORS] + [("joint", 3), ("mean_scale", 2)]
 
 
 def _loss(model, params, x, key):
+    """The training loss (rate-distortion + aux), and as aux (the forward outputs, stats)."""
     out = model.apply({"params": params}, x, train=True, rngs={"noise": key})
     loss, stats = rate_distortion_loss(x, out, lmbda=0.01)
-    return loss + model.apply({"params": params}, method="aux_loss"), stats
+    return loss + model.apply({"params": params}, method="aux_loss"), (out, stats)
 
 
 @pytest.mark.parametrize("prior,components", CONFIGS)
 def test_every_prior_forward_and_gradients(prior, components):
+    """The training forward pass (noise) and its gradients in one program, the evaluation forward
+    pass (rounding) in another: two compiles per prior (TCM's programs are thousands of ops)."""
     model = quick_model(prior, 8, 12, components)
     params = init_params(model, jax.random.key(0))
     side = max(64, model.config.patch_multiple)  # tcm's attention windows need 128
     x = jax.random.uniform(jax.random.key(1), (2, side, side, 3))
-    forward = jax.jit(  # one program each, not op by op (TCM's are thousands of ops)
-        lambda params, train: model.apply(
-            {"params": params}, x, train=train, rngs={"noise": jax.random.key(2)}
-        ),
-        static_argnums=1,
-    )
-    for train in (True, False):
-        out = forward(params, train)
+    (loss, (train_out, _)), grads = jax.jit(
+        jax.value_and_grad(_loss, argnums=1, has_aux=True), static_argnums=0
+    )(model, params, x, jax.random.key(3))
+    eval_out = jax.jit(lambda params: model.apply({"params": params}, x, train=False))(params)
+    expected = {"y", "z"} if model.make_latent_codec().hyperprior else {"y"}
+    for out in (train_out, eval_out):
         assert out["x_hat"].shape == x.shape
-        expected = {"y", "z"} if model.make_latent_codec().hyperprior else {"y"}
         assert set(out["likelihoods"]) == expected
         for lik in out["likelihoods"].values():
             assert float(lik.min()) > 0.0 and float(lik.max()) <= 1.0
-    (loss, _), grads = jax.jit(
-        jax.value_and_grad(_loss, argnums=1, has_aux=True), static_argnums=0
-    )(model, params, x, jax.random.key(3))
     assert np.isfinite(float(loss))
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
@@ -73,7 +70,7 @@ def test_training_lowers_the_rate(prior):
 
     @jax.jit
     def step(params, opt_state, key):
-        (_, stats), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
+        (_, (_, stats)), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
             model, params, x, key
         )
         updates, opt_state = optimizer.update(grads, opt_state)
