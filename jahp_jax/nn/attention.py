@@ -117,11 +117,10 @@ def attend_in_chunks(q: Array, k: Array, v: Array, bias: Array, mask: Array | No
     """`attend` a chunk of WINDOWS_PER_CHUNK windows at a time (lax.map; the same results).
 
     Over all windows at once, every step is a pass over (heads, windows, P, P) logits in memory
-    (200 MB at a 768x512 image's H/2 scale in TCM) and XLA:CPU runs the two products with
-    head_dim 8 at ~10 GFLOP/s; chunk by chunk they stay in cache: 2.2x faster forward, 1.9x
-    with the gradient (docs/performance.md). The backward pass recomputes each chunk's logits
-    (jax.checkpoint) instead of storing them. Where no divisor of the window count from 4 to
-    WINDOWS_PER_CHUNK exists, all windows at once."""
+    (400 MB in TCM's g_s at a 768x512 image's H/2 scale) and XLA:CPU runs the two products with
+    head_dim 8 at ~10 GFLOP/s; chunk by chunk they stay in cache (docs/performance.md). The
+    backward pass recomputes each chunk's logits (jax.checkpoint) instead of storing them. Where
+    no divisor of the window count from 4 to WINDOWS_PER_CHUNK exists, all windows at once."""
     windows = q.shape[0]
     chunk = next((c for c in range(WINDOWS_PER_CHUNK, 3, -1) if windows % c == 0), None)
     if chunk is None or chunk == windows:
