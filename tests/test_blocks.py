@@ -2,6 +2,8 @@
 conventions they share with PyTorch, checked from their definitions. Their numerical equality with
 the references is tests/test_transforms_followups.py's (golden cases)."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,28 @@ def test_window_attention_refuses_sizes_off_the_window_grid():
     layer = attention.WindowAttention(8, 4, window_size=4)
     with pytest.raises(ValueError, match="multiples of the window size 4, got 8 x 6"):
         layer.init(jax.random.key(0), jnp.zeros((1, 8, 6, 8)))
+
+
+@pytest.mark.parametrize("windows", [24, 7])  # 3 chunks of 8; no divisor from 4 to 8: one go
+def test_attention_in_chunks_equals_all_windows_at_once(windows):
+    """The chunked attention (lax.map over windows, the logits recomputed in the backward pass)
+    gives the outputs of `attend` over all windows exactly, and its gradients (of q, k, v and
+    the bias) to float rounding, with a mask."""
+    w, heads, head_dim = 4, 2, 4
+    keys = jax.random.split(jax.random.key(0), 5)
+    q, k, v = (jax.random.normal(key, (windows, w * w, heads, head_dim)) for key in keys[:3])
+    bias = jax.random.normal(keys[3], (heads, w * w, w * w))
+    mask = jax.random.bernoulli(keys[4], 0.3, (windows, w * w, w * w)) & ~jnp.eye(w * w, dtype=bool)
+
+    def loss(attend, *args):
+        return jnp.sum(jnp.sin(attend(*args, mask, w)))
+
+    chunked, whole = attention.attend_in_chunks, attention.attend
+    np.testing.assert_array_equal(chunked(q, k, v, bias, mask, w), whole(q, k, v, bias, mask, w))
+    grads = [jax.grad(partial(loss, f), argnums=(0, 1, 2, 3))(q, k, v, bias)
+             for f in (chunked, whole)]  # fmt: skip
+    for got, expected in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
 def test_shifted_attention_has_finite_gradients_matching_finite_differences():

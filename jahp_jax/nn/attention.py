@@ -119,11 +119,13 @@ def attend_in_chunks(q: Array, k: Array, v: Array, bias: Array, mask: Array | No
     Over all windows at once, every step is a pass over (heads, windows, P, P) logits in memory
     (400 MB in TCM's g_s at a 768x512 image's H/2 scale) and XLA:CPU runs the two products with
     head_dim 8 at ~10 GFLOP/s; chunk by chunk they stay in cache (docs/performance.md). The
-    backward pass recomputes each chunk's logits (jax.checkpoint) instead of storing them. Where
-    no divisor of the window count from 4 to WINDOWS_PER_CHUNK exists, all windows at once."""
+    backward pass recomputes each chunk's logits (jax.checkpoint) instead of storing them. On CPU
+    only: a GPU or TPU attends all windows in parallel, and would run the chunks one after
+    another. Where no divisor of the window count from 4 to WINDOWS_PER_CHUNK exists, all
+    windows at once."""
     windows = q.shape[0]
     chunk = next((c for c in range(WINDOWS_PER_CHUNK, 3, -1) if windows % c == 0), None)
-    if chunk is None or chunk == windows:
+    if chunk is None or chunk == windows or jax.default_backend() != "cpu":
         return attend(q, k, v, bias, mask, window_size)
 
     def attend_chunk(inputs):
