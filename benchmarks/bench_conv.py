@@ -9,7 +9,8 @@ gradient dW. Each op is jitted alone and timed with
 `jahp_jax.nn.layers.conv_implementation('stock')`
 (XLA's conv ops and their autodiff) and with 'auto' (what this machine's backend gets), the
 repetitions interleaved, and set against the dense-matmul rate measured in the same run (the
-machine's practical limit). GDN's 1x1 normalisation is an einsum in both. Writes a Markdown table
+machine's practical limit). GDN's 1x1 normalisation is not among them (`bench_pointwise` times
+such products). Writes a Markdown table
 to stdout and JSON to benchmarks/results/bench_conv.json; `uptime`'s load is recorded beside it.
 """
 

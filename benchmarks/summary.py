@@ -75,6 +75,20 @@ def _conv(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pointwise(result: dict[str, Any]) -> list[str]:
+    def speedups(kind: str, large: bool) -> str:
+        values = sorted(row[f"{kind}_onednn_speedup"] for row in result["rows"]
+                        if (row["positions"] >= result["threshold_positions"]) == large)
+        if not values:
+            return "-"
+        return f"median {values[len(values) // 2]:.2f}x ({values[0]:.2f}-{values[-1]:.2f}x)"
+
+    return [f"oneDNN's 1x1 conv against the matmul from {result['threshold_positions']} "
+            f"positions on (the switch): forward {speedups('forward', True)}, train "
+            f"{speedups('train', True)}; below: forward {speedups('forward', False)}, train "
+            f"{speedups('train', False)}"]  # fmt: skip
+
+
 def _integer_prior(result: dict[str, Any]) -> list[str]:
     return [f"{model['model']}, {model['images']} image(s): integer decode "
             f"{model['decode_ratio']:.2f}x the float one, bytes {model['rate_penalty']:+.3%}"
@@ -188,6 +202,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "bench_integer_followups": ("the follow-up reference cases as float and integer models: "
                                 "file sizes, exact integer decodes", _integer_followups),
     "bench_metrics": ("PSNR and MS-SSIM of one rate point", _metrics),
+    "bench_pointwise": ("1x1 convs (channel products) as YNNPACK's matmul and as oneDNN's "
+                        "conv, by positions", _pointwise),
     "bench_train": ("the jitted train step (s/step, fraction of the matmul rate), against "
                     "CompressAI measured on the same CPU", _train),
     "bench_transforms": ("g_s(g_a(x)) forward + backward of the follow-up transforms, against "

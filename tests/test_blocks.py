@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from jahp_jax.nn import attention, blocks
 from jahp_jax.nn.layers import ConvTranspose
@@ -78,6 +79,18 @@ def test_attention_in_chunks_equals_all_windows_at_once(windows):
              for f in (chunked, whole)]  # fmt: skip
     for got, expected in zip(*grads, strict=True):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("tokens", [50, 1100])  # a matmul; oneDNN's 1x1 conv on CPU
+def test_dense_layers_equal_flax_dense(tokens):
+    """The attention blocks' Dense layers: nn.Dense's params and result, the product routed."""
+    x = jax.random.normal(jax.random.key(0), (2, tokens, 16))
+    params = nn.Dense(24).init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, attention.dense(24).init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, params
+    )
+    np.testing.assert_allclose(attention.dense(24).apply(params, x), nn.Dense(24).apply(params, x),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_shifted_attention_has_finite_gradients_matching_finite_differences():

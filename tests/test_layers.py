@@ -96,11 +96,13 @@ def _gdn_reference(x, beta, gamma, inverse):
     return x * norm if inverse else x / norm
 
 
+# 48 positions: gamma's product a matmul; 1280 (>= layers.ONEDNN_POINTWISE_POSITIONS): a 1x1 conv
+@pytest.mark.parametrize("height, width", [(4, 6), (32, 20)])
 @pytest.mark.parametrize("inverse", [False, True])
-def test_gdn_matches_numpy_formula(inverse):
+def test_gdn_matches_numpy_formula(inverse, height, width):
     channels = 5
     module = layers.GDN(inverse=inverse)
-    x = np.asarray(_rand(0, (2, 4, 6, channels)))
+    x = np.asarray(_rand(0, (2, height, width, channels)))
     rng = np.random.default_rng(0)
     beta = rng.uniform(0.5, 2.0, channels).astype(np.float32)
     gamma = rng.uniform(0.0, 0.3, (channels, channels)).astype(np.float32)
@@ -205,6 +207,38 @@ def test_few_channel_convs_follow_the_conv_kernels(onednn, path, monkeypatch):
     with layers.conv_implementation("phase"):
         assert layers._conv_path((5, 5, 3, 24)) is getattr(layers, path)
         assert layers._conv_path((5, 5, 20, 24)) is layers._PHASE
+
+
+@pytest.mark.parametrize(
+    "positions, stride, onednn, path",
+    [(1024, 1, True, "_ONEDNN_POINTWISE"), (1023, 1, True, "_POINTWISE"),
+     (4096, 2, True, "_POINTWISE"), (4096, 1, False, "_POINTWISE")],
+)  # fmt: skip
+def test_pointwise_convs_switch_to_onednn_on_large_maps(positions, stride, onednn, path,
+                                                         monkeypatch):  # fmt: skip
+    """A stride-1 1x1 conv over >= ONEDNN_POINTWISE_POSITIONS pixels is XLA's conv under oneDNN."""
+    monkeypatch.setattr(layers, "ONEDNN_POINTWISE_POSITIONS", 1024)
+    monkeypatch.setattr(layers.runtime, "convs_in_onednn", lambda: onednn)
+    with layers.conv_implementation("phase"):
+        assert layers._conv_path((1, 1, 8, 8), stride, positions) is getattr(layers, path)
+
+
+@pytest.mark.parametrize("height, width", [(4, 6), (32, 20)])  # 48 and 1280 positions (x 2)
+def test_channel_products_equal_matmul_with_gradients(height, width, monkeypatch):
+    """`channel_matmul` (a matmul, or oneDNN's 1x1 conv with its transpose as the input gradient)
+    and a 1x1 `strided_conv` on those paths equal x @ kernel and its autodiff to rounding."""
+    monkeypatch.setattr(layers.runtime, "convs_in_onednn", lambda: True)
+    x, kernel = _rand(0, (2, height, width, 12)), _rand(1, (12, 20)) / 12**0.5
+    g = _rand(2, (2, height, width, 20))
+    want, want_pullback = jax.vjp(lambda x, k: x @ k, x, kernel)
+    with layers.conv_implementation("phase"):
+        products = (jax.vjp(layers.channel_matmul, x, kernel),
+                    jax.vjp(lambda x, k: layers.strided_conv(x, k[None, None], 1), x, kernel))
+        pullbacks = [(y, jax.jit(pullback)(g)) for y, pullback in products]  # fmt: skip
+    for y, grads in pullbacks:
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        for got, expected in zip(grads, want_pullback(g), strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=5e-5)
 
 
 def test_conv_implementation_is_chosen_per_backend():

@@ -36,11 +36,26 @@ from jahp_jax.nn.blocks import (
     attention_trunk,
     conv1x1,
 )
+from jahp_jax.nn.layers import channel_matmul
 
 Array = jax.Array
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's nn.LayerNorm default
 gelu = partial(nn.gelu, approximate=False)  # PyTorch's nn.GELU default (erf form)
+
+
+def _channel_dot_general(lhs: Array, rhs: Array, dimension_numbers, precision=None,
+                         preferred_element_type=None) -> Array:  # fmt: skip
+    """nn.Dense's product, lhs (..., I) with rhs (I, O) (the only `dimension_numbers` Dense
+    passes), as `channel_matmul`."""
+    del dimension_numbers, precision, preferred_element_type  # float32 throughout
+    return channel_matmul(lhs, rhs)
+
+
+def dense(features: int, name: str | None = None) -> nn.Dense:
+    """nn.Dense (params kernel (I, O), bias), its product a `channel_matmul`: oneDNN's 1x1 conv
+    on CPU where it beats the matmul (`layers.ONEDNN_POINTWISE_POSITIONS`)."""
+    return nn.Dense(features, dot_general=_channel_dot_general, name=name)
 
 
 def layer_norm() -> nn.LayerNorm:
@@ -168,7 +183,7 @@ class WindowAttention(nn.Module):
         rows, cols = height // w, width // w
         windows = x.reshape(batch, rows, w, cols, w, channels).transpose(0, 1, 3, 2, 4, 5)
         tokens = windows.reshape(-1, channels)  # window by window; see `SwinTransformerBlock`
-        qkv = nn.Dense(3 * channels, name="embedding_layer")(tokens)
+        qkv = dense(3 * channels, name="embedding_layer")(tokens)
         qkv = qkv.reshape(batch * rows * cols, w * w, 3, heads, self.head_dim)
         q, k, v = (qkv[:, :, i] for i in range(3))  # (B n, P, heads, d)
         index = relative_position_index(w)
@@ -177,7 +192,7 @@ class WindowAttention(nn.Module):
         if self.shifted:  # (n, P, P), the same in every image of the batch
             mask = jnp.tile(jnp.asarray(shifted_window_mask(rows, cols, w)), (batch, 1, 1))
         out = attend_in_chunks(q, k, v, bias, mask, w).reshape(-1, channels)
-        out = nn.Dense(self.out_features, name="linear")(out)
+        out = dense(self.out_features, name="linear")(out)
         out = out.reshape(batch, rows, cols, w, w, self.out_features).transpose(0, 1, 3, 2, 4, 5)
         out = out.reshape(batch, height, width, self.out_features)
         if self.shifted:
@@ -198,7 +213,7 @@ class SwinTransformerBlock(nn.Module):
         self.ln1 = layer_norm()
         self.msa = WindowAttention(self.features, self.head_dim, self.window_size, self.shifted)
         self.ln2 = layer_norm()
-        self.mlp = nn.Sequential([nn.Dense(4 * self.features), gelu, nn.Dense(self.features)])
+        self.mlp = nn.Sequential([dense(4 * self.features), gelu, dense(self.features)])
 
     def __call__(self, x: Array) -> Array:
         # LayerNorm and the MLP on the (pixels, C) matrix: their parameter gradients are then 2-D

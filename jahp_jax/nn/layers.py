@@ -72,6 +72,10 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 # ---------------------------------------------------------------------------------------------
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
 FEW_CHANNELS = 16  # convs from at most this many channels to more: `_PATCH` under YNNPACK
+# Stride-1 1x1 convs over at least this many positions (B H W) run in oneDNN where XLA's convs
+# do: 1.03-1.4x faster there than YNNPACK's matmul from 1024 positions on, slower at 64-256
+# (benchmarks/bench_pointwise.py).
+ONEDNN_POINTWISE_POSITIONS = 1024
 _conv_implementation = "auto"
 
 
@@ -247,6 +251,14 @@ def _pointwise_weight_grad(x: Array, g: Array, kernel_shape: tuple[int, ...], st
     return (columns.T @ g.reshape(-1, kernel_shape[3])).reshape(kernel_shape)
 
 
+def _pointwise_conv_transpose(
+    g: Array, kernel: Array, stride: int, in_shape: tuple[int, int]
+) -> Array:
+    """Adjoint of a stride-1 1x1 conv: the 1x1 conv of g with the kernel's I and O swapped."""
+    del stride, in_shape  # stride 1: the input has g's positions
+    return _stock_conv(g, jnp.swapaxes(kernel, 2, 3), 1)
+
+
 class _ConvPath(NamedTuple):
     """One way to compute a strided conv and its two adjoints (NHWC inputs, HWIO kernels)."""
 
@@ -259,17 +271,22 @@ _STOCK = _ConvPath(_stock_conv, _stock_transpose, _autodiff_weight_grad)
 _PHASE = _ConvPath(_stock_conv, _phase_transpose, _autodiff_weight_grad)
 _PATCH = _ConvPath(_patch_matmul, _patch_transpose, _patch_weight_grad)
 _POINTWISE = _ConvPath(_pointwise, _pointwise_transpose, _pointwise_weight_grad)
+_ONEDNN_POINTWISE = _ConvPath(_stock_conv, _pointwise_conv_transpose, _pointwise_weight_grad)
 
 
-def _conv_path(kernel_shape: tuple[int, ...]) -> _ConvPath:
-    """The path of the conv with this (k, k, I, O) kernel, chosen when it is traced: stock ops
-    off CPU; on CPU, matmuls for 1x1 kernels; for few input channels widened to many
-    (I <= FEW_CHANNELS < O, as at the image side of g_a and g_s) XLA's own conv where it runs
-    in oneDNN (`runtime.convs_in_onednn`, the default) and im2col where it runs in YNNPACK;
-    else the phase-decomposed transpose."""
+def _conv_path(kernel_shape: tuple[int, ...], stride: int = 1, positions: int = 0) -> _ConvPath:
+    """The path of the conv with this (k, k, I, O) kernel on an input of `positions` pixels
+    (B H W), chosen when it is traced: stock ops off CPU; on CPU, for 1x1 kernels a matmul, or
+    at stride 1 on at least ONEDNN_POINTWISE_POSITIONS where XLA's convs run in oneDNN
+    (`runtime.convs_in_onednn`, the default) XLA's conv and its transpose (the weight gradient
+    stays a matmul); for few input channels widened to many (I <= FEW_CHANNELS < O, as at the
+    image side of g_a and g_s) XLA's own conv under oneDNN and im2col under YNNPACK; else the
+    phase-decomposed transpose."""
     if not _use_phase_convs():
         return _STOCK
     if kernel_shape[:2] == (1, 1):
+        if stride == 1 and positions >= ONEDNN_POINTWISE_POSITIONS and runtime.convs_in_onednn():
+            return _ONEDNN_POINTWISE
         return _POINTWISE
     if kernel_shape[2] <= FEW_CHANNELS < kernel_shape[3]:
         return _STOCK if runtime.convs_in_onednn() else _PATCH
@@ -296,15 +313,27 @@ def _conv_with_vjp(path: _ConvPath) -> Callable:
     return conv
 
 
-_CUSTOM_VJP_CONVS = {path: _conv_with_vjp(path) for path in (_PHASE, _PATCH, _POINTWISE)}
+_CUSTOM_VJP_CONVS = {
+    path: _conv_with_vjp(path) for path in (_PHASE, _PATCH, _POINTWISE, _ONEDNN_POINTWISE)
+}
 
 
 def strided_conv(x: Array, kernel: Array, stride: int) -> Array:
     """Conv, padding k // 2: (B, H, W, I) -> (B, ceil(H / stride), ceil(W / stride), O)."""
-    path = _conv_path(kernel.shape)
+    path = _conv_path(kernel.shape, stride, x.shape[0] * x.shape[1] * x.shape[2])
     if path is _STOCK:  # XLA's conv and its own autodiff
         return _stock_conv(x, kernel, stride)
     return _CUSTOM_VJP_CONVS[path](x, kernel, stride)
+
+
+def channel_matmul(x: Array, kernel: Array) -> Array:
+    """x (..., I) @ kernel (I, O) -> (..., O): on CPU a 1x1 conv (`strided_conv`'s path, so
+    oneDNN where it is faster), elsewhere a matmul. For GDN's gamma and the Dense layers of the
+    attention blocks."""
+    if not _use_phase_convs():
+        return x @ kernel
+    pixels = x.reshape(1, -1, 1, x.shape[-1])
+    return strided_conv(pixels, kernel[None, None], 1).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -459,7 +488,7 @@ class GDN(nn.Module):
         )
         beta = nonnegative_param(beta_param, self.beta_min).astype(x.dtype)
         gamma = nonnegative_param(gamma_param, 0.0).astype(x.dtype)
-        norm = jnp.einsum("bhwj,ij->bhwi", jnp.square(x), gamma) + beta
+        norm = channel_matmul(jnp.square(x), gamma.T) + beta
         return x * jnp.sqrt(norm) if self.inverse else x * jax.lax.rsqrt(norm)
 
 
