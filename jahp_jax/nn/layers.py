@@ -73,8 +73,8 @@ lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
 CONV_IMPLEMENTATIONS = ("auto", "stock", "phase")
 FEW_CHANNELS = 16  # convs from at most this many channels to more: `_PATCH` under YNNPACK
 # Stride-1 1x1 convs over at least this many positions (B H W) run in oneDNN where XLA's convs
-# do: 1.03-1.4x faster there than YNNPACK's matmul from 1024 positions on, slower at 64-256
-# (benchmarks/bench_pointwise.py).
+# do: from 1024 positions on a median 1.4x faster forward and 1.3x in training than YNNPACK's
+# matmul, mixed below (benchmarks/bench_pointwise.py).
 ONEDNN_POINTWISE_POSITIONS = 1024
 _conv_implementation = "auto"
 
