@@ -241,6 +241,19 @@ def test_channel_products_equal_matmul_with_gradients(height, width, monkeypatch
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=5e-5)
 
 
+@pytest.mark.parametrize("implementation", ["phase", "stock"])
+def test_add_bias_gradient_is_the_sum_over_positions(implementation):
+    """The forward pass is y + bias; the bias gradient (a matmul on CPU) sums g over B, H, W."""
+    y, bias, g = _rand(0, (2, 5, 7, 6)), _rand(1, (6,)), _rand(2, (2, 5, 7, 6))
+    with layers.conv_implementation(implementation):
+        out, pullback = jax.vjp(layers.add_bias, y, bias)
+        grad_y, grad_bias = jax.jit(pullback)(g)
+    np.testing.assert_array_equal(out, y + bias)
+    np.testing.assert_array_equal(grad_y, g)
+    np.testing.assert_allclose(grad_bias, np.sum(np.asarray(g), axis=(0, 1, 2)), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+
+
 def test_conv_implementation_is_chosen_per_backend():
     x, kernel = _rand(0, (1, 8, 8, 3)), _rand(1, (5, 5, 3, 4))
 

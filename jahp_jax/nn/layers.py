@@ -371,6 +371,34 @@ def _conv_transpose_bwd(stride: int, residual, g: Array):
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 
 
+@jax.custom_vjp
+def _add_bias_by_matmul(y: Array, bias: Array) -> Array:
+    return y + bias
+
+
+def _add_bias_fwd(y: Array, bias: Array):
+    return y + bias, None
+
+
+def _add_bias_bwd(_, g: Array):
+    rows = g.reshape(-1, g.shape[-1])
+    return g, (jnp.ones((1, rows.shape[0]), g.dtype) @ rows)[0]
+
+
+_add_bias_by_matmul.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def add_bias(y: Array, bias: Array) -> Array:
+    """y (..., C) + bias (C,). On CPU the bias gradient, the sum of y's cotangent over every
+    position, is one (1, B H W) x (B H W, C) matmul: XLA:CPU rewrites that sum over (B, H, W)
+    into a strided reduce-window that runs several times slower than memory allows (reductions
+    took 1.3 of the 3.5 thread-s outside the convs of cheng2020's train step, `profile_step
+    --what=train --model=cheng2020-anchor --patch=256`). The forward pass is the plain sum."""
+    if not _use_phase_convs():
+        return y + bias
+    return _add_bias_by_matmul(y, bias)
+
+
 class Conv(nn.Module):
     """Conv2d, padding k//2 (stride 2 halves H and W). Params: kernel (k, k, I, O), bias (O,)."""
 
@@ -387,7 +415,7 @@ class Conv(nn.Module):
             (k, k, x.shape[-1], self.features),
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return strided_conv(x, kernel.astype(x.dtype), self.stride) + bias.astype(x.dtype)
+        return add_bias(strided_conv(x, kernel.astype(x.dtype), self.stride), bias.astype(x.dtype))
 
 
 class ConvTranspose(nn.Module):
@@ -406,7 +434,8 @@ class ConvTranspose(nn.Module):
             (k, k, self.features, x.shape[-1]),
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return conv_transpose(x, kernel.astype(x.dtype), self.stride) + bias.astype(x.dtype)
+        return add_bias(conv_transpose(x, kernel.astype(x.dtype), self.stride),
+                        bias.astype(x.dtype))
 
 
 def causal_mask(kernel_size: int) -> np.ndarray:
@@ -440,7 +469,7 @@ class MaskedConv(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         mask = jnp.asarray(self.mask_fn(k), x.dtype)[:, :, None, None]
-        return strided_conv(x, kernel.astype(x.dtype) * mask, 1) + bias.astype(x.dtype)
+        return add_bias(strided_conv(x, kernel.astype(x.dtype) * mask, 1), bias.astype(x.dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +517,7 @@ class GDN(nn.Module):
         )
         beta = nonnegative_param(beta_param, self.beta_min).astype(x.dtype)
         gamma = nonnegative_param(gamma_param, 0.0).astype(x.dtype)
-        norm = channel_matmul(jnp.square(x), gamma.T) + beta
+        norm = add_bias(channel_matmul(jnp.square(x), gamma.T), beta)
         return x * jnp.sqrt(norm) if self.inverse else x * jax.lax.rsqrt(norm)
 
 
