@@ -88,7 +88,14 @@ from jahp_jax.models.latent_codecs.integer_form import (
     LayerSpec,
     integer_networks,
 )
-from jahp_jax.nn.layers import Conv, ConvTranspose, MaskedConv, conv_transpose, strided_conv
+from jahp_jax.nn.layers import (
+    Conv,
+    ConvTranspose,
+    MaskedConv,
+    add_bias,
+    conv_transpose,
+    strided_conv,
+)
 
 INTEGER_KEY = "integer_prior"  # the params subtree of the integer arrays
 FRACTION_BITS = 12
@@ -536,7 +543,7 @@ def _fake_quantized_layer(module: nn.Module, x: jax.Array) -> jax.Array:
         y = conv_transpose(x, kernel.astype(x.dtype), module.stride)
     else:
         y = strided_conv(x, kernel.astype(x.dtype), getattr(module, "stride", 1))
-    return _fake_fixed(y + bias.astype(x.dtype))
+    return _fake_fixed(add_bias(y, bias.astype(x.dtype)))
 
 
 @contextlib.contextmanager
