@@ -188,6 +188,18 @@ def _reference_transforms(result: dict[str, Any]) -> list[str]:
                     f"{result['threads']} threads"]
 
 
+def _conv_chain(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for row in result["rows"]:
+        line = (f"{row['model']} ({row['framework']} {row['version']}), {row['convs']} convs, "
+                f"batch {row['batch']}, {row['patch']}x{row['patch']}: "
+                f"{row['s_per_step']:.2f} s/step{_peak(row)}")  # fmt: skip
+        if "speedup_vs_torch" in row:
+            line += f"; PyTorch / jahp_jax {row['speedup_vs_torch']:.2f}x"
+        lines.append(line)
+    return lines
+
+
 # result file stem -> (what it measures, its figures as lines)
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "bench_cli": ("`jahp-codec decompress` as a new process, empty and warm compilation cache",
@@ -206,6 +218,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
                         "conv, by positions", _pointwise),
     "bench_train": ("the jitted train step (s/step, fraction of the matmul rate), against "
                     "CompressAI measured on the same CPU", _train),
+    "conv_chain": ("the convs alone of the follow-up models' g_a + g_s train step, jahp_jax "
+                   "and PyTorch", _conv_chain),
     "bench_transforms": ("g_s(g_a(x)) forward + backward of the follow-up transforms, against "
                          "the references", _transforms),
     "profile_synthesis": ("g_s per XLA op (`profile_step --what=synthesis`)", _profile),

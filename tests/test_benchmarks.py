@@ -32,6 +32,8 @@ def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
         (["bench_transforms", "--patch=192"], "--patch must be a multiple of 128"),
         (["bench_transforms", "--models=,"], "no model to time"),
         (["bench_followups", "--models="], "no model to time"),
+        (["conv_chain", "--framework=jax", "--models=bogus"], "unknown model(s) ['bogus']"),
+        (["conv_chain", "--framework=jax", "--patch=40"], "--patch a multiple of 16"),
     ],
 )
 def test_bad_arguments_get_one_line(arguments, message):
@@ -97,3 +99,31 @@ def test_the_reference_scripts_skip_tcm_without_its_file_and_refuse_an_empty_sel
         selected_models("tcm", known, no_file)
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith("error: no model to time;")
+
+
+@pytest.mark.parametrize("name", ["cheng2020-anchor", "elic2022"])
+def test_the_conv_chains_have_the_kernels_of_the_models_transforms(name):
+    """conv_chain times the convs of g_a + g_s: its chain has exactly the kernels of the model's
+    transforms, in order ((k, in, out); a transposed conv's (k, k, out, in) swapped)."""
+    from flax import linen as nn
+
+    from benchmarks.bench_transforms import MODELS
+    from benchmarks.conv_chain import CHAINS, _kernel_shapes
+    from jahp_jax.nn.layers import Conv, ConvTranspose
+
+    family, n, m, options = MODELS[name]
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and isinstance(context.module, Conv | ConvTranspose):
+            k, _, i, o = context.module.variables["params"]["kernel"].shape
+            calls.append((k, o, i) if isinstance(context.module, ConvTranspose) else (k, i, o))
+        return out
+
+    x = jax.ShapeDtypeStruct((1, 256, 256, 3), jax.numpy.float32)
+    with nn.intercept_methods(record):
+        y = jax.eval_shape(lambda: family.analysis(n, m, **options).init_with_output(
+            jax.random.key(0), x)[0])
+        jax.eval_shape(family.synthesis(n, m, **options).init, jax.random.key(0), y)
+    assert _kernel_shapes(CHAINS[name]()) == calls
