@@ -99,6 +99,22 @@ def _kernel_shapes(chain: list[tuple]) -> list[tuple[int, int, int]]:
     return [(k, i, o) for op, k, i, o, *_ in (s for s in chain if s[0] != "mark")]
 
 
+def _run_chain(chain: list[tuple], x, kernels, apply):
+    """The chain's output from input x, in either framework: apply(op, h, kernel, k, scale) runs
+    one conv; skip convs read the block input saved at the last ("mark",) and are added."""
+    h, block, convs = x, x, iter(kernels)
+    for spec in chain:
+        if spec[0] == "mark":
+            block = h
+            continue
+        op, k, _, _, scale, skip = spec
+        if skip:
+            h = h + apply(op, block, next(convs), k, scale)
+        else:
+            h = apply(op, h, next(convs), k, scale)
+    return h
+
+
 def _jax_step(chain: list[tuple], batch: int, patch: int):
     import jax
     import jax.numpy as jnp
@@ -108,7 +124,8 @@ def _jax_step(chain: list[tuple], batch: int, patch: int):
     from jahp_jax.nn.blocks import pixel_shuffle
     from jahp_jax.nn.layers import conv_transpose, strided_conv
 
-    def apply(op: str, x, kernel, scale: int):
+    def apply(op: str, x, kernel, k: int, scale: int):
+        del k  # the kernel's shape gives it
         if op == "conv":
             return strided_conv(x, kernel, scale)
         if op == "subpel":
@@ -116,17 +133,7 @@ def _jax_step(chain: list[tuple], batch: int, patch: int):
         return conv_transpose(x, jnp.swapaxes(kernel, 2, 3), scale)  # (k, k, out, in)
 
     def loss(kernels, x):
-        h, block, convs = x, x, iter(kernels)
-        for spec in chain:
-            if spec[0] == "mark":
-                block = h
-                continue
-            op, _, _, _, scale, skip = spec
-            if skip:
-                h = h + apply(op, block, next(convs), scale)
-            else:
-                h = apply(op, h, next(convs), scale)
-        return jnp.sum(h * h)
+        return jnp.sum(jnp.square(_run_chain(chain, x, kernels, apply)))
 
     keys = jax.random.split(jax.random.key(0), len(_kernel_shapes(chain)) + 1)
     kernels = [jax.random.normal(key, (k, k, i, o)) / np.sqrt(k * k * i)
@@ -156,17 +163,7 @@ def _torch_step(chain: list[tuple], batch: int, patch: int):
                                   output_padding=scale - 1)  # fmt: skip
 
     def step() -> None:
-        h, block, convs = x, x, iter(kernels)
-        for spec in chain:
-            if spec[0] == "mark":
-                block = h
-                continue
-            op, k, _, _, scale, skip = spec
-            if skip:
-                h = h + apply(op, block, next(convs), k, scale)
-            else:
-                h = apply(op, h, next(convs), k, scale)
-        (h * h).sum().backward()
+        (_run_chain(chain, x, kernels, apply) ** 2).sum().backward()
         for kernel in kernels:
             kernel.grad = None
 
