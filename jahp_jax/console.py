@@ -70,10 +70,6 @@ class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "jahp_detail", False) and bars_enabled():
             return False
-        if record.name == "asyncio" and str(record.msg).endswith("exception was never retrieved"):
-            # Orbax's abandoned reads after a failed restore (pyproject.toml's filterwarnings
-            # says why); the failure itself is our one error line. Kept in the log file.
-            return False
         if is_ours(record):
             return record.levelno >= min(logging.INFO, self.third_party_level)
         return record.levelno >= self.third_party_level

@@ -11,13 +11,18 @@ folder per step with the items
 Orbax's files carry no checksums: a garbled data file can restore as other numbers. Loading and
 resuming therefore compare what they restored with the saved fingerprints, and every failure to
 read a checkpoint (a truncated, emptied or garbled file) is one `CheckpointError`. Checkpoints
-written before the fingerprints were saved load unchecked.
+written before the fingerprints were saved load unchecked. What orbax's other reads print once
+they fail behind it (tracebacks of abandoned tasks and coroutines, at any later moment) is dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +168,51 @@ def _check_fingerprint(step_dir: Path, name: str, tree: Any) -> None:
         )
 
 
+_ORBAX_DIR = str(Path(ocp.__file__).parent)
+
+
+def _is_abandoned_read(error: BaseException | None) -> bool:
+    """An error of the reads that orbax leaves behind when a restore fails: raised in orbax's
+    code, or by asyncio when a read completes after orbax closed its event loop."""
+    if error is None:
+        return False
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__)]
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return any(code.co_name == "call_soon_threadsafe" for code in codes)
+    return any(code.co_filename.startswith(_ORBAX_DIR) for code in codes)
+
+
+def _drop_abandoned_reads() -> None:
+    """From now on in this process, drop the reports of orbax's abandoned reads.
+
+    Orbax reads an item's arrays concurrently in an event loop of its own; when one read fails
+    (a corrupt file, a checkpoint of another shape) it raises at once and closes the loop with
+    the other reads pending (the restore returns nothing, and later restores use fresh loops:
+    tests/test_checkpoints.py). Whenever they are collected, often after the one CheckpointError
+    line, those reads report themselves through `sys.unraisablehook` (coroutines, callbacks),
+    the 'asyncio' logger (tasks) and warnings (coroutines never started). Idempotent."""
+    warnings.filterwarnings(
+        "ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning
+    )
+    previous = sys.unraisablehook
+    if not getattr(previous, "drops_abandoned_reads", False):
+
+        def hook(unraisable: sys.UnraisableHookArgs) -> None:
+            if not _is_abandoned_read(unraisable.exc_value):
+                previous(unraisable)
+
+        hook.drops_abandoned_reads = True
+        sys.unraisablehook = hook
+    asyncio_logger = logging.getLogger("asyncio")
+    if _keep_asyncio_record not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_keep_asyncio_record)
+
+
+def _keep_asyncio_record(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" of an abandoned orbax read."""
+    return not (record.exc_info and _is_abandoned_read(record.exc_info[1]))
+
+
 def _first_line(error: BaseException, limit: int = 200) -> str:
     """The type and first sentence of a library's error message (tensorstore appends a whole
     spec), at most `limit` characters."""
@@ -177,6 +227,7 @@ def restore_training_checkpoint(
 ) -> tuple[Any, Any]:
     """(params, train_state) of step `step`, restored into the structure, shapes and shardings of
     the targets (pytrees of arrays or `jax.ShapeDtypeStruct`s)."""
+    _drop_abandoned_reads()
     try:
         restored = manager.restore(
             step,
@@ -223,6 +274,7 @@ def load_model(path: str | Path) -> tuple[CompressionModel, Any, ModelConfig]:
     config, _ = read_config(step_dir)
     model = CompressionModel(config)
     handler = ocp.StandardCheckpointer()
+    _drop_abandoned_reads()
     try:
         params = handler.restore(step_dir.resolve() / "params", abstract_params(model))
     except Exception as error:  # orbax and tensorstore raise many types on unreadable files
