@@ -400,7 +400,7 @@ def train_step(
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
     )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["aux_loss"]) & jnp.isfinite(grad_norm)
     new_state = jax.tree_util.tree_map(
         lambda new, old: jnp.where(finite, new, old), new_state, state
