@@ -1,13 +1,16 @@
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, damage_largest_file
 
+from jahp_jax.io import checkpoints
 from jahp_jax.io.checkpoints import (
     CheckpointError,
     ModelConfig,
@@ -170,3 +173,32 @@ def test_a_corrupt_checkpoint_is_one_line_to_the_end_of_the_process(tmp_path):
     assert exports.returncode == 0 and len(lines) == 3, exports.stderr[-3000:]
     assert all(line.startswith("error: the parameters in ") for line in lines), lines
     assert not list(tmp_path.glob("out*"))
+
+
+def _raised(error: Exception, filename: str = __file__) -> Exception:
+    """`error` raised and caught, by code that reads as from `filename`."""
+    try:
+        exec(compile("raise error", filename, "exec"), {"error": error})
+    except Exception as caught:
+        return caught
+
+
+def test_only_orbax_abandoned_reads_are_dropped(monkeypatch):
+    """The hook and the asyncio filter a restore installs drop errors raised in orbax's code and
+    pass an error of any other code on to the hook and the handlers that were there before."""
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    checkpoints._drop_abandoned_reads()
+    other = _raised(OSError("another library's error"))
+    orbax = _raised(ValueError("OUT_OF_RANGE"), f"{checkpoints._ORBAX_DIR}/serialization.py")
+    for error in (other, orbax):
+        sys.unraisablehook(SimpleNamespace(exc_value=error))
+    assert [args.exc_value for args in reported] == [other]
+
+    def asyncio_record(error: Exception) -> logging.LogRecord:
+        message = "Task exception was never retrieved\nfuture: <Task>"
+        exc_info = (type(error), error, error.__traceback__)
+        return logging.LogRecord("asyncio", logging.ERROR, "", 0, message, None, exc_info)
+
+    assert logging.getLogger("asyncio").filter(asyncio_record(other))
+    assert not logging.getLogger("asyncio").filter(asyncio_record(orbax))
